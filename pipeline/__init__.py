@@ -1,0 +1,1 @@
+"""Pipeline definition, typed configuration and runners."""

@@ -1,0 +1,83 @@
+"""The typed config: defaults, YAML, overrides, and errors that name the key."""
+
+import json
+import os
+
+import pytest
+
+from pipeline import config as config_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_YAML = os.path.join(ROOT, 'pipeline', 'configs', 'default.yaml')
+
+
+def test_defaults_are_valid_and_default_yaml_loads():
+  cfg = config_lib.load_config(DEFAULT_YAML)
+  assert cfg.window.days == 28 and cfg.window.eval_days == 1
+  assert cfg.window.teacher_lag_hours == 40.0
+  assert cfg.model.teacher.hidden_units == [256, 64, 32]
+  assert cfg.observability.fractions()[0] == 1.0
+
+
+def test_yaml_and_overrides(tmp_path):
+  path = tmp_path / 'c.yaml'
+  path.write_text('window:\n  eval_days: 2\n  teacher_lag_hours: 72\n')
+  cfg = config_lib.load_config(str(path), ['window.eval_days=3',
+                                           'model.teacher.train_steps=10'])
+  assert cfg.window.eval_days == 3
+  assert cfg.window.teacher_lag_hours == 72.0
+  # A partial section keeps the rest of its own defaults.
+  assert cfg.model.teacher.train_steps == 10
+  assert cfg.model.teacher.hidden_units == [256, 64, 32]
+
+
+def test_json_round_trip():
+  cfg = config_lib.load_config(None, ['window.snapshot_time=2026-02-05T00:00:00Z'])
+  again = config_lib.from_json(cfg.to_json())
+  assert again == cfg
+  assert json.loads(cfg.to_json())['window']['snapshot_time'].startswith('2026')
+  assert again.window.snapshot().isoformat() == '2026-02-05T00:00:00+00:00'
+
+
+@pytest.mark.parametrize('override, message', [
+    ('world.foo=1', 'unknown config key world.foo'),
+    ('windw.days=3', 'unknown config key windw'),
+    ('window.eval_days=abc', "window.eval_days: expected an integer, got 'abc'"),
+    ('window.eval_days=1.5', 'window.eval_days: expected an integer'),
+    ('window.teacher_lag_hours=-1', 'window.teacher_lag_hours: -1.0 is out of range'),
+    ('world.mobile_share=1.5', 'world.mobile_share: 1.5 is out of range'),
+    ('observability.browsers=[{id: 0, name: a, observed_fraction: 1.5}]',
+     'observability.browsers[0].observed_fraction: 1.5 is out of range'),
+    ('observability.browsers=[{id: 0, name: a, observed_fraction: 0}]',
+     'observed_fraction: 0.0 is out of range (must be > 0.0)'),
+    ('window.eval_days=28', 'window.eval_days: 28 must be smaller than window.days'),
+    ('window.snapshot_time=yesterday', 'window.snapshot_time'),
+    ('window.snapshot_policy=sometimes', 'window.snapshot_policy'),
+    ('delay.window_shares=[0.5, 0.6, 0.1]', 'delay.window_shares: must be'),
+    ('world.start_date=2026-13-01', 'world.start_date'),
+    ('model.teacher.hint_layer=0', 'model.teacher.hidden_units[0]'),
+    ('model.student.hint_layer=5', 'model.student.hint_layer'),
+    ('world.browser_shares_mobile=[0.5, 0.5]', 'world.browser_shares_mobile'),
+    ('world.num_clicks=true', 'world.num_clicks: expected an integer'),
+    ('model.student.hidden_units=[64, 0]', 'model.student.hidden_units'),
+])
+def test_bad_values_name_the_key(override, message):
+  with pytest.raises(config_lib.ConfigError) as e:
+    config_lib.load_config(None, [override])
+  assert message in str(e.value)
+  assert '\n' not in str(e.value)
+
+
+def test_bad_files(tmp_path):
+  with pytest.raises(config_lib.ConfigError, match='cannot read config'):
+    config_lib.load_config(str(tmp_path / 'missing.yaml'))
+  bad = tmp_path / 'bad.yaml'
+  bad.write_text('window: [1, 2\n')
+  with pytest.raises(config_lib.ConfigError, match='not valid YAML'):
+    config_lib.load_config(str(bad))
+  listy = tmp_path / 'list.yaml'
+  listy.write_text('- 1\n')
+  with pytest.raises(config_lib.ConfigError, match='mapping'):
+    config_lib.load_config(str(listy))
+  with pytest.raises(config_lib.ConfigError, match='expected key.path=value'):
+    config_lib.load_config(None, ['window.days'])
