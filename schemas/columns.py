@@ -1,0 +1,150 @@
+"""The column-role map: the one source of truth for column names and roles.
+
+Every module that needs a column name imports it from here (DESIGN §3). The
+committed TFDV schema (`schema.pbtxt`) declares the same columns with their types
+and domains; `tests/test_schema.py` checks that the two agree.
+
+Roles:
+  time:         click identity and timestamps (never model inputs).
+  serving:      features the student may read at serving time (dense scalars).
+  teacher_only: offline signals only the teacher reads.
+  label:        conversions reported by T, per delay window.
+  exposure:     per-window exposure at T and the browser's observed fraction.
+  slice:        evaluation slice keys.
+  truth:        synthetic ground truth; no model reads it.
+  teacher:      columns the BulkInferrer writes (schema environment DISTILL).
+"""
+
+import dataclasses
+import enum
+from typing import Dict, Optional, Tuple
+
+
+class Role(str, enum.Enum):
+  TIME = 'time'
+  SERVING = 'serving'
+  TEACHER_ONLY = 'teacher_only'
+  LABEL = 'label'
+  EXPOSURE = 'exposure'
+  SLICE = 'slice'
+  TRUTH = 'truth'
+  TEACHER = 'teacher'
+
+
+class Kind(str, enum.Enum):
+  """How a model feature is represented (TFLite-builtin transforms only)."""
+  CATEGORICAL = 'categorical'  # int64 id -> floormod(id, buckets) -> embedding
+  NUMERIC = 'numeric'  # z-score
+  LOG_NUMERIC = 'log_numeric'  # log1p then z-score (heavy-tailed, >= 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Window:
+  """A conversion delay window [start_hours, end_hours) after the click."""
+  name: str
+  start_hours: float
+  end_hours: float
+
+
+# The three delay windows of the paper (§I.B); their names are part of the contract.
+WINDOWS: Tuple[Window, ...] = (
+    Window('0_2d', 0.0, 48.0),
+    Window('2_7d', 48.0, 168.0),
+    Window('7_90d', 168.0, 2160.0),
+)
+WINDOW_NAMES = tuple(w.name for w in WINDOWS)
+
+
+@dataclasses.dataclass(frozen=True)
+class Column:
+  """One column of the joined examples (or of the logs they are built from)."""
+  name: str
+  role: Role
+  dtype: str  # 'int', 'float' or 'bytes'
+  kind: Optional[Kind] = None  # model features only
+  buckets: Optional[int] = None  # categorical: floormod bucket count
+  group: Optional[str] = None  # serving features: query / user / product
+  width: Optional[int] = 1  # values per example; None: declared in the schema
+
+
+def _w(prefix: str) -> Tuple[str, ...]:
+  return tuple(f'{prefix}_{w}' for w in WINDOW_NAMES)
+
+
+# --- Names -------------------------------------------------------------------
+CLICK_ID = 'click_id'
+CLICK_TS = 'click_ts'
+SNAPSHOT_TS = 'snapshot_ts'
+CONVERSION_TS = 'conversion_ts'  # conversion log only
+
+BROWSER = 'browser'
+TARGET_CPA = 'target_cpa'
+
+LABELS = _w('conversions')
+EXPOSURES = _w('exposure')
+OBSERVED_FRACTION = 'observed_fraction'
+TCPA_BUCKET = 'tcpa_bucket'
+BROWSER_OBSERVABILITY = 'browser_observability'
+TRUE_RATES = _w('true_rate')
+TRUE_CONVERSIONS = 'true_conversions'
+TEACHER_RATES = _w('teacher_rate')
+# Its width (value count) is declared in schema.pbtxt; `schemas.hint_width()` reads
+# it, and the config check requires the teacher's hint layer to match.
+TEACHER_HINT = 'teacher_hint'
+
+_S, _T = Role.SERVING, Role.TEACHER_ONLY
+_CAT, _NUM, _LOG = Kind.CATEGORICAL, Kind.NUMERIC, Kind.LOG_NUMERIC
+
+COLUMNS: Tuple[Column, ...] = (
+    Column(CLICK_ID, Role.TIME, 'int'),
+    Column(CLICK_TS, Role.TIME, 'int'),
+    Column(SNAPSHOT_TS, Role.TIME, 'int'),
+    # Serving features, grouped as in the paper (§III.B).
+    Column('query_category', _S, 'int', _CAT, buckets=64, group='query'),
+    Column('query_length', _S, 'int', _LOG, group='query'),
+    Column('device', _S, 'int', _CAT, buckets=3, group='query'),
+    Column('hour', _S, 'int', _CAT, buckets=24, group='query'),
+    Column(BROWSER, _S, 'int', _CAT, buckets=5, group='user'),
+    Column('country', _S, 'int', _CAT, buckets=32, group='user'),
+    Column('user_engagement', _S, 'float', _NUM, group='user'),
+    Column('user_past_conversions', _S, 'int', _LOG, group='user'),
+    Column('advertiser_id', _S, 'int', _CAT, buckets=4096, group='product'),
+    Column('product_category', _S, 'int', _CAT, buckets=128, group='product'),
+    Column('price', _S, 'float', _LOG, group='product'),
+    Column(TARGET_CPA, _S, 'float', _LOG, group='product'),
+    # Offline signals the serving path does not have.
+    Column('user_intent', _T, 'float', _NUM),
+    Column('landing_page_quality', _T, 'float', _NUM),
+    Column('cross_device_history', _T, 'int', _LOG),
+    *(Column(n, Role.LABEL, 'int') for n in LABELS),
+    *(Column(n, Role.EXPOSURE, 'float') for n in EXPOSURES),
+    Column(OBSERVED_FRACTION, Role.EXPOSURE, 'float'),
+    Column(TCPA_BUCKET, Role.SLICE, 'bytes'),
+    Column(BROWSER_OBSERVABILITY, Role.SLICE, 'bytes'),
+    *(Column(n, Role.TRUTH, 'float') for n in TRUE_RATES),
+    Column(TRUE_CONVERSIONS, Role.TRUTH, 'int'),
+    *(Column(n, Role.TEACHER, 'float') for n in TEACHER_RATES),
+    Column(TEACHER_HINT, Role.TEACHER, 'float', width=None),
+)
+
+BY_NAME: Dict[str, Column] = {c.name: c for c in COLUMNS}
+if len(BY_NAME) != len(COLUMNS):
+  raise AssertionError('duplicate column names in the role map')
+
+
+def names(role: Role) -> Tuple[str, ...]:
+  """Names of the columns with `role`, in declaration order."""
+  return tuple(c.name for c in COLUMNS if c.role == role)
+
+
+SERVING_FEATURES = names(Role.SERVING)
+TEACHER_ONLY_FEATURES = names(Role.TEACHER_ONLY)
+TRUTH_COLUMNS = names(Role.TRUTH)
+
+# Columns of the click log: identity, features and (synthetic only) truth.
+CLICK_LOG_COLUMNS = (CLICK_ID, CLICK_TS) + SERVING_FEATURES + (
+    TEACHER_ONLY_FEATURES + TRUTH_COLUMNS)
+# Columns of the conversion log.
+CONVERSION_LOG_COLUMNS = (CLICK_ID, CONVERSION_TS)
+# Columns the ExampleGen writes: everything but the teacher's.
+EXAMPLE_COLUMNS = tuple(c.name for c in COLUMNS if c.role != Role.TEACHER)

@@ -1,0 +1,122 @@
+"""Labels as of T on hand-built logs: counts, exposures, maturity, slices, errors."""
+
+import numpy as np
+import pytest
+
+from observation import delay as delay_lib
+from observation import labels
+from schemas import columns
+
+H = 3600
+T0 = 1_700_000_000 - (1_700_000_000 % 86400)  # a UTC midnight
+
+
+@pytest.fixture
+def spec():
+  return labels.LabelSpec(delay=delay_lib.DelayModel([8.0, 48.0, 480.0]),
+                          observed_fractions=(1.0, 0.9, 0.3, 0.6, 0.2))
+
+
+def clicks(ts, browser=None, tcpa=None):
+  n = len(ts)
+  return {
+      columns.CLICK_ID: np.arange(10, 10 + n),
+      columns.CLICK_TS: np.asarray(ts, dtype=np.int64),
+      columns.BROWSER: np.zeros(n, np.int64) if browser is None else np.asarray(browser),
+      columns.TARGET_CPA: np.full(n, 60.0) if tcpa is None else np.asarray(tcpa),
+  }
+
+
+def test_counts_by_window_and_only_reported_by_t(spec):
+  c = clicks([T0, T0 + 5 * H])
+  # Click 10: delays 1h, 30h (0_2d), 50h (2_7d), 200h (7_90d), 3000h (none).
+  conv_id = np.array([10, 10, 10, 10, 10, 11, 99])
+  conv_ts = T0 + np.array([1, 30, 50, 200, 3000, 5 + 2, 1]) * H
+  t = T0 + 300 * H
+  out = labels.labels_as_of(c, conv_id, conv_ts, t, spec)
+  assert out['conversions_0_2d'].tolist() == [2, 1]
+  assert out['conversions_2_7d'].tolist() == [1, 0]
+  assert out['conversions_7_90d'].tolist() == [1, 0]
+  # Earlier T: the 200h conversion is not reported yet, nor the 50h one.
+  out = labels.labels_as_of(c, conv_id, conv_ts, T0 + 40 * H, spec)
+  assert out['conversions_0_2d'].tolist() == [2, 1]
+  assert out['conversions_2_7d'].tolist() == [0, 0]
+  assert out['conversions_7_90d'].tolist() == [0, 0]
+  assert (out[columns.SNAPSHOT_TS] == T0 + 40 * H).all()
+
+
+def test_exposures_follow_the_delay_cdf(spec):
+  c = clicks([T0, T0 + 100 * H])
+  t = T0 + 120 * H
+  out = labels.labels_as_of(c, [], [], t, spec)
+  want = spec.delay.exposures([120.0, 20.0])
+  for i, name in enumerate(columns.EXPOSURES):
+    np.testing.assert_allclose(out[name], want[:, i], rtol=1e-6)
+  assert out['exposure_0_2d'][0] == 1.0 and out['exposure_7_90d'][1] == 0.0
+  assert 0 < out['exposure_2_7d'][0] < 1
+
+
+def test_labels_grow_with_t_and_equal_full_counts_once_mature(spec):
+  rng = np.random.default_rng(0)
+  c = clicks(T0 + np.sort(rng.integers(0, 86400, 50)))
+  n_conv = 400
+  conv_id = rng.integers(10, 60, n_conv)
+  delays = spec.delay.sample(rng, rng.integers(0, 3, n_conv))
+  conv_ts = c[columns.CLICK_TS][conv_id - 10] + (delays * H).astype(np.int64)
+  previous = None
+  for days in [1, 2, 5, 10, 30, 60, 91, 120]:
+    out = labels.labels_as_of(c, conv_id, conv_ts, T0 + days * 86400, spec)
+    counts = np.stack([out[n] for n in columns.LABELS], 1)
+    if previous is not None:
+      assert (counts >= previous).all()
+    previous = counts
+  window = spec.delay.window_of((conv_ts - c[columns.CLICK_TS][conv_id - 10]) / H)
+  full = np.zeros((50, 3), np.int64)
+  np.add.at(full, (conv_id - 10, window), 1)
+  np.testing.assert_array_equal(previous, full)
+  assert previous.sum() == n_conv
+  assert (np.stack([out[n] for n in columns.EXPOSURES]) == 1.0).all()
+
+
+def test_slices_and_observed_fraction(spec):
+  c = clicks([T0] * 6, browser=[0, 1, 2, 3, 4, 7],
+             tcpa=[10.0, 50.0, 50.01, 250.0, 250.5, float('nan')])
+  out = labels.labels_as_of(c, [], [], T0 + H, spec)
+  assert out[columns.TCPA_BUCKET].tolist() == [
+      'tcpa_le_50', 'tcpa_le_50', 'tcpa_50_100', 'tcpa_100_250', 'tcpa_gt_250', '']
+  np.testing.assert_allclose(out[columns.OBSERVED_FRACTION][:5],
+                             [1.0, 0.9, 0.3, 0.6, 0.2], rtol=1e-6)
+  # An unknown browser is not guessed: NaN and an empty slice, which the
+  # schema rejects, so the DataGate names it.
+  assert np.isnan(out[columns.OBSERVED_FRACTION][5])
+  assert out[columns.BROWSER_OBSERVABILITY].tolist() == [
+      'full', 'partial', 'low', 'partial', 'low', '']
+
+
+def test_structural_errors(spec):
+  with pytest.raises(ValueError, match='at or after T'):
+    labels.labels_as_of(clicks([T0, T0 + 10]), [], [], T0 + 10, spec)
+  c = clicks([T0, T0 + 1])
+  c[columns.CLICK_ID] = np.array([5, 5])
+  with pytest.raises(ValueError, match='duplicate click_id 5'):
+    labels.labels_as_of(c, [], [], T0 + H, spec)
+  with pytest.raises(ValueError, match=r'before its click \(click_id 10\)'):
+    labels.labels_as_of(clicks([T0]), [10], [T0 - 1], T0 + H, spec)
+
+
+def test_empty_window(spec):
+  out = labels.labels_as_of(clicks([]), [10], [T0], T0 + H, spec)
+  assert all(len(v) == 0 for v in out.values())
+
+
+def test_join_window_keeps_log_columns(spec):
+  c = clicks([T0])
+  c['price'] = np.array([3.5], np.float32)
+  c[columns.TRUE_CONVERSIONS] = np.array([2])
+  c['unrelated'] = np.array([1])
+  out = labels.join_window(c, [10], [T0 + H], T0 + 2 * H, spec)
+  assert out['price'].tolist() == [3.5]
+  assert out[columns.TRUE_CONVERSIONS].tolist() == [2]
+  assert out['conversions_0_2d'].tolist() == [1]
+  assert 'unrelated' not in out
+  assert list(out) == [n for n in columns.EXAMPLE_COLUMNS if n in out]

@@ -1,0 +1,135 @@
+"""The curated schema: agrees with the role map; real joined examples validate;
+planted defects yield the expected anomalies."""
+
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_data_validation as tfdv
+
+import schemas
+from observation import labels
+from schemas import columns
+from tests.conftest import make_world
+from world import generator
+from world import io
+
+_TYPES = {'int': 'INT', 'float': 'FLOAT', 'bytes': 'BYTES'}
+
+
+def test_schema_and_role_map_agree():
+  schema = schemas.load_schema()
+  from tensorflow_metadata.proto.v0 import schema_pb2  # pylint: disable=g-import-not-at-top
+  by_name = {f.name: f for f in schema.feature}
+  assert set(by_name) == set(columns.BY_NAME)
+  for col in columns.COLUMNS:
+    f = by_name[col.name]
+    assert schema_pb2.FeatureType.Name(f.type) == _TYPES[col.dtype], col.name
+    # RAW (what the ExampleGen writes) has everything but the teacher columns.
+    assert schemas.in_environment(f, schemas.RAW) == (col.role != columns.Role.TEACHER)
+    assert schemas.in_environment(f, schemas.DISTILL)
+    if col.role == columns.Role.SERVING:
+      # Every serving feature is a dense FixedLen [1] feature (TFLite, DESIGN §2).
+      assert [d.size for d in f.shape.dim] == [1], col.name
+      assert f.presence.min_fraction == 1.0
+  assert schemas.hint_width() == by_name[columns.TEACHER_HINT].value_count.min
+
+
+def test_slice_domains_are_the_bucket_names():
+  by_name = {f.name: f for f in schemas.load_schema().feature}
+  assert list(by_name[columns.TCPA_BUCKET].string_domain.value) == list(
+      labels.TCPA_BUCKETS)
+  assert list(by_name[columns.BROWSER_OBSERVABILITY].string_domain.value) == list(
+      labels.OBSERVABILITY_BUCKETS)
+
+
+@pytest.fixture(scope='module')
+def joined(tmp_path_factory):
+  """The joined examples of a 7-day window of a generated world, as of T."""
+  cfg, path = make_world(tmp_path_factory.mktemp('schema_world'),
+                         ['world.num_clicks=20000', 'world.days=10'])
+  clicks = io.read_examples(os.path.join(path, 'clicks'))
+  convs = io.read_examples(os.path.join(path, 'conversions'))
+  t = int(cfg.world.start().timestamp()) + 10 * 86400
+  in_window = clicks[columns.CLICK_TS] >= t - 7 * 86400
+  clicks = {k: v[in_window] for k, v in clicks.items()}
+  return labels.join_window(clicks, convs[columns.CLICK_ID],
+                            convs[columns.CONVERSION_TS], t,
+                            labels.LabelSpec.from_config(cfg))
+
+
+def _validate(stats, environment=None):
+  anomalies = tfdv.validate_statistics(stats, schemas.load_schema(),
+                                       environment=environment)
+  return {k: v.short_description for k, v in anomalies.anomaly_info.items()}
+
+
+def _encoded(cols):
+  """Joined columns as the ExampleGen writes them: float32, int64 and strings."""
+  return generator.encode({k: v.astype(np.float32) if v.dtype.kind == 'f' else v
+                           for k, v in cols.items()})
+
+
+def _stats(cols):
+  """TFDV statistics of the tf.Examples (decoded as TFX decodes them)."""
+  from tensorflow_data_validation.statistics import stats_impl  # pylint: disable=g-import-not-at-top
+  from tfx_bsl.coders import example_coder  # pylint: disable=g-import-not-at-top
+  batch = example_coder.ExamplesToRecordBatchDecoder().DecodeBatch(_encoded(cols))
+  return stats_impl.generate_statistics_in_memory(batch)
+
+
+def test_joined_examples_validate_as_tfrecords(joined, tmp_path):
+  # Through TFRecord files and TFDV's Beam statistics, as StatisticsGen does.
+  path = str(tmp_path / 'joined.tfrecord')
+  with tf.io.TFRecordWriter(path) as w:
+    for rec in _encoded(joined):
+      w.write(rec)
+  stats = tfdv.generate_statistics_from_tfrecord(path)
+  # ExampleValidator validates with no environment: the declared-but-absent
+  # teacher columns must not be anomalies there either.
+  assert _validate(stats) == {}
+  assert _validate(stats, schemas.RAW) == {}
+
+
+def _defect(joined, fn):
+  cols = {k: np.array(v, copy=True) for k, v in joined.items()}
+  fn(cols)
+  return _stats(cols)
+
+
+def _unknown_browser(c):
+  c[columns.BROWSER][:3] = 9
+  c[columns.OBSERVED_FRACTION][:3] = np.nan  # as labels_as_of writes it
+
+
+@pytest.mark.parametrize('name, fn, feature, description', [
+    ('negative count', lambda c: c['conversions_0_2d'].__setitem__(0, -1),
+     'conversions_0_2d', 'Out-of-range values'),
+    ('unknown browser id', _unknown_browser, columns.BROWSER, 'Out-of-range values'),
+    ('missing column', lambda c: c.pop('price'), 'price', 'Column dropped'),
+    ('exposure above one', lambda c: c['exposure_2_7d'].__setitem__(0, 1.5),
+     'exposure_2_7d', 'Out-of-range values'),
+    ('non-positive tCPA', lambda c: c[columns.TARGET_CPA].__setitem__(0, 0.0),
+     columns.TARGET_CPA, 'Out-of-range values'),
+    ('NaN feature', lambda c: c['user_engagement'].__setitem__(0, np.nan),
+     'user_engagement', 'Invalid values'),
+    ('NaN observed fraction', _unknown_browser, columns.OBSERVED_FRACTION,
+     'Invalid values'),
+])
+def test_planted_defects_are_anomalies(joined, name, fn, feature, description):
+  clean = _stats(joined)
+  assert _validate(clean) == {}
+  found = _validate(_defect(joined, fn))
+  assert feature in found, (name, found)
+  assert description in found[feature], (name, found)
+
+
+def test_teacher_columns_are_checked_in_distill(joined):
+  cols = dict(joined)
+  n = len(cols[columns.CLICK_ID])
+  for name in columns.TEACHER_RATES:
+    cols[name] = np.full(n, 0.01, np.float32)
+  cols[columns.TEACHER_RATES[0]][0] = -1.0
+  found = _validate(_stats(cols), schemas.DISTILL)
+  assert columns.TEACHER_RATES[0] in found, found
