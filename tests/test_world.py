@@ -1,0 +1,149 @@
+"""The synthetic world's mechanics, shown on generated data (DESIGN §3-4)."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from observation import delay as delay_lib
+from observation import labels
+from schemas import columns
+from tests.conftest import make_world
+from world import difficulty
+from world import generator
+from world import io
+
+HOUR = 3600.0
+
+
+@pytest.fixture(scope='module')
+def logs(mature_world):
+  cfg, path = mature_world
+  clicks = io.read_examples(os.path.join(path, 'clicks'))
+  convs = io.read_examples(os.path.join(path, 'conversions'))
+  order = np.argsort(clicks[columns.CLICK_ID])
+  clicks = {k: v[order] for k, v in clicks.items()}
+  pos = np.searchsorted(clicks[columns.CLICK_ID], convs[columns.CLICK_ID])
+  assert (clicks[columns.CLICK_ID][pos] == convs[columns.CLICK_ID]).all()
+  delay_h = (convs[columns.CONVERSION_TS] - clicks[columns.CLICK_TS][pos]) / HOUR
+  return cfg, clicks, convs, pos, delay_h
+
+
+def test_every_feature_is_a_dense_scalar_and_categoricals_are_int64(logs):
+  _, clicks, _, _, _ = logs
+  assert set(clicks) == set(columns.CLICK_LOG_COLUMNS)
+  n = len(clicks[columns.CLICK_ID])
+  for name in columns.CLICK_LOG_COLUMNS:
+    assert clicks[name].shape == (n,), name
+    col = columns.BY_NAME[name]
+    want = np.int64 if col.dtype == 'int' else np.float32
+    assert clicks[name].dtype == want, name
+  assert len(np.unique(clicks[columns.CLICK_ID])) == n
+
+
+def test_reported_share_per_browser_matches_observed_fraction(logs):
+  cfg, clicks, _, pos, _ = logs
+  browser = clicks[columns.BROWSER]
+  reported = np.bincount(browser[pos], minlength=5)
+  true = np.bincount(browser, weights=clicks[columns.TRUE_CONVERSIONS], minlength=5)
+  for b, f in enumerate(cfg.observability.fractions()):
+    if true[b] == 0:
+      continue
+    ratio = reported[b] / true[b]
+    se = np.sqrt(max(f * (1 - f), 1e-4) / true[b])
+    assert abs(ratio - f) < 4 * se + 1e-9, (b, ratio, f, true[b])
+  # Low-observability browsers are really there.
+  assert true[2] > 200 and true[4] > 50
+
+
+def test_delay_window_shares_match_the_truth(logs):
+  cfg, clicks, _, pos, delay_h = logs
+  model = delay_lib.DelayModel.from_config(cfg.delay)
+  window = model.window_of(delay_h)
+  assert (window >= 0).all()
+  got = np.bincount(window, minlength=3) / len(window)
+  f = np.asarray(cfg.observability.fractions())[clicks[columns.BROWSER]]
+  rates = np.stack([clicks[n] for n in columns.TRUE_RATES], 1) * f[:, None]
+  want = rates.sum(0) / rates.sum()
+  se = np.sqrt(want * (1 - want) / len(window))
+  assert (np.abs(got - want) < 4 * se).all(), (got, want)
+  # And the world's average shares are the configured ones (the price tilt
+  # moves individual clicks, not the average much).
+  np.testing.assert_allclose(want, cfg.delay.window_shares, atol=0.05)
+
+
+def test_exposures_match_the_delay_cdf(logs):
+  cfg, _, _, _, delay_h = logs
+  model = delay_lib.DelayModel.from_config(cfg.delay)
+  window = model.window_of(delay_h)
+  for i in range(3):
+    d = delay_h[window == i]
+    ks = stats.kstest(d, lambda x, i=i: model.exposures(x)[:, i])
+    assert ks.pvalue > 1e-3, (i, ks)
+
+
+def test_labels_grow_with_t_and_equal_full_window_counts_once_mature(logs):
+  cfg, clicks, convs, pos, delay_h = logs
+  spec = labels.LabelSpec.from_config(cfg)
+  first_day = clicks[columns.CLICK_TS] < clicks[columns.CLICK_TS].min() + 86400
+  sub = {k: v[first_day] for k, v in clicks.items()}
+  t0 = int(sub[columns.CLICK_TS].max()) + 1
+  previous = None
+  for days in [0, 1, 3, 7, 20, 60, 90]:
+    out = labels.labels_as_of(sub, convs[columns.CLICK_ID],
+                              convs[columns.CONVERSION_TS], t0 + days * 86400, spec)
+    counts = np.stack([out[n] for n in columns.LABELS], 1)
+    if previous is not None:
+      assert (counts >= previous).all()
+      assert counts.sum() >= previous.sum()
+    previous = counts
+  assert (np.stack([out[n] for n in columns.EXPOSURES]) == 1.0).all()
+  # Mature labels are the full-window counts of the conversion log.
+  model = delay_lib.DelayModel.from_config(cfg.delay)
+  mine = np.isin(convs[columns.CLICK_ID], sub[columns.CLICK_ID])
+  full = np.bincount(model.window_of(delay_h[mine]), minlength=3)
+  np.testing.assert_array_equal(previous.sum(0), full)
+  assert previous.sum() > 100
+
+
+def test_mean_rate_is_the_configured_base_rate(logs):
+  cfg, clicks, _, _, _ = logs
+  rate = sum(clicks[n].astype(np.float64) for n in columns.TRUE_RATES)
+  assert rate.mean() == pytest.approx(cfg.world.base_rate, rel=0.05)
+  # Truth counts are Poisson draws from the truth rates.
+  y = clicks[columns.TRUE_CONVERSIONS]
+  assert y.mean() == pytest.approx(rate.mean(), rel=0.05)
+  # tCPA is heavy-tailed: a real tCPA > 250 slice.
+  high = (clicks[columns.TARGET_CPA] > 250).mean()
+  assert 0.01 < high < 0.2
+
+
+def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path):
+  def hashes(root, seed):
+    _, path = make_world(root, ['world.num_clicks=3000', 'world.days=3',
+                                f'world.seed={seed}', 'world.chunk_size=1000'])
+    with open(os.path.join(path, generator.MANIFEST)) as f:
+      return {e['path']: e['sha256'] for e in json.load(f)['files']}
+  a = hashes(tmp_path / 'a', 1)
+  assert a == hashes(tmp_path / 'b', 1)
+  assert any(p.startswith('conversions/') for p in a)
+  b = hashes(tmp_path / 'c', 2)
+  assert set(a) & set(b) and all(a[p] != b[p] for p in set(a) & set(b))
+
+
+# The difficulty claim (README): on the default world the best Poisson GLM on
+# serving features stays at least MIN_GLM_GAP above the Bayes floor, and adding
+# the teacher-only features closes at least MIN_PRIVILEGED_SHARE of that gap.
+MIN_GLM_GAP = 0.05
+MIN_PRIVILEGED_SHARE = 0.4
+
+
+def test_world_is_hard_and_the_privileged_signal_is_real(tmp_path):
+  _, path = make_world(tmp_path, ['world.num_clicks=150000'])
+  result = difficulty.measure(io.read_examples(os.path.join(path, 'clicks')))
+  assert result['glm_gap'] >= MIN_GLM_GAP, result
+  assert result['privileged_share'] >= MIN_PRIVILEGED_SHARE, result
+  assert result['floor'] < result['glm_with_teacher_only'] < result[
+      'glm_serving'] < result['constant']

@@ -1,0 +1,1 @@
+"""The synthetic world: a seeded, streaming generator of click and conversion logs."""

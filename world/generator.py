@@ -1,0 +1,420 @@
+"""The synthetic world: day-partitioned click and conversion logs with known truth.
+
+Writes, under the output directory:
+  clicks/date=YYYY-MM-DD/part-NNNNN.tfrecord.gz       one tf.Example per click
+  conversions/date=YYYY-MM-DD/part-00000.tfrecord.gz  one per *reported* conversion
+  manifest.json                                       parameters, counts, files
+
+Mechanics (DESIGN §3), all seeded and streamed day by day in fixed-size chunks:
+  - advertisers with Zipf popularity and log-normal tCPA (a real tCPA > 250 slice);
+  - a non-linear true rate: a query x product-category relevance table, tanh of
+    engagement, a price bump around the advertiser's usual price, hour x device
+    cycles, and teacher-only signals (intent, landing-page quality, cross-device
+    history) that the serving features only partly reveal;
+  - per-window rates: the total split over 0-2d / 2-7d / 7-90d by the configured
+    shares, tilted towards later windows for expensive products;
+  - delays inside each window from the shared DelayModel;
+  - browser-dependent observability: each conversion is reported with probability
+    f_b; unreported conversions are absent from the conversion log, and the truth
+    columns (true_rate_<w>, true_conversions) count them.
+Every categorical is an int64 id and every feature a dense scalar.
+
+Usage: python -m world.generator --config pipeline/configs/default.yaml [--help]
+"""
+
+import argparse
+import datetime
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from observation import delay as delay_lib
+from pipeline import config as config_lib
+from schemas import columns
+
+GENERATOR_VERSION = 1
+MANIFEST = 'manifest.json'
+CLICKS_DIR = 'clicks'
+CONVERSIONS_DIR = 'conversions'
+SECONDS_PER_DAY = 86400
+
+_N = {c.name: c.buckets for c in columns.COLUMNS if c.buckets}
+N_QUERY_CATEGORIES = _N['query_category']
+N_PRODUCT_CATEGORIES = _N['product_category']
+N_COUNTRIES = _N['country']
+DESKTOP, MOBILE, TABLET = 0, 1, 2
+# Local hour of the conversion-rate peak by device.
+_PEAK_HOUR = np.array([14.0, 21.0, 19.0])
+# Tilt of the window shares per unit of standardised log price: expensive products
+# convert later.
+_WINDOW_PRICE_TILT = np.array([-0.35, 0.0, 0.35])
+
+
+def partition_dir(root: str, log: str, day: datetime.date) -> str:
+  """Directory of one day partition of a log."""
+  return os.path.join(root, log, f'date={day.isoformat()}')
+
+
+class World:
+  """World-level parameters (advertisers, tables) and per-click mechanics."""
+
+  def __init__(self, cfg: config_lib.Config):
+    self.cfg = cfg
+    w = cfg.world
+    rng = np.random.default_rng([w.seed, 0])
+    a = w.num_advertisers
+    pop = np.arange(1, a + 1, dtype=np.float64)**-w.advertiser_zipf_exponent
+    self.adv_popularity = pop / pop.sum()
+    self.adv_tcpa = w.tcpa_median * np.exp(w.tcpa_sigma * rng.standard_normal(a))
+    self.adv_category = rng.integers(0, N_PRODUCT_CATEGORIES, a)
+    self.adv_price = 0.8 * self.adv_tcpa * np.exp(0.5 * rng.standard_normal(a))
+    # Advertisers with expensive goals convert less per click.
+    self.adv_effect = 0.5 * rng.standard_normal(a) - 0.35 * np.log(
+        self.adv_tcpa / w.tcpa_median)
+    self.adv_quality = rng.standard_normal(a)
+    self.relevance = 0.5 * rng.standard_normal(
+        (N_QUERY_CATEGORIES, N_PRODUCT_CATEGORIES))
+    cpop = 1.0 / np.arange(1, N_COUNTRIES + 1)
+    self.country_popularity = cpop / cpop.sum()
+    self.country_effect = 0.2 * rng.standard_normal(N_COUNTRIES)
+    self.country_tz = rng.integers(-8, 9, N_COUNTRIES)
+    self.price_scale = float(np.median(self.adv_price))
+    self.observed_fraction = np.asarray(cfg.observability.fractions())
+    self.browser_shares = np.array(
+        [w.browser_shares_desktop, w.browser_shares_mobile, w.browser_shares_mobile])
+    m = w.mobile_share
+    self.device_shares = np.array([0.9 * (1 - m), m, 0.1 * (1 - m)])
+    hours = np.arange(24)
+    diurnal = 1.0 + 0.6 * np.sin(2 * np.pi * (hours - 9) / 24)
+    self.hour_shares = diurnal / diurnal.sum()
+    self.delay = delay_lib.DelayModel.from_config(cfg.delay)
+    # Calibrated on a fixed sample so that the configured values are the world's
+    # averages: the intercept gives mean true rate = world.base_rate, and the
+    # window logits give conversion-weighted shares = delay.window_shares
+    # (the price tilt and its correlation with the rate would move them).
+    calib = self.features(np.random.default_rng([w.seed, 2]), 200_000, 0)
+    self.intercept = 0.0
+    self.intercept = np.log(w.base_rate) - np.log(
+        np.mean(np.exp(self.log_rate(calib))))
+    target = np.asarray(cfg.delay.window_shares, dtype=np.float64)
+    self.log_shares = np.log(np.maximum(target, 1e-12))
+    rate = np.exp(self.log_rate(calib))[:, None]
+    for _ in range(50):
+      shares = (rate * self.window_shares(calib)).sum(0) / rate.sum()
+      self.log_shares += np.log(np.maximum(target, 1e-12) / np.maximum(shares, 1e-12))
+
+  def features(self, rng: np.random.Generator, n: int,
+               day_start: int) -> Dict[str, np.ndarray]:
+    """Samples n clicks' features on the day starting at `day_start` (epoch s)."""
+    adv = rng.choice(len(self.adv_popularity), n, p=self.adv_popularity)
+    device = rng.choice(3, n, p=self.device_shares)
+    u = rng.random(n)
+    cum = np.cumsum(self.browser_shares[device], axis=1)
+    browser = np.minimum((u[:, None] > cum).sum(axis=1), cum.shape[1] - 1)
+    country = rng.choice(N_COUNTRIES, n, p=self.country_popularity)
+    utc_hour = rng.choice(24, n, p=self.hour_shares)
+    click_ts = day_start + utc_hour * 3600 + rng.integers(0, 3600, n)
+    hour = (utc_hour + self.country_tz[country]) % 24
+    on_topic = rng.random(n) < 0.6
+    query_category = np.where(
+        on_topic, (self.adv_category[adv] // 2) % N_QUERY_CATEGORIES,
+        rng.integers(0, N_QUERY_CATEGORIES, n))
+    product_category = np.where(
+        rng.random(n) < 0.8, self.adv_category[adv],
+        rng.integers(0, N_PRODUCT_CATEGORIES, n))
+    engagement = rng.standard_normal(n)
+    intent = 0.3 * engagement + np.sqrt(1 - 0.3**2) * rng.standard_normal(n)
+    return {
+        columns.CLICK_TS: click_ts.astype(np.int64),
+        'query_category': query_category.astype(np.int64),
+        'query_length': (1 + rng.poisson(3.0, n)).astype(np.int64),
+        'device': device.astype(np.int64),
+        'hour': hour.astype(np.int64),
+        columns.BROWSER: browser.astype(np.int64),
+        'country': country.astype(np.int64),
+        'user_engagement': engagement.astype(np.float32),
+        'user_past_conversions': rng.poisson(np.exp(0.5 * engagement - 0.5)).astype(
+            np.int64),
+        'advertiser_id': adv.astype(np.int64),
+        'product_category': product_category.astype(np.int64),
+        'price': (self.adv_price[adv] * np.exp(0.3 * rng.standard_normal(n))).astype(
+            np.float32),
+        columns.TARGET_CPA: self.adv_tcpa[adv].astype(np.float32),
+        'user_intent': intent.astype(np.float32),
+        'landing_page_quality': (0.6 * self.adv_quality[adv] +
+                                 0.8 * rng.standard_normal(n)).astype(np.float32),
+        'cross_device_history': rng.poisson(np.exp(0.4 * intent - 0.3)).astype(
+            np.int64),
+    }
+
+  def log_rate(self, f: Dict[str, np.ndarray]) -> np.ndarray:
+    """log of the true total rate (all windows, observed or not)."""
+    adv = f['advertiser_id']
+    eng = f['user_engagement'].astype(np.float64)
+    rel_price = np.log(f['price'] / self.adv_price[adv])
+    intent = f['user_intent'].astype(np.float64)
+    privileged = (0.5 * intent + 0.35 * f['landing_page_quality'] +
+                  0.25 * np.log1p(f['cross_device_history']) +
+                  0.3 * intent * (eng > 0))
+    return (self.intercept + self.adv_effect[adv] +
+            self.relevance[f['query_category'], f['product_category']] +
+            0.6 * np.tanh(1.2 * eng) +
+            0.25 * np.log1p(f['user_past_conversions']) +
+            0.3 * np.sin(2 * np.pi * (f['hour'] - _PEAK_HOUR[f['device']]) / 24) +
+            self.country_effect[f['country']] -
+            0.4 * rel_price - 0.3 * rel_price**2 -
+            0.08 * np.abs(f['query_length'] - 3) +
+            self.cfg.world.privileged_scale * privileged)
+
+  def window_shares(self, f: Dict[str, np.ndarray]) -> np.ndarray:
+    """[n, 3] share of each delay window in the click's conversions."""
+    z = np.clip(np.log(f['price'] / self.price_scale) / 0.8, -3, 3)
+    logits = self.log_shares[None, :] + _WINDOW_PRICE_TILT[None, :] * z[:, None]
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+  def clicks(self, rng: np.random.Generator, n: int, day_start: int,
+             first_id: int) -> Dict[str, np.ndarray]:
+    """n clicks with features and truth, sorted by time."""
+    f = self.features(rng, n, day_start)
+    order = np.argsort(f[columns.CLICK_TS], kind='stable')
+    f = {k: v[order] for k, v in f.items()}
+    rates = np.exp(self.log_rate(f))[:, None] * self.window_shares(f)
+    f[columns.CLICK_ID] = np.arange(first_id, first_id + n, dtype=np.int64)
+    for i, name in enumerate(columns.TRUE_RATES):
+      f[name] = rates[:, i].astype(np.float32)
+    # Counts are drawn from the float32 rates written to the log, so the truth
+    # columns are exactly the rates the counts came from.
+    counts = rng.poisson(np.stack([f[n] for n in columns.TRUE_RATES], axis=1))
+    f[columns.TRUE_CONVERSIONS] = counts.sum(axis=1).astype(np.int64)
+    f['_counts'] = counts
+    return f
+
+  def conversions(self, rng: np.random.Generator,
+                  clicks: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """Every true conversion of `clicks` with its time and whether it is observed."""
+    counts = clicks['_counts']
+    click_pos, window = np.nonzero(counts)
+    reps = counts[click_pos, window]
+    click_pos = np.repeat(click_pos, reps)
+    window = np.repeat(window, reps)
+    delay_h = self.delay.sample(rng, window)
+    ts = clicks[columns.CLICK_TS][click_pos] + np.floor(delay_h * 3600).astype(
+        np.int64)
+    f = self.observed_fraction[clicks[columns.BROWSER][click_pos]]
+    return {
+        columns.CLICK_ID: clicks[columns.CLICK_ID][click_pos],
+        columns.CONVERSION_TS: ts,
+        'window': window,
+        'observed': rng.random(len(ts)) < f,
+    }
+
+
+def encode(cols: Dict[str, np.ndarray]) -> List[bytes]:
+  """Serialises equal-length int64 / float32 / str columns as tf.Examples.
+
+  One value per feature.
+
+  Same columns in, same bytes out: protobuf's C++ encoders write the features map
+  in hash order, which varies between processes, so the Example wire format is
+  assembled with TensorFlow's `encode_proto` op, features in the given order.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  n = len(next(iter(cols.values())))
+  ones = tf.ones([n, 1], tf.int32)
+  none = tf.zeros([n, 0], tf.string)
+  entries = []
+  for name, values in cols.items():
+    values = np.asarray(values).reshape(n, 1)
+    if values.dtype == object or values.dtype.kind in 'SU':
+      field, lists = 0, tf.io.encode_proto(ones, [values.astype(str).astype(object)],
+                                           ['value'], 'tensorflow.BytesList')
+    elif values.dtype == np.int64:
+      field, lists = 2, tf.io.encode_proto(ones, [values], ['value'],
+                                           'tensorflow.Int64List')
+    elif values.dtype == np.float32:
+      field, lists = 1, tf.io.encode_proto(ones, [values], ['value'],
+                                           'tensorflow.FloatList')
+    else:
+      raise TypeError(f'{name}: only int64, float32 and string columns, got '
+                      f'{values.dtype}')
+    sizes = np.zeros((n, 3), np.int32)
+    sizes[:, field] = 1  # Feature oneof: bytes_list, float_list, int64_list
+    slots = [none, none, none]
+    slots[field] = tf.reshape(lists, [n, 1])
+    feature = tf.io.encode_proto(sizes, slots,
+                                 ['bytes_list', 'float_list', 'int64_list'],
+                                 'tensorflow.Feature')
+    entries.append(tf.io.encode_proto(
+        tf.fill([n, 2], 1), [tf.fill([n, 1], name), tf.reshape(feature, [n, 1])],
+        ['key', 'value'], 'tensorflow.Features.FeatureEntry'))
+  features = tf.io.encode_proto(tf.fill([n, 1], len(entries)),
+                                [tf.stack(entries, axis=1)], ['feature'],
+                                'tensorflow.Features')
+  return list(tf.io.encode_proto(ones, [tf.reshape(features, [n, 1])],
+                                 ['features'], 'tensorflow.Example').numpy())
+
+
+def _daily_counts(num_clicks: int, days: int) -> np.ndarray:
+  """Clicks per day with a weekly cycle; largest-remainder rounding."""
+  weights = 1.0 + 0.1 * np.cos(2 * np.pi * np.arange(days) / 7)
+  exact = num_clicks * weights / weights.sum()
+  counts = np.floor(exact).astype(np.int64)
+  rest = num_clicks - counts.sum()
+  counts[np.argsort(-(exact - counts), kind='stable')[:rest]] += 1
+  return counts
+
+
+def _world_params(cfg: config_lib.Config) -> Dict:
+  return {
+      'generator_version': GENERATOR_VERSION,
+      'world': json.loads(json.dumps(cfg.world.__dict__)),
+      'observability': [b.__dict__ for b in cfg.observability.browsers],
+      'delay': cfg.delay.__dict__,
+  }
+
+
+def generate(cfg: config_lib.Config, out_dir: str, log=print) -> Dict:
+  """Generates the world into `out_dir` (replaced atomically) and returns the manifest.
+
+  Memory is flat in the number of clicks: clicks are made and written one chunk
+  at a time, and conversions go straight to open per-date writers.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  w = cfg.world
+  world = World(cfg)
+  start = int(w.start().timestamp())
+  end = start + w.days * SECONDS_PER_DAY
+  horizon = end + w.conversion_horizon_days * SECONDS_PER_DAY
+  tmp = out_dir.rstrip('/') + '.tmp'
+  shutil.rmtree(tmp, ignore_errors=True)
+  os.makedirs(tmp)
+  writers: Dict[datetime.date, 'tf.io.TFRecordWriter'] = {}
+  stats = {'clicks': 0, 'true_conversions': 0, 'observed_conversions': 0,
+           'logged_conversions': 0, 'conversions_after_horizon': 0}
+  clicks_per_day = _daily_counts(w.num_clicks, w.days)
+  t0 = time.time()
+  next_id = 0
+
+  def close_before(day: datetime.date):
+    for d in [d for d in writers if d < day]:
+      writers.pop(d).close()
+
+  for day_index, n_day in enumerate(clicks_per_day):
+    day_start = start + day_index * SECONDS_PER_DAY
+    day = datetime.datetime.fromtimestamp(day_start, datetime.timezone.utc).date()
+    close_before(day)  # no later click converts before its own day
+    click_dir = partition_dir(tmp, CLICKS_DIR, day)
+    os.makedirs(click_dir, exist_ok=True)
+    for part, lo in enumerate(range(0, int(n_day), w.chunk_size)):
+      n = min(w.chunk_size, int(n_day) - lo)
+      rng = np.random.default_rng([w.seed, 1, day_index, part])
+      clicks = world.clicks(rng, n, day_start, next_id)
+      next_id += n
+      convs = world.conversions(rng, clicks)
+      path = os.path.join(click_dir, f'part-{part:05d}.tfrecord.gz')
+      with tf.io.TFRecordWriter(path, options='GZIP') as writer:
+        for record in encode({c: clicks[c] for c in columns.CLICK_LOG_COLUMNS}):
+          writer.write(record)
+      stats['clicks'] += n
+      stats['true_conversions'] += len(convs[columns.CONVERSION_TS])
+      observed = convs['observed']
+      stats['observed_conversions'] += int(observed.sum())
+      keep = observed & (convs[columns.CONVERSION_TS] < horizon)
+      stats['conversions_after_horizon'] += int((observed & ~keep).sum())
+      conv_ts = convs[columns.CONVERSION_TS][keep]
+      conv_id = convs[columns.CLICK_ID][keep]
+      order = np.argsort(conv_ts, kind='stable')
+      conv_ts, conv_id = conv_ts[order], conv_id[order]
+      conv_day = (conv_ts - start) // SECONDS_PER_DAY
+      for d in np.unique(conv_day):
+        sel = conv_day == d
+        date = (w.start() + datetime.timedelta(days=int(d))).date()
+        if date not in writers:
+          conv_dir = partition_dir(tmp, CONVERSIONS_DIR, date)
+          os.makedirs(conv_dir, exist_ok=True)
+          writers[date] = tf.io.TFRecordWriter(
+              os.path.join(conv_dir, 'part-00000.tfrecord.gz'), options='GZIP')
+        for record in encode({columns.CLICK_ID: conv_id[sel],
+                              columns.CONVERSION_TS: conv_ts[sel]}):
+          writers[date].write(record)
+        stats['logged_conversions'] += int(sel.sum())
+    log(f'  {day}: {int(n_day)} clicks')
+  close_before(datetime.date.max)
+
+  files = []
+  for root, _, names in sorted(os.walk(tmp)):
+    for name in sorted(names):
+      path = os.path.join(root, name)
+      with open(path, 'rb') as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+      files.append({'path': os.path.relpath(path, tmp), 'sha256': digest})
+  manifest = {
+      **_world_params(cfg),
+      'start': datetime.datetime.fromtimestamp(start, datetime.timezone.utc).isoformat(),
+      'end': datetime.datetime.fromtimestamp(end, datetime.timezone.utc).isoformat(),
+      'counts': stats,
+      'files': files,
+  }
+  with open(os.path.join(tmp, MANIFEST), 'w') as f:
+    json.dump(manifest, f, indent=1, sort_keys=True)
+  shutil.rmtree(out_dir, ignore_errors=True)
+  os.replace(tmp, out_dir)
+  log(f'wrote {stats["clicks"]} clicks and {stats["logged_conversions"]} reported '
+      f'conversions to {out_dir} in {time.time() - t0:.1f}s')
+  return manifest
+
+
+def read_manifest(out_dir: str) -> Optional[Dict]:
+  path = os.path.join(out_dir, MANIFEST)
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(
+      prog='python -m world.generator',
+      description='Generate the synthetic click and conversion logs (DESIGN §3).')
+  parser.add_argument('--config', help='YAML config (defaults apply without one)')
+  parser.add_argument('--set', dest='overrides', action='append', default=[],
+                      metavar='KEY=VALUE',
+                      help='override a config key, e.g. world.num_clicks=1000000')
+  parser.add_argument('--out', help='output directory (default: paths.data_root)')
+  parser.add_argument('--if-absent', action='store_true',
+                      help='do nothing if the same world is already there')
+  parser.add_argument('--force', action='store_true',
+                      help='replace a different world at the output directory')
+  args = parser.parse_args(argv)
+  try:
+    cfg = config_lib.load_config(args.config, args.overrides)
+  except config_lib.ConfigError as e:
+    parser.exit(2, f'error: {e}\n')
+  out = args.out or cfg.paths.data_root
+  existing = read_manifest(out)
+  if existing is not None and not args.force:
+    same = {k: existing.get(k) for k in _world_params(cfg)} == json.loads(
+        json.dumps(_world_params(cfg)))
+    if same and args.if_absent:
+      print(f'{out} already holds this world (seed {cfg.world.seed}, '
+            f'{cfg.world.num_clicks} clicks); nothing to do')
+      return 0
+    if not same:
+      parser.exit(2, f'error: {out} holds a different world; remove it or pass '
+                  '--force to replace it\n')
+  elif os.path.exists(out) and existing is None and os.listdir(out) and not args.force:
+    parser.exit(2, f'error: {out} exists and is not a generated world; remove it '
+                'or pass --force\n')
+  generate(cfg, out)
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
