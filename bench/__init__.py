@@ -1,0 +1,1 @@
+"""Benchmarks (`make bench`): sizes, speeds and quality at realistic sizes."""

@@ -1,0 +1,1 @@
+"""Custom TFX components, one folder each (spec, component, executor, pure logic)."""
