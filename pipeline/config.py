@@ -17,6 +17,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import yaml
 
+from observation import snapshot
+
 
 class ConfigError(ValueError):
   """A configuration problem; the message names the offending key."""
@@ -34,12 +36,9 @@ def _field(default=dataclasses.MISSING, *, default_factory=dataclasses.MISSING,
 
 def _parse_utc(key: str, value: str) -> datetime.datetime:
   try:
-    t = datetime.datetime.fromisoformat(value.replace('Z', '+00:00'))
+    return snapshot.parse_utc(value)
   except ValueError as e:
     raise ConfigError(f'{key}: {value!r} is not an ISO 8601 time') from e
-  if t.tzinfo is None:
-    t = t.replace(tzinfo=datetime.timezone.utc)
-  return t.astimezone(datetime.timezone.utc)
 
 
 # --- Sections ----------------------------------------------------------------
@@ -161,7 +160,7 @@ class WorldConfig:
     return datetime.datetime(d.year, d.month, d.day, tzinfo=datetime.timezone.utc)
 
 
-SNAPSHOT_POLICIES = ('data_end', 'execution_midnight')
+SNAPSHOT_POLICIES = snapshot.POLICIES
 
 
 @dataclasses.dataclass
@@ -196,6 +195,8 @@ class NetConfig:
   # Index of the hidden layer whose activations are the hint (FitNets).
   hint_layer: int = _field(0, min=0)
   dropout: float = _field(0.0, min=0.0, max=1.0)
+  # L2 penalty on embedding tables and dense kernels, per unit of mean loss.
+  l2: float = _field(1e-4, min=0.0)
   learning_rate: float = _field(0.003, min=0.0, min_exclusive=True)
   batch_size: int = _field(512, min=1)
   train_steps: int = _field(2000, min=1)
@@ -214,7 +215,7 @@ class ModelConfig:
   """Both architectures (DESIGN §5)."""
   embedding_dim: int = _field(8, min=1)
   teacher: NetConfig = _field(default_factory=lambda: NetConfig(
-      hidden_units=[256, 64, 32], hint_layer=1, train_steps=3000))
+      hidden_units=[128, 64, 32], hint_layer=1, l2=3e-4, train_steps=2000))
   student: NetConfig = _field(default_factory=NetConfig)
 
   def check(self, key: str) -> None:
@@ -226,6 +227,86 @@ class ModelConfig:
           f'{key}.teacher.hidden_units[{self.teacher.hint_layer}] '
           f'({key}.teacher.hint_layer): the hint layer has {got} units but '
           f'schemas/schema.pbtxt declares teacher_hint with {width} values')
+
+
+TEACHER_GATE_MODES = ('auto', 'truth', 'observed')
+
+
+@dataclasses.dataclass
+class TeacherGateConfig:
+  """The teacher's bar (DESIGN §7); a teacher below it stops the run.
+
+  truth (synthetic data): close at least `min_gap_closed` of the gap between the
+  best constant rate and the Bayes floor on eval. observed (real logs): beat
+  per-window constant rates on the thinned likelihood by `min_improvement`.
+  auto: truth when the eval examples carry truth columns.
+  """
+  mode: str = _field('auto', choices=TEACHER_GATE_MODES)
+  min_gap_closed: float = _field(0.5, min=0.0, max=1.0)
+  min_improvement: float = _field(0.02, min=0.0, max=1.0)
+
+
+@dataclasses.dataclass
+class BeamConfig:
+  """Beam options of the local run (Dataflow options live in the vertex section)."""
+  direct_running_mode: str = _field(
+      'multi_processing', choices=('in_memory', 'multi_threading', 'multi_processing'))
+  direct_num_workers: int = _field(0, min=0, doc='0: one per CPU')
+
+  def args(self) -> List[str]:
+    return [f'--direct_running_mode={self.direct_running_mode}',
+            f'--direct_num_workers={self.direct_num_workers}']
+
+
+RECIPES = ('production', 'offset', 'kd')
+
+
+@dataclasses.dataclass
+class DistillConfig:
+  """The student's recipe and loss weights (DESIGN §5, models/distill.py).
+
+  recipe:
+    production: the paper's baseline: observed counts with maturity (exposure)
+      handled but no observability correction, no teacher;
+    offset: the observability-corrected student without a teacher (offset
+      log(f_b e_w)): the honest strong baseline;
+    kd: distilled from the teacher with the weights below (they apply to kd only).
+  """
+  recipe: str = _field('kd', choices=RECIPES)
+  # kd: whether the hard loss uses the observability offset too.
+  hard_observability: bool = True
+  alpha: float = _field(0.5, min=0.0, max=1.0, doc='output distillation weight')
+  temperature: float = _field(1.0, min=0.0, min_exclusive=True)
+  aux_weight: float = _field(0.5, min=0.0, doc='observed + modeled auxiliary head')
+  hint_weight: float = _field(0.05, min=0.0, doc='FitNets hint (gamma)')
+  tcpa_beta: float = _field(0.25, doc='distilled terms x (tCPA / reference)^beta')
+  tcpa_reference: float = _field(60.0, min=0.0, min_exclusive=True)
+
+  def weights(self):
+    """The DistillWeights of the recipe (teacher terms only for kd)."""
+    from models import distill  # pylint: disable=g-import-not-at-top
+    if self.recipe == 'production':
+      return distill.DistillWeights(hard_observability=False)
+    if self.recipe == 'offset':
+      return distill.DistillWeights(hard_observability=True)
+    return distill.DistillWeights(
+        hard_observability=self.hard_observability, alpha=self.alpha,
+        temperature=self.temperature, aux_weight=self.aux_weight,
+        hint_weight=self.hint_weight, tcpa_beta=self.tcpa_beta,
+        tcpa_reference=self.tcpa_reference)
+
+
+@dataclasses.dataclass
+class TrainingConfig:
+  """How the student trains: distribution, XLA, precision (DESIGN §5)."""
+  # auto: TPU if one is attached, else MirroredStrategy if GPUs are visible, else
+  # the default strategy.
+  strategy: str = _field('auto', choices=('auto', 'tpu', 'mirrored', 'default'))
+  tpu: str = 'local'  # TPUClusterResolver address; 'local' on Vertex TPU VMs
+  jit_compile: bool = True
+  steps_per_execution: int = _field(1, min=1)
+  # mixed_bfloat16 computes the tower in bfloat16; heads and losses stay float32.
+  precision: str = _field('float32', choices=('float32', 'mixed_bfloat16'))
 
 
 @dataclasses.dataclass
@@ -240,12 +321,19 @@ class PathsConfig:
 class Config:
   """The whole configuration."""
   pipeline_name: str = 'kd-conversion'
+  # TFX caching. Off by default: a rerun with T resolved at run time must not
+  # reuse yesterday's examples.
+  enable_cache: bool = False
   paths: PathsConfig = _field(default_factory=PathsConfig)
   world: WorldConfig = _field(default_factory=WorldConfig)
   window: WindowConfig = _field(default_factory=WindowConfig)
   observability: ObservabilityConfig = _field(default_factory=ObservabilityConfig)
   delay: DelayConfig = _field(default_factory=DelayConfig)
   model: ModelConfig = _field(default_factory=ModelConfig)
+  distill: DistillConfig = _field(default_factory=DistillConfig)
+  training: TrainingConfig = _field(default_factory=TrainingConfig)
+  teacher_gate: TeacherGateConfig = _field(default_factory=TeacherGateConfig)
+  beam: BeamConfig = _field(default_factory=BeamConfig)
 
   def check(self, key: str) -> None:
     del key

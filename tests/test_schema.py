@@ -10,9 +10,9 @@ import tensorflow_data_validation as tfdv
 
 import schemas
 from observation import labels
+from schemas import codec
 from schemas import columns
 from tests.conftest import make_world
-from world import generator
 from world import io
 
 _TYPES = {'int': 'INT', 'float': 'FLOAT', 'bytes': 'BYTES'}
@@ -67,7 +67,7 @@ def _validate(stats, environment=None):
 
 def _encoded(cols):
   """Joined columns as the ExampleGen writes them: float32, int64 and strings."""
-  return generator.encode({k: v.astype(np.float32) if v.dtype.kind == 'f' else v
+  return codec.encode({k: v.astype(np.float32) if v.dtype.kind == 'f' else v
                            for k, v in cols.items()})
 
 

@@ -36,6 +36,7 @@ import numpy as np
 
 from observation import delay as delay_lib
 from pipeline import config as config_lib
+from schemas import codec
 from schemas import columns
 
 GENERATOR_VERSION = 1
@@ -216,51 +217,6 @@ class World:
     }
 
 
-def encode(cols: Dict[str, np.ndarray]) -> List[bytes]:
-  """Serialises equal-length int64 / float32 / str columns as tf.Examples.
-
-  One value per feature.
-
-  Same columns in, same bytes out: protobuf's C++ encoders write the features map
-  in hash order, which varies between processes, so the Example wire format is
-  assembled with TensorFlow's `encode_proto` op, features in the given order.
-  """
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  n = len(next(iter(cols.values())))
-  ones = tf.ones([n, 1], tf.int32)
-  none = tf.zeros([n, 0], tf.string)
-  entries = []
-  for name, values in cols.items():
-    values = np.asarray(values).reshape(n, 1)
-    if values.dtype == object or values.dtype.kind in 'SU':
-      field, lists = 0, tf.io.encode_proto(ones, [values.astype(str).astype(object)],
-                                           ['value'], 'tensorflow.BytesList')
-    elif values.dtype == np.int64:
-      field, lists = 2, tf.io.encode_proto(ones, [values], ['value'],
-                                           'tensorflow.Int64List')
-    elif values.dtype == np.float32:
-      field, lists = 1, tf.io.encode_proto(ones, [values], ['value'],
-                                           'tensorflow.FloatList')
-    else:
-      raise TypeError(f'{name}: only int64, float32 and string columns, got '
-                      f'{values.dtype}')
-    sizes = np.zeros((n, 3), np.int32)
-    sizes[:, field] = 1  # Feature oneof: bytes_list, float_list, int64_list
-    slots = [none, none, none]
-    slots[field] = tf.reshape(lists, [n, 1])
-    feature = tf.io.encode_proto(sizes, slots,
-                                 ['bytes_list', 'float_list', 'int64_list'],
-                                 'tensorflow.Feature')
-    entries.append(tf.io.encode_proto(
-        tf.fill([n, 2], 1), [tf.fill([n, 1], name), tf.reshape(feature, [n, 1])],
-        ['key', 'value'], 'tensorflow.Features.FeatureEntry'))
-  features = tf.io.encode_proto(tf.fill([n, 1], len(entries)),
-                                [tf.stack(entries, axis=1)], ['feature'],
-                                'tensorflow.Features')
-  return list(tf.io.encode_proto(ones, [tf.reshape(features, [n, 1])],
-                                 ['features'], 'tensorflow.Example').numpy())
-
-
 def _daily_counts(num_clicks: int, days: int) -> np.ndarray:
   """Clicks per day with a weekly cycle; largest-remainder rounding."""
   weights = 1.0 + 0.1 * np.cos(2 * np.pi * np.arange(days) / 7)
@@ -320,7 +276,7 @@ def generate(cfg: config_lib.Config, out_dir: str, log=print) -> Dict:
       convs = world.conversions(rng, clicks)
       path = os.path.join(click_dir, f'part-{part:05d}.tfrecord.gz')
       with tf.io.TFRecordWriter(path, options='GZIP') as writer:
-        for record in encode({c: clicks[c] for c in columns.CLICK_LOG_COLUMNS}):
+        for record in codec.encode({c: clicks[c] for c in columns.CLICK_LOG_COLUMNS}):
           writer.write(record)
       stats['clicks'] += n
       stats['true_conversions'] += len(convs[columns.CONVERSION_TS])
@@ -341,12 +297,21 @@ def generate(cfg: config_lib.Config, out_dir: str, log=print) -> Dict:
           os.makedirs(conv_dir, exist_ok=True)
           writers[date] = tf.io.TFRecordWriter(
               os.path.join(conv_dir, 'part-00000.tfrecord.gz'), options='GZIP')
-        for record in encode({columns.CLICK_ID: conv_id[sel],
+        for record in codec.encode({columns.CLICK_ID: conv_id[sel],
                               columns.CONVERSION_TS: conv_ts[sel]}):
           writers[date].write(record)
         stats['logged_conversions'] += int(sel.sum())
     log(f'  {day}: {int(n_day)} clicks')
   close_before(datetime.date.max)
+  # Every day of the conversion log has a partition, empty or not, so a missing
+  # partition always means a missing upload.
+  for d in range((horizon - start) // SECONDS_PER_DAY):
+    conv_dir = partition_dir(tmp, CONVERSIONS_DIR,
+                             (w.start() + datetime.timedelta(days=d)).date())
+    if not os.path.exists(conv_dir):
+      os.makedirs(conv_dir)
+      tf.io.TFRecordWriter(os.path.join(conv_dir, 'part-00000.tfrecord.gz'),
+                           options='GZIP').close()
 
   files = []
   for root, _, names in sorted(os.walk(tmp)):
@@ -380,6 +345,8 @@ def read_manifest(out_dir: str) -> Optional[Dict]:
 
 
 def main(argv=None) -> int:
+  # Keras 2 for TFX 1.16, whoever starts this process (the Makefile sets it too).
+  os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
   parser = argparse.ArgumentParser(
       prog='python -m world.generator',
       description='Generate the synthetic click and conversion logs (DESIGN §3).')

@@ -6,6 +6,8 @@ from typing import Dict, Iterable, List, Optional, Sequence, Union
 
 import numpy as np
 
+from schemas import codec
+
 
 def list_files(pattern: Union[str, Sequence[str]]) -> List[str]:
   """Files matching a glob, a directory (recursively) or a list of them."""
@@ -16,33 +18,6 @@ def list_files(pattern: Union[str, Sequence[str]]) -> List[str]:
       p = os.path.join(p, '**', '*.gz')
     out += sorted(glob.glob(p, recursive=True))
   return out
-
-
-def _to_numpy(column) -> np.ndarray:
-  """A list column of one or a fixed number of values -> [n] or [n, width]."""
-  import pyarrow as pa  # pylint: disable=g-import-not-at-top
-  lengths = np.diff(np.asarray(column.offsets))
-  values = column.flatten().to_numpy(zero_copy_only=False)
-  if pa.types.is_binary(column.type.value_type) or pa.types.is_large_binary(
-      column.type.value_type):
-    values = np.array([v.decode() for v in values], dtype=object)
-  if len(lengths) and (lengths != lengths[0]).any():
-    raise ValueError(f'column has varying lengths {sorted(set(lengths))}')
-  width = int(lengths[0]) if len(lengths) else 1
-  return values if width == 1 else values.reshape(-1, width)
-
-
-def decode(records: Iterable[bytes],
-           columns: Optional[Sequence[str]] = None) -> Dict[str, np.ndarray]:
-  """Serialized tf.Examples -> column name -> numpy array."""
-  from tfx_bsl.coders import example_coder  # pylint: disable=g-import-not-at-top
-  records = list(records)
-  if not records:
-    return {}
-  batch = example_coder.ExamplesToRecordBatchDecoder().DecodeBatch(records)
-  names = columns or batch.schema.names
-  return {n: _to_numpy(batch.column(batch.schema.get_field_index(n)))
-          for n in names}
 
 
 def iter_records(paths: Sequence[str]) -> Iterable[bytes]:
@@ -59,4 +34,4 @@ def read_examples(pattern: Union[str, Sequence[str]],
   files = list_files(pattern)
   if not files:
     raise FileNotFoundError(f'no TFRecord files match {pattern}')
-  return decode(iter_records(files), columns)
+  return codec.decode(iter_records(files), columns)
