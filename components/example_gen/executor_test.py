@@ -1,0 +1,91 @@
+"""ConversionLogExampleGen executor on a small generated world."""
+
+import datetime
+import os
+import shutil
+
+import numpy as np
+import pytest
+from tfx.types import artifact_utils
+from tfx.types import standard_artifacts
+
+from components.example_gen import executor
+from components.example_gen import window as window_lib
+from observation import labels
+from observation import snapshot
+from schemas import columns
+from tests.conftest import make_world
+from world import io
+
+
+@pytest.fixture(scope='module')
+def world(tmp_path_factory):
+  return make_world(tmp_path_factory.mktemp('eg_world'),
+                    ['world.num_clicks=8000', 'world.days=12', 'world.seed=5'])
+
+
+def run(cfg, data_root, out, **overrides):
+  examples = standard_artifacts.Examples()
+  examples.uri = str(out)
+  props = {'data_root': data_root, 'window_days': 7, 'eval_days': 1,
+           'snapshot_time': '', 'snapshot_policy': 'data_end',
+           'label_spec': executor.label_spec_to_json(cfg)}
+  props.update(overrides)
+  executor.Executor().Do({}, {'examples': [examples]}, props)
+  return examples
+
+
+def test_joined_examples_equal_the_as_of_t_module(world, tmp_path):
+  cfg, path = world
+  examples = run(cfg, path, tmp_path / 'out')
+  t = snapshot.midnight(datetime.date(2026, 1, 13))  # the day after the last one
+  assert examples.get_string_custom_property('snapshot_time') == t.isoformat()
+  assert examples.get_int_custom_property('snapshot_ts') == snapshot.to_ts(t)
+  assert artifact_utils.decode_split_names(examples.split_names) == ['train', 'eval']
+
+  got = {s: io.read_examples(artifact_utils.get_split_uri([examples], s))
+         for s in ('train', 'eval')}
+  assert examples.get_int_custom_property('train_examples') == len(
+      got['train'][columns.CLICK_ID])
+  eval_start = snapshot.to_ts(t) - 86400
+  assert (got['eval'][columns.CLICK_TS] >= eval_start).all()
+  assert (got['train'][columns.CLICK_TS] < eval_start).all()
+  assert (got['train'][columns.CLICK_TS] >= snapshot.to_ts(t) - 7 * 86400).all()
+
+  # The same join computed in memory from the logs.
+  clicks = io.read_examples(os.path.join(path, 'clicks'))
+  convs = io.read_examples(os.path.join(path, 'conversions'))
+  keep = clicks[columns.CLICK_TS] >= snapshot.to_ts(t) - 7 * 86400
+  want = labels.join_window({k: v[keep] for k, v in clicks.items()},
+                            convs[columns.CLICK_ID], convs[columns.CONVERSION_TS],
+                            snapshot.to_ts(t), labels.LabelSpec.from_config(cfg))
+  merged = {k: np.concatenate([got['train'][k], got['eval'][k]]) for k in want}
+  order = np.argsort(merged[columns.CLICK_ID])
+  want_order = np.argsort(want[columns.CLICK_ID])
+  assert set(merged) == set(columns.EXAMPLE_COLUMNS)
+  for name in want:
+    np.testing.assert_array_equal(merged[name][order], want[name][want_order], name)
+  assert merged['conversions_0_2d'].sum() > 0
+
+
+def test_explicit_t_and_missing_partitions(world, tmp_path):
+  cfg, path = world
+  examples = run(cfg, path, tmp_path / 'a', snapshot_time='2026-01-10T00:00:00Z')
+  assert examples.get_int_custom_property('snapshot_ts') == snapshot.to_ts(
+      snapshot.parse_utc('2026-01-10T00:00:00Z'))
+  broken = tmp_path / 'broken'
+  shutil.copytree(path, broken)
+  shutil.rmtree(broken / 'clicks' / 'date=2026-01-08')
+  with pytest.raises(window_lib.WindowError,
+                     match='1 clicks partitions .* missing .*2026-01-08'):
+    run(cfg, str(broken), tmp_path / 'b', snapshot_time='2026-01-10T00:00:00Z')
+
+
+def test_empty_window_is_an_error(world, tmp_path):
+  cfg, path = world
+  empty = tmp_path / 'empty'
+  shutil.copytree(path, empty)
+  for part in (empty / 'clicks' / 'date=2026-01-12').iterdir():
+    part.write_bytes(b'')  # an empty (truncated) day: no eval clicks
+  with pytest.raises(window_lib.WindowError, match=r"no clicks in split\(s\) \['eval'\]"):
+    run(cfg, str(empty), tmp_path / 'c')

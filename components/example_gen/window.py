@@ -1,0 +1,96 @@
+"""Which partitions and rows make up the window [T - W, T), and its time split.
+
+Pure logic over paths and times; the executor does the Beam work. Paths may be
+local or gs:// (listing goes through tf.io.gfile).
+"""
+
+import dataclasses
+import datetime
+import os
+import re
+from typing import List
+
+from observation import snapshot
+
+DAY = datetime.timedelta(days=1)
+_PARTITION = re.compile(r'^date=(\d{4}-\d{2}-\d{2})/?$')
+
+
+class WindowError(ValueError):
+  """The logs cannot make the requested window (names dates and paths)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Window:
+  """[start, snapshot) with the eval split [eval_start, snapshot)."""
+  snapshot: datetime.datetime  # T
+  start: datetime.datetime  # T - W days
+  eval_start: datetime.datetime  # T - E days
+
+  @classmethod
+  def ending_at(cls, t: datetime.datetime, days: int, eval_days: int) -> 'Window':
+    if not 0 < eval_days < days:
+      raise WindowError(f'eval_days ({eval_days}) must be in (0, days={days})')
+    return cls(snapshot=t, start=t - days * DAY, eval_start=t - eval_days * DAY)
+
+  def days(self) -> List[datetime.date]:
+    """Every calendar day the window touches (UTC)."""
+    last = (self.snapshot - datetime.timedelta(microseconds=1)).date()
+    day, out = self.start.date(), []
+    while day <= last:
+      out.append(day)
+      day += DAY
+    return out
+
+
+def partition_path(data_root: str, log: str, day: datetime.date) -> str:
+  return os.path.join(data_root, log, f'date={day.isoformat()}')
+
+
+def partition_days(data_root: str, log: str) -> List[datetime.date]:
+  """The day partitions present under `<data_root>/<log>/`."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  root = os.path.join(data_root, log)
+  if not tf.io.gfile.isdir(root):
+    raise WindowError(f'no {log} log at {root}')
+  days = []
+  for name in tf.io.gfile.listdir(root):
+    m = _PARTITION.match(name)
+    if m:
+      days.append(datetime.date.fromisoformat(m.group(1)))
+  return sorted(days)
+
+
+def latest_day(data_root: str, log: str) -> datetime.date:
+  days = partition_days(data_root, log)
+  if not days:
+    raise WindowError(f'no day partitions under {os.path.join(data_root, log)}')
+  return days[-1]
+
+
+def required_partitions(data_root: str, log: str, window: Window) -> List[str]:
+  """Partition directories the window needs; all must exist.
+
+  Raises:
+    WindowError: naming the missing days (a hole in the logs is an upstream
+      failure, not an empty day: the generator writes empty partitions too).
+  """
+  present = set(partition_days(data_root, log))
+  needed = window.days()
+  missing = [d.isoformat() for d in needed if d not in present]
+  if missing:
+    shown = ', '.join(missing[:5]) + (' ...' if len(missing) > 5 else '')
+    raise WindowError(
+        f'{len(missing)} {log} partitions of the window [{window.start.isoformat()}, '
+        f'{window.snapshot.isoformat()}) are missing under '
+        f'{os.path.join(data_root, log)}: {shown}')
+  return [partition_path(data_root, log, d) for d in needed]
+
+
+def resolve_window(data_root: str, snapshot_time: str, policy: str, days: int,
+                   eval_days: int, now=lambda: datetime.datetime.now(snapshot.UTC)
+                   ) -> Window:
+  """T (explicit or by policy) and the window ending at it."""
+  t = snapshot.resolve(snapshot_time, policy,
+                       lambda: latest_day(data_root, 'clicks'), now)
+  return Window.ending_at(t, days, eval_days)
