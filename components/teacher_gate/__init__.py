@@ -1,0 +1,1 @@
+"""TeacherGate: a teacher that is not good enough stops the run (DESIGN §7)."""

@@ -1,0 +1,40 @@
+"""TeacherGate component: blesses the teacher for the BulkInferrer, or stops the run."""
+
+from tfx import types
+from tfx.dsl.components.base import base_component
+from tfx.dsl.components.base import executor_spec
+from tfx.types import standard_artifacts
+from tfx.types.component_spec import ChannelParameter
+from tfx.types.component_spec import ComponentSpec
+from tfx.types.component_spec import ExecutionParameter
+
+from components.teacher_gate import executor
+
+
+class TeacherGateSpec(ComponentSpec):
+  PARAMETERS = {
+      # JSON of evaluation.Bar: mode, min_gap_closed, min_improvement.
+      'bar': ExecutionParameter(type=str),
+  }
+  INPUTS = {
+      executor.MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),
+      executor.EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples),
+  }
+  OUTPUTS = {
+      executor.BLESSING_KEY: ChannelParameter(type=standard_artifacts.ModelBlessing),
+  }
+
+
+class TeacherGate(base_component.BaseComponent):
+  """Scores the teacher on the eval split; fails the run when below the bar.
+
+  Output `blessing` (ModelBlessing, blessed=1) carries the metrics, the teacher's
+  lag cutoff and the number of examples it trained on.
+  """
+  SPEC_CLASS = TeacherGateSpec
+  EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
+
+  def __init__(self, model: types.BaseChannel, examples: types.BaseChannel, bar: str):
+    super().__init__(spec=TeacherGateSpec(
+        model=model, examples=examples, bar=bar,
+        blessing=types.Channel(type=standard_artifacts.ModelBlessing)))

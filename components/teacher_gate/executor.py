@@ -1,0 +1,79 @@
+"""TeacherGate executor: scores the teacher on the eval split, blesses or stops."""
+
+import json
+from typing import Any, Dict, List
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+from tfx.dsl.components.base import base_executor
+from tfx.types import artifact_utils
+from tfx.utils import path_utils
+
+from components.teacher_gate import evaluation
+from models import data
+from models import export
+from schemas import codec
+from schemas import columns
+
+MODEL_KEY = 'model'
+EXAMPLES_KEY = 'examples'
+BLESSING_KEY = 'blessing'
+EVAL_SPLIT = 'eval'
+
+
+def score(model_dir: str, patterns: List[str], batch_size: int = 4096):
+  """The teacher's window rates and the eval columns, over every eval example."""
+  model = tf.saved_model.load(model_dir)
+  serve = model.signatures[export.SERVING_SIGNATURE]
+  rates, cols = [], []
+  ds = tf.data.TFRecordDataset(data.list_files(patterns), compression_type='GZIP')
+  for records in ds.batch(batch_size).as_numpy_iterator():
+    out = serve(examples=tf.constant(records))
+    rates.append(np.stack([out[k].numpy() for k in export.RATE_OUTPUTS], 1))
+    cols.append(codec.decode(list(records)))
+  merged = {k: np.concatenate([c[k] for c in cols]) for k in cols[0]}
+  return np.concatenate(rates).astype(np.float64), merged
+
+
+class Executor(base_executor.BaseExecutor):
+
+  def Do(self, input_dict: Dict[str, List[Any]], output_dict: Dict[str, List[Any]],
+         exec_properties: Dict[str, Any]) -> None:
+    bar = evaluation.Bar(**json.loads(exec_properties['bar']))
+    model = artifact_utils.get_single_instance(input_dict[MODEL_KEY])
+    examples = artifact_utils.get_single_instance(input_dict[EXAMPLES_KEY])
+    model_dir = path_utils.serving_model_path(model.uri)
+    rates, cols = score(model_dir, [
+        artifact_utils.get_split_uri([examples], EVAL_SPLIT) + '/*'])
+    has_truth = all(c in cols for c in columns.TRUTH_COLUMNS)
+    mode = bar.mode if bar.mode != 'auto' else ('truth' if has_truth else 'observed')
+    if mode == 'truth':
+      if not has_truth:
+        raise ValueError('teacher gate mode "truth" needs the truth columns, which '
+                         'the eval examples lack (real logs: use "observed")')
+      metrics = evaluation.truth_metrics(
+          cols[columns.TRUE_CONVERSIONS], rates.sum(1),
+          sum(cols[c].astype(np.float64) for c in columns.TRUE_RATES))
+    else:
+      counts = np.stack([cols[c] for c in columns.LABELS], 1)
+      offsets = np.stack([cols[c] for c in columns.EXPOSURES], 1) * cols[
+          columns.OBSERVED_FRACTION][:, None]
+      metrics = evaluation.observed_metrics(counts, offsets, rates)
+    verdict = evaluation.decide(mode, metrics, bar)  # raises on failure
+    logging.info('TeacherGate: %s', verdict)
+
+    summary = export.read_summary(model_dir)
+    blessing = artifact_utils.get_single_instance(output_dict[BLESSING_KEY])
+    blessing.set_int_custom_property('blessed', 1)
+    blessing.set_string_custom_property('mode', mode)
+    blessing.set_string_custom_property('verdict', verdict)
+    blessing.set_int_custom_property('eval_examples', len(rates))
+    for key, value in metrics.items():
+      blessing.set_float_custom_property(key, float(value))
+    # The teacher's lag cutoff and training set size, visible in ML Metadata.
+    blessing.set_string_custom_property('cutoff_time', summary['cutoff_time'])
+    blessing.set_int_custom_property('examples_trained_on',
+                                     summary['examples_trained_on'])
+    blessing.set_string_custom_property('current_model', model.uri)
+    blessing.set_int_custom_property('current_model_id', model.id)
