@@ -1,0 +1,107 @@
+"""Input pipelines: gzip TFRecords -> parsed, transformed batches (on the host).
+
+Parsing and the Transform graph run in tf.data on the host CPU; the model sees
+dense, statically shaped batches (drop_remainder), as TPUs need (DESIGN §5).
+Elements are (features, targets): transformed model features by name, and
+float32 targets (counts, exposures, observed fraction, and whatever else asked).
+"""
+
+from typing import Callable, Dict, List, Optional, Sequence
+
+import tensorflow as tf
+
+import schemas
+from models import features as features_lib
+from models import losses
+from schemas import columns
+
+Batch = Dict[str, tf.Tensor]
+
+
+def column_spec(names: Sequence[str],
+                schema_path: str = schemas.SCHEMA_PATH) -> Dict[str, tf.io.FixedLenFeature]:
+  """Parsing spec: scalars as [1]; teacher_hint as [width declared in the schema]."""
+  spec = {}
+  for name in names:
+    if name == columns.TEACHER_HINT:
+      spec[name] = tf.io.FixedLenFeature([schemas.hint_width(schema_path)], tf.float32)
+    else:
+      spec.update(features_lib.raw_feature_spec([name]))
+  return spec
+
+
+TARGET_COLUMNS = columns.LABELS + columns.EXPOSURES + (
+    columns.OBSERVED_FRACTION, columns.CLICK_TS, columns.SNAPSHOT_TS)
+
+
+def list_files(patterns: Sequence[str]) -> List[str]:
+  files = sorted(f for p in patterns for f in tf.io.gfile.glob(p))
+  if not files:
+    raise FileNotFoundError(f'no files match {list(patterns)}')
+  return files
+
+
+def raw_dataset(patterns: Sequence[str], names: Sequence[str], batch_size: int,
+                shuffle: bool = True, repeat: bool = True,
+                keep: Optional[Callable[[Batch], tf.Tensor]] = None,
+                drop_remainder: bool = True, seed: Optional[int] = None,
+                schema_path: str = schemas.SCHEMA_PATH) -> tf.data.Dataset:
+  """Batches of parsed columns `names`, optionally filtered per example by `keep`."""
+  spec = column_spec(names, schema_path)
+  ds = tf.data.TFRecordDataset(list_files(patterns), compression_type='GZIP',
+                               num_parallel_reads=tf.data.AUTOTUNE)
+  if shuffle:
+    ds = ds.shuffle(20_000, seed=seed, reshuffle_each_iteration=True)
+  if repeat:
+    ds = ds.repeat()
+  if keep is None:
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    ds = ds.map(lambda r: tf.io.parse_example(r, spec),
+                num_parallel_calls=tf.data.AUTOTUNE)
+  else:
+    # Parse in large batches (fast), filter per example, re-batch statically.
+    ds = ds.batch(1024).map(lambda r: tf.io.parse_example(r, spec),
+                            num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.unbatch().filter(keep).batch(batch_size, drop_remainder=drop_remainder)
+  return ds
+
+
+def to_targets(batch: Batch) -> Batch:
+  """The float32 targets the losses read (window columns stacked as [B, W])."""
+  out = {
+      losses.COUNTS: tf.cast(tf.concat([batch[c] for c in columns.LABELS], 1),
+                             tf.float32),
+      losses.EXPOSURES: tf.concat([batch[c] for c in columns.EXPOSURES], 1),
+      losses.OBSERVED_FRACTION: batch[columns.OBSERVED_FRACTION],
+  }
+  for name in (columns.CLICK_TS, columns.SNAPSHOT_TS):
+    out[name] = batch[name]
+  return out
+
+
+def model_dataset(patterns: Sequence[str], tft_layer, feature_names: Sequence[str],
+                  batch_size: int, extra_targets: Sequence[str] = (),
+                  **kwargs) -> tf.data.Dataset:
+  """(transformed features, targets) batches for training or evaluation."""
+  names = list(dict.fromkeys(list(feature_names) + list(TARGET_COLUMNS) +
+                             list(extra_targets)))
+
+  def split(batch):
+    transformed = tft_layer({n: batch[n] for n in feature_names})
+    targets = to_targets(batch)
+    for name in extra_targets:
+      targets[name] = batch[name]
+    return {n: transformed[n] for n in feature_names}, targets
+
+  ds = raw_dataset(patterns, names, batch_size, **kwargs)
+  return ds.map(split, num_parallel_calls=tf.data.AUTOTUNE).prefetch(
+      tf.data.AUTOTUNE)
+
+
+def lag_filter(lag_hours: float) -> Callable[[Batch], tf.Tensor]:
+  """Keeps examples with click_ts <= snapshot_ts - lag (the teacher's cutoff)."""
+  lag = tf.constant(int(round(lag_hours * 3600)), tf.int64)
+
+  def keep(example):
+    return example[columns.CLICK_TS][0] <= example[columns.SNAPSHOT_TS][0] - lag
+  return keep

@@ -1,0 +1,62 @@
+"""Losses as pure TensorFlow functions (DESIGN §4-5).
+
+Observation model: observed_w ~ Poisson(f_b * e_w * lambda_w), so a head predicting
+log lambda_w is trained with the offset log(o_w), o_w = f_b * e_w (the teacher, the
+offset-corrected student) or o_w = e_w (the production recipe, which ignores
+observability). All NLLs are exact (they include log y!), so their values compare
+with the reference implementation `models.nll`.
+
+Reductions: per-example losses are summed over windows and averaged over the
+*global* batch (tf.nn.compute_average_loss), so gradients are the same under any
+distribution strategy.
+"""
+
+from typing import Dict
+
+import tensorflow as tf
+
+from models import towers
+
+# Keeps exp() finite and gradients alive for absurd early predictions.
+_LOG_RATE_RANGE = (-30.0, 15.0)
+
+COUNTS = 'counts'  # [B, windows] conversions reported by T
+EXPOSURES = 'exposures'  # [B, windows] e_w
+OBSERVED_FRACTION = 'observed_fraction'  # [B, 1] f_b
+
+
+def poisson_nll_with_offset(counts: tf.Tensor, log_rates: tf.Tensor,
+                            offsets: tf.Tensor) -> tf.Tensor:
+  """Exact Poisson NLL of counts with mean offsets * exp(log_rates), elementwise.
+
+  A window with offset 0 (not open yet, or nothing observable) contributes exactly
+  0: its mean is 0 and its count must be 0.
+  """
+  log_rates = tf.clip_by_value(log_rates, *_LOG_RATE_RANGE)
+  mu = offsets * tf.exp(log_rates)
+  return (mu - tf.math.xlogy(counts, offsets) - counts * log_rates +
+          tf.math.lgamma(counts + 1.0))
+
+
+def observation_offsets(targets: Dict[str, tf.Tensor],
+                        observability: bool) -> tf.Tensor:
+  """o_w = f_b * e_w with the observability correction, else e_w."""
+  offsets = targets[EXPOSURES]
+  if observability:
+    offsets = offsets * targets[OBSERVED_FRACTION]
+  return offsets
+
+
+def thinned_poisson_loss(targets: Dict[str, tf.Tensor], log_rates: tf.Tensor,
+                         observability: bool = True) -> tf.Tensor:
+  """Per-example NLL of the reported counts, summed over windows: shape [B]."""
+  return tf.reduce_sum(poisson_nll_with_offset(
+      targets[COUNTS], log_rates, observation_offsets(targets, observability)),
+                       axis=1)
+
+
+def teacher_loss(targets: Dict[str, tf.Tensor],
+                 outputs: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+  """The teacher's loss: the exact thinned likelihood (offset log(f_b e_w))."""
+  per_example = thinned_poisson_loss(targets, outputs[towers.LOG_RATES])
+  return {'loss': tf.nn.compute_average_loss(per_example)}

@@ -1,0 +1,115 @@
+"""The teacher's run_fn (Trainer id `teacher`): a thin adapter over model code.
+
+The teacher trains on the train split restricted to clicks at least
+`teacher_lag_hours` older than T (its training and inference run behind, as in the
+paper), with the exact thinned likelihood, reading serving and teacher-only
+features. Its summary (cutoff, examples trained on, sizes) is written beside the
+model in assets.extra/training_summary.json and logged.
+"""
+
+from typing import Dict, Sequence
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_transform as tft
+from absl import logging
+
+from models import data
+from models import export
+from models import features as features_lib
+from models import losses
+from models import towers
+from models import training
+from observation import snapshot
+from pipeline import config as config_lib
+from schemas import columns
+
+CONFIG_KEY = 'config'
+
+
+def config_from(fn_args) -> config_lib.Config:
+  return config_lib.from_json(fn_args.custom_config[CONFIG_KEY])
+
+
+def lag_summary(patterns: Sequence[str], lag_hours: float) -> Dict:
+  """One pass over click times: T, the cutoff T - lag, and what lies before it.
+
+  Raises:
+    ValueError: no example is older than the cutoff, or the examples disagree on T.
+  """
+  ds = data.raw_dataset(patterns, [columns.CLICK_TS, columns.SNAPSHOT_TS], 8192,
+                        shuffle=False, repeat=False, drop_remainder=False)
+  total = kept = 0
+  latest_kept = -1
+  snapshots = set()
+  lag = int(round(lag_hours * 3600))
+  for batch in ds.as_numpy_iterator():
+    ts = batch[columns.CLICK_TS][:, 0]
+    snap = batch[columns.SNAPSHOT_TS][:, 0]
+    snapshots.update(np.unique(snap).tolist())
+    keep = ts <= snap - lag
+    total += len(ts)
+    kept += int(keep.sum())
+    if keep.any():
+      latest_kept = max(latest_kept, int(ts[keep].max()))
+  if len(snapshots) != 1:
+    raise ValueError(f'training examples disagree on T: {sorted(snapshots)[:5]}')
+  t = snapshots.pop()
+  cutoff = t - lag
+  if kept == 0:
+    raise ValueError(
+        f'no training click is at or before T - teacher_lag_hours = '
+        f'{snapshot.from_ts(cutoff).isoformat()}: the window is shorter than the lag')
+  return {
+      'snapshot_time': snapshot.from_ts(t).isoformat(),
+      'teacher_lag_hours': lag_hours,
+      'cutoff_time': snapshot.from_ts(cutoff).isoformat(),
+      'cutoff_ts': cutoff,
+      'train_split_examples': total,
+      'examples_trained_on': kept,
+      'latest_click_trained_on': snapshot.from_ts(latest_kept).isoformat(),
+      'latest_click_ts_trained_on': latest_kept,
+  }
+
+
+def training_dataset(patterns: Sequence[str], tft_layer, cfg: config_lib.Config,
+                     shuffle: bool = True, repeat: bool = True) -> tf.data.Dataset:
+  """The teacher's training batches: train-split clicks at or before T - lag."""
+  return data.model_dataset(patterns, tft_layer, features_lib.TEACHER_FEATURES,
+                            cfg.model.teacher.batch_size, shuffle=shuffle,
+                            repeat=repeat,
+                            keep=data.lag_filter(cfg.window.teacher_lag_hours),
+                            seed=cfg.world.seed)
+
+
+def run_fn(fn_args) -> None:
+  """TFX Trainer entry point for the teacher."""
+  cfg = config_from(fn_args)
+  t = cfg.model.teacher
+  summary = lag_summary(fn_args.train_files, cfg.window.teacher_lag_hours)
+  logging.info('teacher: trains on %d of %d train-split examples (clicks up to the '
+               'cutoff %s, T - %.0f h)', summary['examples_trained_on'],
+               summary['train_split_examples'], summary['cutoff_time'],
+               cfg.window.teacher_lag_hours)
+  tft_layer = tft.TFTransformOutput(
+      fn_args.transform_graph_path).transform_features_layer()
+  names = features_lib.TEACHER_FEATURES
+  train = training_dataset(fn_args.train_files, tft_layer, cfg)
+  evaluation = data.model_dataset(fn_args.eval_files, tft_layer, names, t.batch_size,
+                                  shuffle=False)
+  tf.keras.utils.set_random_seed(cfg.world.seed)
+  network = towers.build_teacher(cfg)
+  model = training.LossModel(network, losses.teacher_loss)
+  model.compile(optimizer=tf.keras.optimizers.Adam(t.learning_rate))
+  history = model.fit(train, steps_per_epoch=fn_args.train_steps, epochs=1,
+                      validation_data=evaluation,
+                      validation_steps=max(1, fn_args.eval_steps or 1), verbose=2)
+  summary.update({
+      'train_steps': fn_args.train_steps,
+      'batch_size': t.batch_size,
+      'final_train_loss': float(history.history['loss'][-1]),
+      'eval_loss': float(history.history['val_loss'][-1]),
+      'parameters': towers.parameter_counts(network),
+  })
+  export.save_teacher(network, tft_layer, fn_args.serving_model_dir, summary)
+  logging.info('teacher: summary %s', summary)

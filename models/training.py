@@ -1,0 +1,56 @@
+"""A Keras model that trains a network with a loss over (targets, outputs).
+
+Keras' compiled losses take one label tensor per output; the losses here read
+several targets (counts, exposures, observed fraction, teacher columns, masks), so
+the step is written out. It runs under Model.fit, so distribution strategies,
+steps_per_execution and jit_compile apply as usual.
+"""
+
+from typing import Callable, Dict, Sequence
+
+import tensorflow as tf
+
+LossFn = Callable[[Dict[str, tf.Tensor], Dict[str, tf.Tensor]], Dict[str, tf.Tensor]]
+
+
+class LossModel(tf.keras.Model):
+  """Wraps `network` (features -> outputs dict) with `loss_fn` -> {'loss', ...}.
+
+  `term_names` are the keys `loss_fn` returns; each is tracked as a running mean
+  over the epoch (Keras reports a model's metrics, not the last step's values).
+  """
+
+  def __init__(self, network: tf.keras.Model, loss_fn: LossFn,
+               term_names: Sequence[str] = ('loss',), **kwargs):
+    super().__init__(**kwargs)
+    self.network = network
+    self.loss_fn = loss_fn
+    self.trackers = {n: tf.keras.metrics.Mean(name=n) for n in term_names}
+
+  @property
+  def metrics(self):
+    return list(self.trackers.values())
+
+  def call(self, features, training=False):
+    return self.network(features, training=training)
+
+  def _track(self, terms):
+    for name, tracker in self.trackers.items():
+      tracker.update_state(terms[name])
+    return {name: tracker.result() for name, tracker in self.trackers.items()}
+
+  def train_step(self, data):
+    features, targets = data
+    with tf.GradientTape() as tape:
+      terms = self.loss_fn(targets, self(features, training=True))
+      loss = terms['loss']
+      if self.network.losses:
+        # Summed over replicas like the data loss, so divided by their number.
+        loss += tf.nn.scale_regularization_loss(tf.add_n(self.network.losses))
+    grads = tape.gradient(loss, self.trainable_variables)
+    self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
+    return self._track(terms)
+
+  def test_step(self, data):
+    features, targets = data
+    return self._track(self.loss_fn(targets, self(features, training=False)))

@@ -1,0 +1,96 @@
+"""Model code: architectures' sizes and inputs, the thinned Poisson loss, features."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from models import features as features_lib
+from models import losses
+from models import nll
+from models import towers
+from pipeline import config as config_lib
+from schemas import columns
+
+
+@pytest.fixture(scope='module')
+def cfg():
+  return config_lib.load_config()
+
+
+def test_teacher_dense_tower_is_about_three_times_the_students(cfg):
+  teacher = towers.parameter_counts(towers.build_teacher(cfg))
+  student = towers.parameter_counts(towers.build_student_tower(cfg))
+  assert 2.7 <= teacher['dense'] / student['dense'] <= 3.3, (teacher, student)
+  # Embedding tables are counted apart: the teacher has the same tables.
+  assert teacher['embedding'] == student['embedding'] > 0
+
+
+def test_teacher_reads_teacher_only_features_and_the_student_does_not(cfg):
+  teacher_inputs = set(towers.build_teacher(cfg).input)
+  student_inputs = set(towers.build_student_tower(cfg).input)
+  assert set(columns.TEACHER_ONLY_FEATURES) <= teacher_inputs
+  assert student_inputs == set(columns.SERVING_FEATURES)
+
+
+def test_hint_width_and_heads(cfg):
+  out = towers.build_teacher(cfg).output
+  assert out[towers.LOG_RATES].shape[-1] == len(columns.WINDOWS)
+  assert out[towers.HINT].shape[-1] == cfg.model.teacher.hidden_units[
+      cfg.model.teacher.hint_layer]
+
+
+def test_thinned_poisson_equals_the_reference_nll():
+  rng = np.random.default_rng(0)
+  n = 500
+  rates = rng.gamma(0.5, 0.05, (n, 3))
+  exposures = rng.uniform(0, 1, (n, 3))
+  exposures[:50, 2] = 0.0  # a window not yet open
+  fraction = rng.choice([1.0, 0.3], (n, 1))
+  offsets = exposures * fraction
+  counts = rng.poisson(offsets * rates)
+  targets = {losses.COUNTS: tf.constant(counts, tf.float32),
+             losses.EXPOSURES: tf.constant(exposures, tf.float32),
+             losses.OBSERVED_FRACTION: tf.constant(fraction, tf.float32)}
+  got = losses.thinned_poisson_loss(targets, tf.constant(np.log(rates), tf.float32))
+  want = sum(nll.poisson_nll_per_example(counts[:, w], offsets[:, w] * rates[:, w])
+             for w in range(3))
+  np.testing.assert_allclose(got.numpy(), want, rtol=2e-5, atol=1e-6)
+  # Without the observability correction the offset is the exposure alone.
+  got = losses.thinned_poisson_loss(targets, tf.constant(np.log(rates), tf.float32),
+                                    observability=False)
+  want = sum(nll.poisson_nll_per_example(counts[:, w], exposures[:, w] * rates[:, w])
+             for w in range(3))
+  np.testing.assert_allclose(got.numpy(), want, rtol=2e-5, atol=1e-6)
+  # A closed window contributes exactly zero, whatever the rate.
+  closed = losses.poisson_nll_with_offset(
+      tf.zeros([4]), tf.constant([-30.0, 0.0, 5.0, 15.0]), tf.zeros([4]))
+  assert closed.numpy().tolist() == [0.0, 0.0, 0.0, 0.0]
+
+
+def test_preprocessing_fn_uses_builtin_friendly_transforms(tmp_path):
+  import tensorflow_transform.beam as tft_beam  # pylint: disable=g-import-not-at-top
+  from tensorflow_transform.tf_metadata import dataset_metadata  # pylint: disable=g-import-not-at-top
+  from tensorflow_transform.tf_metadata import schema_utils  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  names = features_lib.TEACHER_FEATURES
+  rows = []
+  for _ in range(200):
+    row = {}
+    for name in names:
+      col = columns.BY_NAME[name]
+      row[name] = ([int(rng.integers(0, 10_000))] if col.dtype == 'int'
+                   else [float(rng.lognormal(2, 1))])
+    rows.append(row)
+  meta = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(
+      features_lib.raw_feature_spec(names)))
+  with tft_beam.Context(temp_dir=str(tmp_path)):
+    (out, _), _ = (rows, meta) | tft_beam.AnalyzeAndTransformDataset(
+        features_lib.preprocessing_fn)
+  for name in names:
+    col = columns.BY_NAME[name]
+    values = np.array([r[name] for r in out]).ravel()
+    if col.kind == columns.Kind.CATEGORICAL:
+      want = np.array([r[name][0] for r in rows]) % col.buckets
+      np.testing.assert_array_equal(values, want)
+    else:
+      assert abs(values.mean()) < 1e-4 and abs(values.std() - 1) < 1e-2, name
