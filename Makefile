@@ -15,6 +15,9 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 CONFIG ?= pipeline/configs/default.yaml
+# Config overrides for the generator and the pipeline, e.g.
+#   make run SET="--set world.num_clicks=1000000 --set window.days=14"
+SET    ?=
 ARGS   ?=
 PYTEST_ARGS ?=
 
@@ -35,10 +38,10 @@ $(STAMP): constraints.txt pyproject.toml scripts/find_python310.sh
 	@touch $@
 
 data: setup  ## Generate the synthetic world named by CONFIG if it is not there yet.
-	$(PY) -m world.generator --config $(CONFIG) --if-absent $(ARGS)
+	$(PY) -m world.generator --config $(CONFIG) --if-absent $(SET)
 
 run: data  ## Generate the default world if absent and run the pipeline locally.
-	@echo "The DAG is built issue by issue; today 'make run' stops after generating data."
+	$(PY) -m pipeline.cli run --config $(CONFIG) $(SET) $(ARGS)
 
 test: setup  ## Run the whole suite (unit, executor, end-to-end, compile tests).
 	$(PY) -m pytest $(PYTEST_ARGS)

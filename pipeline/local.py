@@ -1,0 +1,109 @@
+"""The local runner: BeamDagRunner, SQLite ML Metadata under the output root."""
+
+import dataclasses
+import os
+from typing import Dict, List, Optional
+
+from tfx import v1 as tfx
+
+import schemas
+from pipeline import config as config_lib
+from pipeline import pipeline as pipeline_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalPaths:
+  root: str  # <output_root>/<pipeline_name>
+  pipeline_root: str
+  metadata: str  # the SQLite ML Metadata file
+  data_root: str
+
+  @classmethod
+  def from_config(cls, cfg: config_lib.Config) -> 'LocalPaths':
+    root = os.path.abspath(os.path.join(cfg.paths.output_root, cfg.pipeline_name))
+    return cls(root=root, pipeline_root=os.path.join(root, 'root'),
+               metadata=os.path.join(root, 'metadata.sqlite'),
+               data_root=os.path.abspath(cfg.paths.data_root))
+
+
+def build(cfg: config_lib.Config, snapshot_time: Optional[str] = None
+          ) -> tfx.dsl.Pipeline:
+  """The pipeline with local paths, SQLite metadata and DirectRunner args."""
+  paths = LocalPaths.from_config(cfg)
+  return pipeline_lib.create_pipeline(
+      cfg, pipeline_root=paths.pipeline_root, data_root=paths.data_root,
+      schema_path=schemas.SCHEMA_PATH,
+      metadata_connection_config=tfx.orchestration.metadata
+      .sqlite_metadata_connection_config(paths.metadata),
+      beam_pipeline_args=cfg.beam.args(), snapshot_time=snapshot_time,
+      enable_cache=cfg.enable_cache)
+
+
+def run(cfg: config_lib.Config, snapshot_time: Optional[str] = None) -> str:
+  """Runs the DAG with BeamDagRunner; returns the ML Metadata path."""
+  from tfx.orchestration.beam import beam_dag_runner  # pylint: disable=g-import-not-at-top
+  beam_dag_runner.BeamDagRunner().run(build(cfg, snapshot_time))
+  return LocalPaths.from_config(cfg).metadata
+
+
+def _store(metadata_path: str):
+  from ml_metadata.metadata_store import metadata_store  # pylint: disable=g-import-not-at-top
+  return metadata_store.MetadataStore(
+      tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path))
+
+
+def node_executions(metadata_path: str, pipeline_name: str) -> List[Dict]:
+  """The latest run's executions in order: node id, state, wall seconds, id."""
+  from ml_metadata.proto import metadata_store_pb2  # pylint: disable=g-import-not-at-top
+  store = _store(metadata_path)
+  pipeline_ctx = store.get_context_by_type_and_name('pipeline', pipeline_name)
+  if pipeline_ctx is None:
+    return []
+  type_names = {t.id: t.name for t in store.get_context_types()}
+  runs: Dict[int, list] = {}
+  run_time: Dict[int, int] = {}
+  for e in store.get_executions_by_context(pipeline_ctx.id):
+    ctxs = store.get_contexts_by_execution(e.id)
+    node = next((c.name.split('.', 1)[-1] for c in ctxs
+                 if type_names[c.type_id] == 'node'), '?')
+    for c in ctxs:
+      if type_names[c.type_id] == 'pipeline_run':
+        runs.setdefault(c.id, []).append((e, node))
+        run_time[c.id] = c.create_time_since_epoch
+  if not runs:
+    return []
+  latest = max(runs, key=lambda r: run_time[r])
+  return [{
+      'node': node,
+      'state': metadata_store_pb2.Execution.State.Name(e.last_known_state),
+      'seconds': (e.last_update_time_since_epoch - e.create_time_since_epoch) / 1000,
+      'execution_id': e.id,
+  } for e, node in sorted(runs[latest], key=lambda x: x[0].create_time_since_epoch)]
+
+
+def node_outputs(metadata_path: str, pipeline_name: str, node_id: str) -> Dict:
+  """Output artifacts (MLMD protos) by key of the node's latest execution."""
+  from ml_metadata.proto import metadata_store_pb2  # pylint: disable=g-import-not-at-top
+  store = _store(metadata_path)
+  ctx = store.get_context_by_type_and_name('node', f'{pipeline_name}.{node_id}')
+  if ctx is None:
+    return {}
+  executions = store.get_executions_by_context(ctx.id)
+  if not executions:
+    return {}
+  latest = max(executions, key=lambda e: e.id)
+  outputs: Dict[str, list] = {}
+  events = [e for e in store.get_events_by_execution_ids([latest.id])
+            if e.type in (metadata_store_pb2.Event.OUTPUT,
+                          metadata_store_pb2.Event.DECLARED_OUTPUT)]
+  by_id = {a.id: a for a in store.get_artifacts_by_id([e.artifact_id for e in events])}
+  for event in events:
+    key = event.path.steps[0].key if event.path.steps else ''
+    outputs.setdefault(key, []).append(by_id[event.artifact_id])
+  return outputs
+
+
+def custom_property(artifact, name: str):
+  """A custom property's value, whatever its type."""
+  value = artifact.custom_properties[name]
+  return getattr(value, value.WhichOneof('value'))

@@ -1,0 +1,124 @@
+"""create_pipeline: the one DAG definition every runner uses (DESIGN §2).
+
+Pure: every input is a parameter (the config, paths, runner options); nothing is
+read from the environment or at import time. Every node has an explicit id.
+"""
+
+import dataclasses
+import json
+from typing import Optional, Sequence, Union
+
+from tfx import v1 as tfx
+from tfx.orchestration import data_types
+
+from components.data_gate.component import DataGate
+from components.example_gen.component import ConversionLogExampleGen
+from components.example_gen.executor import label_spec_to_json
+from components.teacher_gate.component import TeacherGate
+from models import export
+from pipeline import config as config_lib
+from schemas import columns
+
+PREPROCESSING_FN = 'models.features.preprocessing_fn'
+TEACHER_RUN_FN = 'models.teacher_trainer.run_fn'
+STUDENT_RUN_FN = 'models.student_trainer.run_fn'
+SPLITS = ['train', 'eval']
+
+
+def teacher_columns_spec() -> tfx.proto.OutputExampleSpec:
+  """BulkInferrer: teacher_rate_<window> per window and the hint vector."""
+  cols = [tfx.proto.PredictOutputCol(output_key=key, output_column=column)
+          for key, column in zip(export.RATE_OUTPUTS, columns.TEACHER_RATES)]
+  cols.append(tfx.proto.PredictOutputCol(output_key=export.HINT_OUTPUT,
+                                         output_column=columns.TEACHER_HINT))
+  return tfx.proto.OutputExampleSpec(output_columns_spec=[
+      tfx.proto.OutputColumnsSpec(
+          predict_output=tfx.proto.PredictOutput(output_columns=cols))])
+
+
+def create_pipeline(
+    cfg: config_lib.Config,
+    *,
+    pipeline_root: str,
+    data_root: str,
+    schema_path: str,
+    metadata_connection_config=None,
+    beam_pipeline_args: Sequence[str] = (),
+    snapshot_time: Optional[Union[str, data_types.RuntimeParameter]] = None,
+    enable_cache: bool = False,
+) -> tfx.dsl.Pipeline:
+  """The DAG, from the logs to the student.
+
+  Args:
+    cfg: the validated configuration.
+    pipeline_root: where artifacts go.
+    data_root: the click and conversion logs (local or gs://).
+    schema_path: the curated schema file, as the executors will see it.
+    metadata_connection_config: ML Metadata connection (local runs); None on Vertex.
+    beam_pipeline_args: for every Beam component (DirectRunner or Dataflow).
+    snapshot_time: T, or a RuntimeParameter; None: `cfg.window.snapshot_time`,
+      else resolved at run time by the ExampleGen.
+    enable_cache: TFX caching.
+  """
+  example_gen = ConversionLogExampleGen(
+      data_root=data_root, window_days=cfg.window.days,
+      eval_days=cfg.window.eval_days, label_spec=label_spec_to_json(cfg),
+      snapshot_policy=cfg.window.snapshot_policy,
+      snapshot_time=snapshot_time or cfg.window.snapshot_time,
+  ).with_id('ConversionLogExampleGen')
+  examples = example_gen.outputs['examples']
+
+  statistics_gen = tfx.components.StatisticsGen(
+      examples=examples).with_id('StatisticsGen')
+  schema_gen = tfx.components.ImportSchemaGen(
+      schema_file=schema_path).with_id('ImportSchemaGen')
+  schema = schema_gen.outputs['schema']
+  example_validator = tfx.components.ExampleValidator(
+      statistics=statistics_gen.outputs['statistics'],
+      schema=schema).with_id('ExampleValidator')
+  data_gate = DataGate(
+      anomalies=example_validator.outputs['anomalies']).with_id('DataGate')
+
+  # Trainers apply the transform graph in their input pipelines, so nothing is
+  # materialised; the graph is embedded in every exported model.
+  transform = tfx.components.Transform(
+      examples=examples, schema=schema, preprocessing_fn=PREPROCESSING_FN,
+      materialize=False, disable_statistics=True).with_id('Transform')
+  transform.add_upstream_node(data_gate)
+
+  t = cfg.model.teacher
+  teacher = tfx.components.Trainer(
+      run_fn=TEACHER_RUN_FN, examples=examples,
+      transform_graph=transform.outputs['transform_graph'], schema=schema,
+      train_args=tfx.proto.TrainArgs(num_steps=t.train_steps),
+      eval_args=tfx.proto.EvalArgs(num_steps=max(1, t.train_steps // 20)),
+      custom_config={'config': cfg.to_json()}).with_id('teacher')
+  teacher_gate = TeacherGate(
+      model=teacher.outputs['model'], examples=examples,
+      bar=json.dumps(dataclasses.asdict(cfg.teacher_gate), sort_keys=True),
+  ).with_id('TeacherGate')
+  bulk_inferrer = tfx.components.BulkInferrer(
+      examples=examples, model=teacher.outputs['model'],
+      model_blessing=teacher_gate.outputs['blessing'],
+      data_spec=tfx.proto.DataSpec(example_splits=SPLITS),
+      model_spec=tfx.proto.ModelSpec(
+          model_signature_name=[export.PREDICT_SIGNATURE]),
+      output_example_spec=teacher_columns_spec()).with_id('BulkInferrer')
+
+  s = cfg.model.student
+  student = tfx.components.Trainer(
+      run_fn=STUDENT_RUN_FN, examples=bulk_inferrer.outputs['output_examples'],
+      transform_graph=transform.outputs['transform_graph'], schema=schema,
+      train_args=tfx.proto.TrainArgs(num_steps=s.train_steps),
+      eval_args=tfx.proto.EvalArgs(num_steps=max(1, s.train_steps // 20)),
+      custom_config={'config': cfg.to_json()}).with_id('student')
+
+  return tfx.dsl.Pipeline(
+      pipeline_name=cfg.pipeline_name,
+      pipeline_root=pipeline_root,
+      components=[example_gen, statistics_gen, schema_gen, example_validator,
+                  data_gate, transform, teacher, teacher_gate, bulk_inferrer,
+                  student],
+      enable_cache=enable_cache,
+      metadata_connection_config=metadata_connection_config,
+      beam_pipeline_args=list(beam_pipeline_args))

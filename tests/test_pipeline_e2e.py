@@ -1,0 +1,148 @@
+"""End-to-end: the DAG on a tiny generated world with BeamDagRunner."""
+
+import os
+
+import numpy as np
+import pytest
+
+import schemas
+from components.teacher_gate import evaluation
+from components.teacher_gate import executor as gate_executor
+from observation import labels
+from observation import snapshot
+from pipeline import local
+from schemas import columns
+from tfx.types import artifact_utils
+from world import io
+
+pytestmark = pytest.mark.e2e
+
+
+def split_rows(artifact, split):
+  return io.read_examples(os.path.join(artifact.uri, f'Split-{split}'))
+
+
+def by_click(cols):
+  order = np.argsort(cols[columns.CLICK_ID])
+  return {k: v[order] for k, v in cols.items()}
+
+
+def test_every_node_completed(e2e):
+  states = {row['node']: row['state'] for row in e2e.executions()}
+  for node in ('ConversionLogExampleGen', 'StatisticsGen', 'ImportSchemaGen',
+               'ExampleValidator', 'DataGate', 'Transform', 'teacher',
+               'TeacherGate', 'BulkInferrer', 'student'):
+    assert states.get(node) == 'COMPLETE', states
+
+
+def test_t_is_resolved_at_run_time_and_recorded(e2e):
+  examples = e2e.artifact('ConversionLogExampleGen', 'examples')
+  # data_end policy: midnight after the world's last day.
+  want = e2e.cfg.world.start() + (e2e.cfg.world.days) * (
+      snapshot.midnight(snapshot.from_ts(86400).date()) - snapshot.from_ts(0))
+  assert local.custom_property(examples, 'snapshot_time') == want.isoformat()
+  assert local.custom_property(examples, 'snapshot_ts') == snapshot.to_ts(want)
+  for split in ('train', 'eval'):
+    rows = split_rows(examples, split)
+    assert (rows[columns.SNAPSHOT_TS] == snapshot.to_ts(want)).all()
+
+
+def test_labels_equal_the_as_of_t_module(e2e):
+  examples = e2e.artifact('ConversionLogExampleGen', 'examples')
+  t = local.custom_property(examples, 'snapshot_ts')
+  got = by_click({k: np.concatenate([split_rows(examples, 'train')[k],
+                                     split_rows(examples, 'eval')[k]])
+                  for k in columns.EXAMPLE_COLUMNS})
+  clicks = io.read_examples(os.path.join(e2e.world, 'clicks'))
+  convs = io.read_examples(os.path.join(e2e.world, 'conversions'))
+  keep = clicks[columns.CLICK_TS] >= t - e2e.cfg.window.days * 86400
+  want = by_click(labels.join_window(
+      {k: v[keep] for k, v in clicks.items()}, convs[columns.CLICK_ID],
+      convs[columns.CONVERSION_TS], t, labels.LabelSpec.from_config(e2e.cfg)))
+  for name in columns.EXAMPLE_COLUMNS:
+    np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+
+
+def test_bulk_inferrer_adds_teacher_columns_and_keeps_the_rest(e2e):
+  before = e2e.artifact('ConversionLogExampleGen', 'examples')
+  after = e2e.artifact('BulkInferrer', 'output_examples')
+  assert sorted(artifact_utils.decode_split_names(
+      after.properties['split_names'].string_value)) == ['eval', 'train']
+  width = schemas.hint_width()
+  for split in ('train', 'eval'):
+    old, new = by_click(split_rows(before, split)), by_click(split_rows(after, split))
+    assert len(new[columns.CLICK_ID]) == len(old[columns.CLICK_ID]) > 0
+    for name in columns.EXAMPLE_COLUMNS:
+      np.testing.assert_array_equal(new[name], old[name], err_msg=name)
+    for name in columns.TEACHER_RATES:
+      assert np.isfinite(new[name]).all() and (new[name] >= 0).all(), name
+      assert new[name].mean() > 0
+    hint = new[columns.TEACHER_HINT]
+    assert hint.shape == (len(old[columns.CLICK_ID]), width)
+    assert np.isfinite(hint).all() and hint.std() > 0
+
+
+def test_teacher_trained_behind_the_lag_and_says_so(e2e):
+  blessing = e2e.artifact('TeacherGate', 'blessing')
+  t = local.custom_property(e2e.artifact('ConversionLogExampleGen', 'examples'),
+                            'snapshot_ts')
+  cutoff = t - int(e2e.cfg.window.teacher_lag_hours * 3600)
+  assert local.custom_property(blessing, 'cutoff_time') == snapshot.from_ts(
+      cutoff).isoformat()
+  assert local.custom_property(blessing, 'blessed') == 1
+  trained = local.custom_property(blessing, 'examples_trained_on')
+  train_rows = split_rows(e2e.artifact('ConversionLogExampleGen', 'examples'), 'train')
+  # Non-vacuous: the train split has clicks newer than the cutoff (E x 24 h < lag).
+  assert trained == int((train_rows[columns.CLICK_TS] <= cutoff).sum())
+  assert trained < len(train_rows[columns.CLICK_TS])
+  assert local.custom_property(blessing, 'gap_closed') > 0
+
+
+def test_teacher_gate_stops_a_teacher_below_its_bar(e2e, tmp_path):
+  from tfx.types import standard_artifacts  # pylint: disable=g-import-not-at-top
+  blessing = standard_artifacts.ModelBlessing()
+  blessing.uri = str(tmp_path)
+  model = standard_artifacts.Model()
+  model.uri = e2e.artifact('teacher', 'model').uri
+  examples = standard_artifacts.Examples()
+  src = e2e.artifact('ConversionLogExampleGen', 'examples')
+  examples.uri, examples.split_names = src.uri, src.properties['split_names'].string_value
+  with pytest.raises(evaluation.TeacherGateError, match=r'closes .*% .* bar is 99%'):
+    gate_executor.Executor().Do(
+        {'model': [model], 'examples': [examples]}, {'blessing': [blessing]},
+        {'bar': '{"mode": "truth", "min_gap_closed": 0.99, "min_improvement": 0.0}'})
+
+
+def test_student_reads_serving_features_only_and_both_signatures_predict(e2e):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from models import export  # pylint: disable=g-import-not-at-top
+  from tfx.utils import path_utils  # pylint: disable=g-import-not-at-top
+  model_dir = path_utils.serving_model_path(e2e.artifact('student', 'model').uri)
+  loaded = tf.saved_model.load(model_dir)
+  examples = e2e.artifact('BulkInferrer', 'output_examples')
+  records = list(io.iter_records(io.list_files(os.path.join(examples.uri, 'Split-eval'))))
+  rows = io.read_examples(os.path.join(examples.uri, 'Split-eval'))
+  n = len(records)
+
+  serving = loaded.signatures[export.SERVING_SIGNATURE]
+  out = serving(examples=tf.constant(records))
+  rates = np.stack([out[k].numpy() for k in export.RATE_OUTPUTS], 1)
+  np.testing.assert_allclose(out[export.PCONVS].numpy(), rates.sum(1), rtol=1e-5)
+  assert out[export.PCONVS].shape == (n,) and (rates > 0).all()
+
+  raw = loaded.signatures[export.RAW_SIGNATURE]
+  _, inputs = raw.structured_input_signature
+  # The raw signature's inputs are exactly the serving features: no teacher-only,
+  # truth, label, exposure or teacher column reaches the model.
+  assert set(inputs) == set(columns.SERVING_FEATURES)
+  feeds = {name: tf.constant(rows[name].reshape(-1, 1).astype(
+      inputs[name].dtype.as_numpy_dtype)) for name in inputs}
+  (pconvs,) = raw(**feeds).values()
+  np.testing.assert_allclose(pconvs.numpy().ravel(), out[export.PCONVS].numpy(),
+                             rtol=1e-5)
+  # The serving signature parses only serving features: feeding examples
+  # stripped of everything else gives the same predictions.
+  from schemas import codec  # pylint: disable=g-import-not-at-top
+  stripped = codec.encode({n: rows[n] for n in columns.SERVING_FEATURES})
+  again = serving(examples=tf.constant(stripped))[export.PCONVS].numpy()
+  np.testing.assert_allclose(again, out[export.PCONVS].numpy(), rtol=1e-6)
