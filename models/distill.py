@@ -1,0 +1,154 @@
+"""The student's loss (DESIGN §5): hard window heads, output distillation, the
+modeled-conversion auxiliary head, the FitNets hint, and tCPA weights.
+
+Per example i and window w, with o_iw the observation offset (f_b * e_w, or e_w
+without the observability correction), s_iw the student's log-rate, a_iw its
+auxiliary log-rate, t_iw the teacher's rate, m_i = 1 if the teacher's columns are
+available (click_ts <= T - lag, else the teacher terms are masked) and
+v_i = (tCPA_i / tcpa_reference)^beta the tCPA weight of the distilled terms:
+
+  hard_i = sum_w NLL_Poisson(y_iw | o_iw e^{s_iw})
+  soft_i = tau^2 sum_w KL(Poisson(t_iw^{1/tau}) || Poisson(e^{s_iw / tau}))
+         = tau^2 sum_w [l_t log(l_t / l_s) - l_t + l_s]   (tempered log-rates)
+  aux_i  = sum_w NLL_Poisson(y_iw + (1 - f_i) e_iw t_iw | e_iw e^{a_iw})
+           (observed + modeled conversions, paper §IV.A)
+  hint_i = 0.5 ||h^T_i - g(h^S_i)||^2            (g: learned linear projection)
+
+  L = (1 - alpha) * sum_i hard_i / B
+      + [alpha * sum_i m_i v_i soft_i + lambda_aux * sum_i m_i v_i aux_i
+         + gamma * sum_i m_i v_i hint_i] / max(1, M)
+
+Denominators: B is the global batch size and M = sum_i m_i the global number of
+teacher-available examples, both over all replicas (an all-reduce of the local
+mask count), so every replica's share of the loss, and the summed gradients, are
+those of the global batch whatever the strategy and however the masked examples
+fall across replicas. With alpha = lambda_aux = gamma = 0 the loss is the hard loss.
+"""
+
+import dataclasses
+from typing import Dict
+
+import tensorflow as tf
+
+from models import losses
+from models import towers
+
+# Keys of the student network's outputs.
+LOG_RATES = towers.LOG_RATES
+AUX_LOG_RATES = towers.AUX_LOG_RATES
+HINT_PROJECTION = towers.HINT_PROJECTION
+# Keys of the targets the distillation terms read.
+TEACHER_RATES = 'teacher_rates'  # [B, W]
+TEACHER_HINT = 'teacher_hint'  # [B, H]
+TEACHER_MASK = 'teacher_mask'  # [B, 1] 1.0 where the teacher's columns count
+TCPA = 'target_cpa'  # [B, 1]
+
+TERMS = ('loss', 'hard', 'soft', 'aux', 'hint', 'teacher_examples')
+_LOG_RANGE = (-30.0, 15.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class DistillWeights:
+  """The weights of the student's loss terms (see the module docstring)."""
+  hard_observability: bool = True
+  alpha: float = 0.0
+  temperature: float = 1.0
+  aux_weight: float = 0.0
+  hint_weight: float = 0.0
+  tcpa_beta: float = 0.0
+  tcpa_reference: float = 60.0
+
+  @property
+  def uses_teacher(self) -> bool:
+    return self.alpha > 0 or self.aux_weight > 0 or self.hint_weight > 0
+
+
+def poisson_kl(teacher_log_rate: tf.Tensor, student_log_rate: tf.Tensor) -> tf.Tensor:
+  """KL(Poisson(e^{lt}) || Poisson(e^{ls})) elementwise; 0 where they are equal."""
+  lt = tf.clip_by_value(teacher_log_rate, *_LOG_RANGE)
+  ls = tf.clip_by_value(student_log_rate, *_LOG_RANGE)
+  rate_t = tf.exp(lt)
+  return rate_t * (lt - ls) - rate_t + tf.exp(ls)
+
+
+def global_sum(x: tf.Tensor) -> tf.Tensor:
+  """Sum over the global batch: all-reduced across replicas, if any."""
+  total = tf.reduce_sum(x)
+  ctx = tf.distribute.get_replica_context()
+  if ctx is not None and ctx.num_replicas_in_sync > 1:
+    total = ctx.all_reduce(tf.distribute.ReduceOp.SUM, total)
+  return total
+
+
+def global_batch_size(x: tf.Tensor) -> tf.Tensor:
+  return global_sum(tf.ones_like(x[:, 0]))
+
+
+def per_example_terms(targets: Dict[str, tf.Tensor], outputs: Dict[str, tf.Tensor],
+                      w: DistillWeights) -> Dict[str, tf.Tensor]:
+  """hard_i, soft_i, aux_i, hint_i, each [B] (unmasked, unweighted)."""
+  out = {'hard': losses.thinned_poisson_loss(targets, outputs[LOG_RATES],
+                                             w.hard_observability)}
+  zeros = tf.zeros_like(out['hard'])
+  if w.alpha > 0:
+    tau = w.temperature
+    log_t = tf.math.log(tf.maximum(targets[TEACHER_RATES], 1e-30))
+    out['soft'] = tau**2 * tf.reduce_sum(
+        poisson_kl(log_t / tau, outputs[LOG_RATES] / tau), axis=1)
+  else:
+    out['soft'] = zeros
+  if w.aux_weight > 0:
+    exposure = targets[losses.EXPOSURES]
+    modeled = (1.0 - targets[losses.OBSERVED_FRACTION]) * exposure * targets[
+        TEACHER_RATES]
+    out['aux'] = tf.reduce_sum(losses.poisson_nll_with_offset(
+        targets[losses.COUNTS] + modeled, outputs[AUX_LOG_RATES], exposure), axis=1)
+  else:
+    out['aux'] = zeros
+  if w.hint_weight > 0:
+    out['hint'] = 0.5 * tf.reduce_sum(
+        tf.square(targets[TEACHER_HINT] - outputs[HINT_PROJECTION]), axis=1)
+  else:
+    out['hint'] = zeros
+  return out
+
+
+def student_loss(targets: Dict[str, tf.Tensor], outputs: Dict[str, tf.Tensor],
+                 w: DistillWeights) -> Dict[str, tf.Tensor]:
+  """This replica's share of the global loss, and each term's global value.
+
+  Returns:
+    'loss' (to differentiate; replicas' shares sum to the global loss), the
+    global values of 'hard', 'soft', 'aux' and 'hint' (each over its own
+    denominator, before its weight), and 'teacher_examples' (M).
+  """
+  outputs = {k: tf.cast(v, tf.float32) for k, v in outputs.items()}
+  terms = per_example_terms(targets, outputs, w)
+  batch = global_batch_size(terms['hard'][:, None])
+  out = {'hard': tf.reduce_sum(terms['hard']) / batch}
+  loss = (1.0 - w.alpha) * out['hard']
+  mask = tf.reshape(targets.get(TEACHER_MASK, tf.zeros_like(terms['hard'][:, None])),
+                    [-1])
+  teacher_examples = global_sum(mask)
+  denominator = tf.maximum(teacher_examples, 1.0)
+  weight = mask
+  if w.tcpa_beta != 0:
+    weight = weight * tf.pow(tf.reshape(targets[TCPA], [-1]) / w.tcpa_reference,
+                             w.tcpa_beta)
+  for name, coef in (('soft', w.alpha), ('aux', w.aux_weight),
+                     ('hint', w.hint_weight)):
+    # tf.where, not a product: a masked term contributes exactly zero even if
+    # its value is not finite (a teacher column that is absent is zero-filled).
+    weighted = tf.where(weight > 0, weight * terms[name], 0.0)
+    out[name] = tf.reduce_sum(weighted) / denominator
+    if coef > 0:
+      loss += coef * out[name]
+  # Each replica holds its own examples' part of the global sums, so its loss
+  # share is its local sums over the global denominators: the shares (and the
+  # gradients the optimizer all-reduces) add up to the global loss.
+  out['loss'] = loss
+  out['teacher_examples'] = teacher_examples
+  # Reported values are global: sum the replicas' shares.
+  for name in ('hard', 'soft', 'aux', 'hint'):
+    out[name] = global_sum(out[name])
+  return out

@@ -1,0 +1,129 @@
+"""The student's run_fn (Trainer id `student`): a thin adapter over model code.
+
+Reads the BulkInferrer's examples (the joined examples plus teacher columns); the
+network sees serving features only. The loss (models/distill.py) follows the
+recipe in config; the teacher's columns count only for clicks at or before
+T - teacher_lag_hours (masked otherwise). Distribution, XLA and precision come
+from the `training` config section.
+"""
+
+import functools
+from typing import Dict, List, Sequence
+
+import tensorflow as tf
+import tensorflow_transform as tft
+from absl import logging
+
+import schemas
+from models import data
+from models import distill
+from models import distribution
+from models import export
+from models import features as features_lib
+from models import towers
+from models import training
+from pipeline import config as config_lib
+from schemas import columns
+
+CONFIG_KEY = 'config'
+
+
+def target_columns(weights: distill.DistillWeights) -> List[str]:
+  """Raw columns the loss needs besides counts, exposures and times."""
+  cols = [columns.TARGET_CPA]
+  if weights.uses_teacher:
+    cols += list(columns.TEACHER_RATES) + [columns.TEACHER_HINT]
+  return cols
+
+
+def with_distill_targets(features, targets, *, weights: distill.DistillWeights,
+                         lag_seconds: int):
+  """Adds the distillation targets: teacher rates and hint, mask, tCPA."""
+  targets = dict(targets)
+  targets[distill.TCPA] = targets.pop(columns.TARGET_CPA)
+  available = targets[columns.CLICK_TS] <= targets[columns.SNAPSHOT_TS] - lag_seconds
+  targets[distill.TEACHER_MASK] = tf.cast(available, tf.float32)
+  if weights.uses_teacher:
+    targets[distill.TEACHER_RATES] = tf.concat(
+        [targets.pop(c) for c in columns.TEACHER_RATES], axis=1)
+    targets[distill.TEACHER_HINT] = targets.pop(columns.TEACHER_HINT)
+  return features, targets
+
+
+def dataset(patterns: Sequence[str], tft_layer, cfg: config_lib.Config,
+            weights: distill.DistillWeights, **kwargs) -> tf.data.Dataset:
+  """(serving features, targets) batches of the global batch size."""
+  ds = data.model_dataset(patterns, tft_layer, features_lib.SERVING_FEATURES,
+                          cfg.model.student.batch_size,
+                          extra_targets=target_columns(weights), **kwargs)
+  return ds.map(functools.partial(
+      with_distill_targets, weights=weights,
+      lag_seconds=int(round(cfg.window.teacher_lag_hours * 3600))))
+
+
+def build_network(cfg: config_lib.Config, weights: distill.DistillWeights,
+                  hint_width: int = 0) -> tf.keras.Model:
+  """The student; `hint_width` (default: the schema's) sizes the hint projection."""
+  return towers.build_student_tower(
+      cfg, aux_heads=weights.aux_weight > 0,
+      hint_projection=(hint_width or schemas.hint_width())
+      if weights.hint_weight > 0 else 0)
+
+
+def compile_model(cfg: config_lib.Config, weights: distill.DistillWeights,
+                  network: tf.keras.Model) -> training.LossModel:
+  """The trainable model (call inside the strategy's scope)."""
+  model = training.LossModel(
+      network, functools.partial(distill.student_loss, w=weights), distill.TERMS)
+  model.compile(optimizer=tf.keras.optimizers.Adam(cfg.model.student.learning_rate),
+                jit_compile=cfg.training.jit_compile,
+                steps_per_execution=cfg.training.steps_per_execution)
+  return model
+
+
+def float32_copy(cfg, weights, network, hint_width: int) -> tf.keras.Model:
+  """The same weights in a float32 network (for export after bfloat16 training)."""
+  tf.keras.mixed_precision.set_global_policy('float32')
+  copy = build_network(cfg, weights, hint_width)
+  copy.set_weights(network.get_weights())
+  return copy
+
+
+def run_fn(fn_args) -> None:
+  """TFX Trainer entry point for the student."""
+  cfg = config_lib.from_json(fn_args.custom_config[CONFIG_KEY])
+  weights = cfg.distill.weights()
+  logging.info('student: recipe %s, loss weights %s', cfg.distill.recipe, weights)
+  tft_layer = tft.TFTransformOutput(
+      fn_args.transform_graph_path).transform_features_layer()
+  # The teacher columns' widths come from the schema artifact (DISTILL environment).
+  schema_path = fn_args.schema_path or schemas.SCHEMA_PATH
+  train = dataset(fn_args.train_files, tft_layer, cfg, weights, seed=cfg.world.seed,
+                  schema_path=schema_path)
+  evaluation = dataset(fn_args.eval_files, tft_layer, cfg, weights, shuffle=False,
+                       schema_path=schema_path)
+
+  tf.keras.utils.set_random_seed(cfg.world.seed)
+  strategy = distribution.get_strategy(cfg.training.strategy, cfg.training.tpu)
+  tf.keras.mixed_precision.set_global_policy(cfg.training.precision)
+  hint_width = schemas.hint_width(schema_path)
+  with strategy.scope():
+    network = build_network(cfg, weights, hint_width)
+    model = compile_model(cfg, weights, network)
+  history = model.fit(train, steps_per_epoch=fn_args.train_steps, epochs=1,
+                      validation_data=evaluation,
+                      validation_steps=max(1, fn_args.eval_steps or 1), verbose=2)
+  if cfg.training.precision != 'float32':
+    network = float32_copy(cfg, weights, network, hint_width)
+  summary: Dict = {
+      'recipe': cfg.distill.recipe,
+      'loss_weights': weights.__dict__,
+      'strategy': type(strategy).__name__,
+      'replicas': strategy.num_replicas_in_sync,
+      'train_steps': fn_args.train_steps,
+      'batch_size': cfg.model.student.batch_size,
+      'parameters': towers.parameter_counts(network),
+      'final': {k: float(v[-1]) for k, v in history.history.items()},
+  }
+  export.save_student(network, tft_layer, fn_args.serving_model_dir, summary)
+  logging.info('student: summary %s', summary)
