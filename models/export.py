@@ -88,9 +88,14 @@ def save_teacher(network: tf.keras.Model, tft_layer, export_dir: str,
 def save_student(network: tf.keras.Model, tft_layer, export_dir: str,
                  summary: Dict) -> None:
   """Saves the student: serving (tf.Example in; pConvs and window rates out) and
-  raw-feature (serving features in by name; pConvs out) signatures."""
-  network.tft_layer = tft_layer
+  raw-feature (serving features in by name; pConvs out) signatures.
+
+  Embedding tables are rescaled first (exact in float, see
+  towers.rescale_embeddings) so that the INT8 conversion keeps their precision.
+  """
   names = features_lib.SERVING_FEATURES
+  towers.rescale_embeddings(network, names)
+  network.tft_layer = tft_layer
   serving = example_signature(network, tft_layer, names,
                               lambda o: window_rates(o[towers.LOG_RATES]))
   raw = raw_feature_function(network, tft_layer, names)

@@ -71,11 +71,12 @@ def build_network(cfg: config_lib.Config, weights: distill.DistillWeights,
 
 
 def compile_model(cfg: config_lib.Config, weights: distill.DistillWeights,
-                  network: tf.keras.Model) -> training.LossModel:
+                  network: tf.keras.Model, train_steps: int = 0) -> training.LossModel:
   """The trainable model (call inside the strategy's scope)."""
   model = training.LossModel(
       network, functools.partial(distill.student_loss, w=weights), distill.TERMS)
-  model.compile(optimizer=tf.keras.optimizers.Adam(cfg.model.student.learning_rate),
+  model.compile(optimizer=training.optimizer(
+      cfg.model.student, train_steps or cfg.model.student.train_steps),
                 jit_compile=cfg.training.jit_compile,
                 steps_per_execution=cfg.training.steps_per_execution)
   return model
@@ -98,18 +99,18 @@ def run_fn(fn_args) -> None:
       fn_args.transform_graph_path).transform_features_layer()
   # The teacher columns' widths come from the schema artifact (DISTILL environment).
   schema_path = fn_args.schema_path or schemas.SCHEMA_PATH
-  train = dataset(fn_args.train_files, tft_layer, cfg, weights, seed=cfg.world.seed,
+  train = dataset(fn_args.train_files, tft_layer, cfg, weights, seed=cfg.model.seed,
                   schema_path=schema_path)
   evaluation = dataset(fn_args.eval_files, tft_layer, cfg, weights, shuffle=False,
                        schema_path=schema_path)
 
-  tf.keras.utils.set_random_seed(cfg.world.seed)
+  tf.keras.utils.set_random_seed(cfg.model.seed)
   strategy = distribution.get_strategy(cfg.training.strategy, cfg.training.tpu)
   tf.keras.mixed_precision.set_global_policy(cfg.training.precision)
   hint_width = schemas.hint_width(schema_path)
   with strategy.scope():
     network = build_network(cfg, weights, hint_width)
-    model = compile_model(cfg, weights, network)
+    model = compile_model(cfg, weights, network, fn_args.train_steps)
   history = model.fit(train, steps_per_epoch=fn_args.train_steps, epochs=1,
                       validation_data=evaluation,
                       validation_steps=max(1, fn_args.eval_steps or 1), verbose=2)

@@ -79,7 +79,7 @@ def training_dataset(patterns: Sequence[str], tft_layer, cfg: config_lib.Config,
                             cfg.model.teacher.batch_size, shuffle=shuffle,
                             repeat=repeat,
                             keep=data.lag_filter(cfg.window.teacher_lag_hours),
-                            seed=cfg.world.seed)
+                            seed=cfg.model.seed)
 
 
 def run_fn(fn_args) -> None:
@@ -97,10 +97,10 @@ def run_fn(fn_args) -> None:
   train = training_dataset(fn_args.train_files, tft_layer, cfg)
   evaluation = data.model_dataset(fn_args.eval_files, tft_layer, names, t.batch_size,
                                   shuffle=False)
-  tf.keras.utils.set_random_seed(cfg.world.seed)
+  tf.keras.utils.set_random_seed(cfg.model.seed)
   network = towers.build_teacher(cfg)
   model = training.LossModel(network, losses.teacher_loss)
-  model.compile(optimizer=tf.keras.optimizers.Adam(t.learning_rate))
+  model.compile(optimizer=training.optimizer(t, fn_args.train_steps))
   history = model.fit(train, steps_per_epoch=fn_args.train_steps, epochs=1,
                       validation_data=evaluation,
                       validation_steps=max(1, fn_args.eval_steps or 1), verbose=2)

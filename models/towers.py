@@ -122,3 +122,35 @@ def parameter_counts(model: tf.keras.Model) -> Dict[str, int]:
     elif isinstance(layer, tf.keras.layers.Dense):
       dense += n
   return {'dense': dense, 'embedding': embedding}
+
+
+def rescale_embeddings(network: tf.keras.Model, names: Sequence[str],
+                       target: float = 2.0) -> None:
+  """Scales each embedding table to abs-max `target`, and the first dense layer's
+  matching kernel rows by the inverse: the float function is unchanged.
+
+  Why: TFLite's int8 CONCATENATION gives all its inputs one scale, set by the
+  z-scored numerics (abs up to ~5), while L2-regularised embeddings are ~0.05: they
+  would get a handful of int8 levels. At abs-max `target` they use the range.
+  """
+  first = network.get_layer('dense_0')
+  kernel, bias = first.get_weights()
+  row = 0
+  for name in names:
+    col = columns.BY_NAME[name]
+    if col.kind != columns.Kind.CATEGORICAL:
+      row += 1
+      continue
+    layer = network.get_layer(f'embedding_{name}')
+    (table,) = layer.get_weights()
+    width = table.shape[1]
+    peak = float(abs(table).max())
+    if peak > 0:
+      c = target / peak
+      layer.set_weights([table * c])
+      kernel[row:row + width] /= c
+    row += width
+  if row != kernel.shape[0]:
+    raise AssertionError(f'feature widths {row} do not match dense_0 inputs '
+                         f'{kernel.shape[0]}')
+  first.set_weights([kernel, bias])

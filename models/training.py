@@ -54,3 +54,12 @@ class LossModel(tf.keras.Model):
   def test_step(self, data):
     features, targets = data
     return self._track(self.loss_fn(targets, self(features, training=False)))
+
+
+def optimizer(net_cfg, train_steps: int) -> tf.keras.optimizers.Optimizer:
+  """Adam with the configured learning rate and schedule (pipeline.config.NetConfig)."""
+  rate = net_cfg.learning_rate
+  if net_cfg.lr_schedule == 'cosine':
+    rate = tf.keras.optimizers.schedules.CosineDecay(rate, max(1, train_steps),
+                                                     alpha=0.1)
+  return tf.keras.optimizers.Adam(rate)

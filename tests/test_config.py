@@ -15,7 +15,7 @@ def test_defaults_are_valid_and_default_yaml_loads():
   cfg = config_lib.load_config(DEFAULT_YAML)
   assert cfg.window.days == 28 and cfg.window.eval_days == 1
   assert cfg.window.teacher_lag_hours == 40.0
-  assert cfg.model.teacher.hidden_units == [256, 64, 32]
+  assert cfg.model.teacher.hidden_units == [128, 64, 32]
   assert cfg.observability.fractions()[0] == 1.0
 
 
@@ -28,7 +28,7 @@ def test_yaml_and_overrides(tmp_path):
   assert cfg.window.teacher_lag_hours == 72.0
   # A partial section keeps the rest of its own defaults.
   assert cfg.model.teacher.train_steps == 10
-  assert cfg.model.teacher.hidden_units == [256, 64, 32]
+  assert cfg.model.teacher.hidden_units == [128, 64, 32]
 
 
 def test_json_round_trip():

@@ -94,3 +94,20 @@ def test_preprocessing_fn_uses_builtin_friendly_transforms(tmp_path):
       np.testing.assert_array_equal(values, want)
     else:
       assert abs(values.mean()) < 1e-4 and abs(values.std() - 1) < 1e-2, name
+
+
+def test_rescaling_embeddings_leaves_the_float_function_unchanged(cfg):
+  network = towers.build_student_tower(cfg)
+  rng = np.random.default_rng(0)
+  feats = {}
+  for name in columns.SERVING_FEATURES:
+    col = columns.BY_NAME[name]
+    feats[name] = (rng.integers(0, col.buckets, (64, 1)) if col.buckets
+                   else rng.normal(size=(64, 1)).astype(np.float32))
+  before = network(feats)[towers.LOG_RATES].numpy()
+  towers.rescale_embeddings(network, columns.SERVING_FEATURES, target=2.0)
+  after = network(feats)[towers.LOG_RATES].numpy()
+  np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-5)
+  for layer in network.layers:
+    if isinstance(layer, tf.keras.layers.Embedding):
+      assert abs(float(np.abs(layer.get_weights()[0]).max()) - 2.0) < 1e-5
