@@ -12,7 +12,7 @@ import schemas
 from observation import labels
 from schemas import codec
 from schemas import columns
-from tests.conftest import make_world
+from tests.helpers import make_world
 from world import io
 
 _TYPES = {'int': 'INT', 'float': 'FLOAT', 'bytes': 'BYTES'}

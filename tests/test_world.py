@@ -10,7 +10,7 @@ from scipy import stats
 from observation import delay as delay_lib
 from observation import labels
 from schemas import columns
-from tests.conftest import make_world
+from tests.helpers import make_world
 from world import difficulty
 from world import generator
 from world import io

@@ -14,7 +14,7 @@ from components.example_gen import window as window_lib
 from observation import labels
 from observation import snapshot
 from schemas import columns
-from tests.conftest import make_world
+from tests.helpers import make_world
 from world import io
 
 

@@ -1,0 +1,36 @@
+"""Shared fixtures (the whole repository: tests/ and the tests beside components)."""
+
+import os
+
+import pytest
+
+# Keras 2 everywhere, as the Makefile sets for every process (tests may be run
+# with a bare `pytest` too).
+os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+from pipeline import config as config_lib  # pylint: disable=g-import-not-at-top
+from tests.helpers import E2E_OVERRIDES  # pylint: disable=g-import-not-at-top
+from tests.helpers import E2ERun  # pylint: disable=g-import-not-at-top
+from tests.helpers import make_world  # pylint: disable=g-import-not-at-top
+from world import generator  # pylint: disable=g-import-not-at-top
+
+
+@pytest.fixture(scope='session')
+def mature_world(tmp_path_factory):
+  """60k clicks over 20 days with every conversion in the log (90-day horizon)."""
+  return make_world(tmp_path_factory.mktemp('mature_world'), [
+      'world.num_clicks=60000', 'world.days=20', 'world.seed=7',
+      'world.conversion_horizon_days=90', 'world.base_rate=0.1'])
+
+
+@pytest.fixture(scope='session')
+def e2e(tmp_path_factory):
+  """The whole DAG, run once with BeamDagRunner on a tiny generated world."""
+  from pipeline import local  # pylint: disable=g-import-not-at-top
+  root = tmp_path_factory.mktemp('e2e')
+  cfg = config_lib.load_config(None, E2E_OVERRIDES + [
+      f'paths.data_root={root}/world', f'paths.output_root={root}/outputs'])
+  generator.generate(cfg, cfg.paths.data_root, log=lambda *_: None)
+  local.run(cfg)
+  return E2ERun(cfg, cfg.paths.data_root)
