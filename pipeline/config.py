@@ -197,7 +197,10 @@ class NetConfig:
   dropout: float = _field(0.0, min=0.0, max=1.0)
   # L2 penalty on embedding tables and dense kernels, per unit of mean loss.
   l2: float = _field(1e-4, min=0.0)
-  learning_rate: float = _field(0.003, min=0.0, min_exclusive=True)
+  learning_rate: float = _field(0.001, min=0.0, min_exclusive=True)
+  # cosine: decays to 10% over train_steps (steadier final calibration than a
+  # constant rate); constant: no decay.
+  lr_schedule: str = _field('cosine', choices=('cosine', 'constant'))
   batch_size: int = _field(512, min=1)
   train_steps: int = _field(2000, min=1)
 
@@ -213,6 +216,7 @@ class NetConfig:
 @dataclasses.dataclass
 class ModelConfig:
   """Both architectures (DESIGN §5)."""
+  seed: int = 0  # training randomness (initialisation, shuffling)
   embedding_dim: int = _field(8, min=1)
   teacher: NetConfig = _field(default_factory=lambda: NetConfig(
       hidden_units=[128, 64, 32], hint_layer=1, l2=3e-4, train_steps=2000))
@@ -310,6 +314,35 @@ class TrainingConfig:
 
 
 @dataclasses.dataclass
+class QuantizerConfig:
+  """Post-training quantization of the student (DESIGN §6)."""
+  mode: str = _field('int8', choices=('int8', 'dynamic_range', 'float16'))
+  calibration_examples: int = _field(1000, min=1)
+  calibration_sampling: str = _field('tcpa_stratified',
+                                     choices=('uniform', 'tcpa_stratified'))
+  # The run stops when quantization raises the eval NLL by more than this
+  # (relative to the float student).
+  max_nll_increase: float = _field(0.005, min=0.0)
+  latency_samples: int = _field(2000, min=10)
+
+
+@dataclasses.dataclass
+class EvalConfig:
+  """What models are scored against (models/eval_labels.py, DESIGN §7)."""
+  # auto: the truth on synthetic data, else reported conversions on fully
+  # observed browsers.
+  label_mode: str = _field('auto', choices=(
+      'auto', 'truth', 'observed_observable', 'observed_modeled'))
+
+  def label_spec(self, cfg) -> str:
+    """The JSON the Quantizer and the PoissonLogLoss metric read."""
+    return json.dumps({'mode': self.label_mode,
+                       'window_shares': list(cfg.delay.window_shares),
+                       'full_threshold': cfg.observability.full_threshold},
+                      sort_keys=True)
+
+
+@dataclasses.dataclass
 class PathsConfig:
   """Where things live. Local paths or gs:// URIs."""
   data_root: str = 'data/world'
@@ -332,6 +365,8 @@ class Config:
   model: ModelConfig = _field(default_factory=ModelConfig)
   distill: DistillConfig = _field(default_factory=DistillConfig)
   training: TrainingConfig = _field(default_factory=TrainingConfig)
+  quantizer: QuantizerConfig = _field(default_factory=QuantizerConfig)
+  eval: EvalConfig = _field(default_factory=EvalConfig)
   teacher_gate: TeacherGateConfig = _field(default_factory=TeacherGateConfig)
   beam: BeamConfig = _field(default_factory=BeamConfig)
 

@@ -14,6 +14,7 @@ from tfx.orchestration import data_types
 from components.data_gate.component import DataGate
 from components.example_gen.component import ConversionLogExampleGen
 from components.example_gen.executor import label_spec_to_json
+from components.quantizer.component import Quantizer
 from components.teacher_gate.component import TeacherGate
 from models import export
 from pipeline import config as config_lib
@@ -47,7 +48,7 @@ def create_pipeline(
     snapshot_time: Optional[Union[str, data_types.RuntimeParameter]] = None,
     enable_cache: bool = False,
 ) -> tfx.dsl.Pipeline:
-  """The DAG, from the logs to the student.
+  """The DAG, from the logs to the quantized student.
 
   Args:
     cfg: the validated configuration.
@@ -113,12 +114,21 @@ def create_pipeline(
       eval_args=tfx.proto.EvalArgs(num_steps=max(1, s.train_steps // 20)),
       custom_config={'config': cfg.to_json()}).with_id('student')
 
+  q = cfg.quantizer
+  quantizer = Quantizer(
+      model=student.outputs['model'],
+      examples=bulk_inferrer.outputs['output_examples'], mode=q.mode,
+      calibration_examples=q.calibration_examples,
+      calibration_sampling=q.calibration_sampling,
+      max_nll_increase=q.max_nll_increase, latency_samples=q.latency_samples,
+      eval_label=cfg.eval.label_spec(cfg), seed=cfg.model.seed).with_id('Quantizer')
+
   return tfx.dsl.Pipeline(
       pipeline_name=cfg.pipeline_name,
       pipeline_root=pipeline_root,
       components=[example_gen, statistics_gen, schema_gen, example_validator,
                   data_gate, transform, teacher, teacher_gate, bulk_inferrer,
-                  student],
+                  student, quantizer],
       enable_cache=enable_cache,
       metadata_connection_config=metadata_connection_config,
       beam_pipeline_args=list(beam_pipeline_args))

@@ -31,7 +31,7 @@ def test_every_node_completed(e2e):
   states = {row['node']: row['state'] for row in e2e.executions()}
   for node in ('ConversionLogExampleGen', 'StatisticsGen', 'ImportSchemaGen',
                'ExampleValidator', 'DataGate', 'Transform', 'teacher',
-               'TeacherGate', 'BulkInferrer', 'student'):
+               'TeacherGate', 'BulkInferrer', 'student', 'Quantizer'):
     assert states.get(node) == 'COMPLETE', states
 
 

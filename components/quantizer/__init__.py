@@ -1,0 +1,1 @@
+"""Quantizer: post-training quantization of the student to TFLite (DESIGN §6)."""

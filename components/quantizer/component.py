@@ -1,0 +1,63 @@
+"""Quantizer component: the student's raw-feature signature -> TFLite."""
+
+from tfx import types
+from tfx.dsl.components.base import base_component
+from tfx.dsl.components.base import executor_spec
+from tfx.types import standard_artifacts
+from tfx.types.component_spec import ChannelParameter
+from tfx.types.component_spec import ComponentSpec
+from tfx.types.component_spec import ExecutionParameter
+
+from components.quantizer import executor
+
+
+class QuantizationReport(types.Artifact):
+  """Sizes, errors, NLL and latency of a quantization (report.json)."""
+  TYPE_NAME = 'kdconv.QuantizationReport'
+
+
+class QuantizerSpec(ComponentSpec):
+  PARAMETERS = {
+      'mode': ExecutionParameter(type=str),  # int8 | dynamic_range | float16
+      'calibration_examples': ExecutionParameter(type=int),
+      'calibration_sampling': ExecutionParameter(type=str),  # uniform | tcpa_stratified
+      # Largest relative NLL increase of quantized over float on eval.
+      'max_nll_increase': ExecutionParameter(type=float),
+      'latency_samples': ExecutionParameter(type=int),
+      # JSON: {mode, window_shares, full_threshold} (models/eval_labels.py).
+      'eval_label': ExecutionParameter(type=str),
+      'seed': ExecutionParameter(type=int),
+  }
+  INPUTS = {
+      executor.MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),
+      executor.EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples),
+  }
+  OUTPUTS = {
+      executor.QUANTIZED_KEY: ChannelParameter(type=standard_artifacts.Model),
+      executor.REPORT_KEY: ChannelParameter(type=QuantizationReport),
+  }
+
+
+class Quantizer(base_component.BaseComponent):
+  """Quantizes the student; fails when quantization costs more NLL than the bound.
+
+  Inputs: `model` (the student, with its raw_features signature) and `examples`
+  (train split: calibration; eval split: the report). Outputs:
+  `quantized_model` (Format-Serving/tflite plus the float student) and `report`.
+  """
+  SPEC_CLASS = QuantizerSpec
+  EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
+
+  def __init__(self, model: types.BaseChannel, examples: types.BaseChannel,
+               mode: str = 'int8', calibration_examples: int = 1000,
+               calibration_sampling: str = 'tcpa_stratified',
+               max_nll_increase: float = 0.005, latency_samples: int = 2000,
+               eval_label: str = '{}', seed: int = 0):
+    super().__init__(spec=QuantizerSpec(
+        model=model, examples=examples, mode=mode,
+        calibration_examples=calibration_examples,
+        calibration_sampling=calibration_sampling,
+        max_nll_increase=max_nll_increase, latency_samples=latency_samples,
+        eval_label=eval_label, seed=seed,
+        quantized_model=types.Channel(type=standard_artifacts.Model),
+        report=types.Channel(type=QuantizationReport)))

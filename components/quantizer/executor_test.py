@@ -1,0 +1,144 @@
+"""Quantizer on the end-to-end run's student (and its executor run directly)."""
+
+import json
+import os
+import pickle
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tfx.types import standard_artifacts
+from tfx.utils import path_utils
+
+from components.quantizer import convert
+from components.quantizer import executor
+from models import export
+from models import features as features_lib
+from schemas import columns
+from world import io
+
+pytestmark = pytest.mark.e2e
+
+# Stated tolerance of INT8 vs the float student on real examples (pConvs).
+MEAN_REL_TOL, MAX_REL_TOL = 0.05, 0.30
+
+
+@pytest.fixture(scope='module')
+def quantized(e2e):
+  model = e2e.artifact('Quantizer', 'quantized_model')
+  report_dir = e2e.artifact('Quantizer', 'report').uri
+  with open(os.path.join(report_dir, executor.REPORT_FILE)) as f:
+    report = json.load(f)
+  examples = e2e.artifact('BulkInferrer', 'output_examples')
+  eval_dir = os.path.join(examples.uri, 'Split-eval')
+  return model, report, eval_dir, io.read_examples(eval_dir)
+
+
+def test_tflite_is_where_tfma_looks_with_int8_core_and_builtin_ops(quantized):
+  model, report, _, _ = quantized
+  path = os.path.join(path_utils.serving_model_path(model.uri), 'tflite')
+  assert os.path.isfile(path)
+  with open(path, 'rb') as f:
+    content = f.read()
+  ops = convert.op_table(content)
+  assert not [op.name for op in ops if op.name.startswith('Flex') or op.name == 'CUSTOM']
+  fc = [op for op in ops if op.name == 'FULLY_CONNECTED']
+  gather = [op for op in ops if op.name == 'GATHER']
+  assert fc and all(op.input_dtypes[:2] == [np.int8, np.int8] for op in fc)
+  assert gather and all(op.input_dtypes[0] == np.int8 for op in gather)
+  # The edges stay float: log of raw inputs, exp and sum into pConvs.
+  assert any(op.name == 'LOG' and op.input_dtypes[0] == np.float32 for op in ops)
+  assert any(op.name == 'EXP' and op.input_dtypes[0] == np.float32 for op in ops)
+  assert report['size_ratio'] < 0.5 and report['mode'] == 'int8'
+  # The float student is kept beside it, and loads.
+  loaded = tf.saved_model.load(executor.float_student_path(model.uri))
+  assert export.RAW_SIGNATURE in loaded.signatures
+
+
+def test_predictions_match_the_float_student(e2e, quantized):
+  model, report, _, rows = quantized
+  with open(os.path.join(path_utils.serving_model_path(model.uri), 'tflite'), 'rb') as f:
+    got = convert.predict(f.read(), rows)
+  student = tf.saved_model.load(path_utils.serving_model_path(
+      e2e.artifact('student', 'model').uri))
+  raw = student.signatures[export.RAW_SIGNATURE]
+  feeds = {n: tf.constant(rows[n].reshape(-1, 1).astype(
+      features_lib.dtype(n).as_numpy_dtype)) for n in features_lib.SERVING_FEATURES}
+  want = list(raw(**feeds).values())[0].numpy().ravel()
+  rel = np.abs(got - want) / want
+  assert (got > 0).all()
+  assert rel.mean() < MEAN_REL_TOL and rel.max() < MAX_REL_TOL, (rel.mean(), rel.max())
+  assert report['errors']['mean_rel_error'] < MEAN_REL_TOL
+  assert report['eval_examples'] == len(got)
+
+
+def test_tfma_predictions_equal_the_interpreters(quantized, tmp_path):
+  import apache_beam as beam  # pylint: disable=g-import-not-at-top
+  import tensorflow_model_analysis as tfma  # pylint: disable=g-import-not-at-top
+  from tfx_bsl.tfxio import tf_example_record  # pylint: disable=g-import-not-at-top
+  model, _, eval_dir, rows = quantized
+  model_dir = path_utils.serving_model_path(model.uri)
+  eval_config = tfma.EvalConfig(model_specs=[tfma.ModelSpec(
+      model_type=tfma.TF_LITE, label_key=columns.TRUE_CONVERSIONS)])
+  shared = tfma.default_eval_shared_model(eval_saved_model_path=model_dir,
+                                          eval_config=eval_config)
+  extractors = tfma.default_extractors(eval_shared_model=shared,
+                                       eval_config=eval_config)
+  dump = str(tmp_path / 'predictions.pkl')
+
+  def save(pairs):
+    with open(dump, 'wb') as f:
+      pickle.dump(pairs, f)
+
+  source = tf_example_record.TFExampleRecord(
+      file_pattern=os.path.join(eval_dir, '*'),
+      raw_record_column_name=tfma.ARROW_INPUT_COLUMN)
+  with beam.Pipeline() as p:
+    extracts = p | source.BeamSource(batch_size=256) | tfma.BatchedInputsToExtracts()
+    for extractor in extractors:
+      extracts = extracts | extractor.stage_name >> extractor.ptransform
+    _ = (extracts
+         | beam.FlatMap(lambda e: zip(
+             np.asarray(e[tfma.FEATURES_KEY][columns.CLICK_ID]).reshape(-1).tolist(),
+             np.asarray(e[tfma.PREDICTIONS_KEY]).reshape(-1).tolist()))
+         | beam.combiners.ToList() | beam.Map(save))
+  with open(dump, 'rb') as f:
+    tfma_pred = dict(pickle.load(f))
+  with open(os.path.join(model_dir, 'tflite'), 'rb') as f:
+    ours = convert.predict(f.read(), rows)
+  assert len(tfma_pred) == len(ours)
+  theirs = np.array([tfma_pred[int(c)] for c in rows[columns.CLICK_ID]])
+  # Equal (same kernels, same inputs): no feature was silently filled with -1.
+  np.testing.assert_allclose(theirs, ours, rtol=1e-6)
+
+
+def test_guard_stops_at_the_bound_naming_both_numbers(e2e, quantized, tmp_path):
+  _, report, _, _ = quantized
+  cost = report['nll_relative_change']
+
+  def run(bound, name):
+    student = standard_artifacts.Model()
+    student.uri = e2e.artifact('student', 'model').uri
+    examples = standard_artifacts.Examples()
+    src = e2e.artifact('BulkInferrer', 'output_examples')
+    examples.uri = src.uri
+    examples.split_names = src.properties['split_names'].string_value
+    out, rep = standard_artifacts.Model(), standard_artifacts.Model()
+    out.uri, rep.uri = str(tmp_path / name / 'model'), str(tmp_path / name / 'report')
+    executor.Executor().Do(
+        {'model': [student], 'examples': [examples]},
+        {'quantized_model': [out], 'report': [rep]},
+        {'mode': 'int8', 'calibration_examples': 1000,
+         'calibration_sampling': 'tcpa_stratified', 'max_nll_increase': bound,
+         'latency_samples': 20, 'eval_label': e2e.cfg.eval.label_spec(e2e.cfg),
+         'seed': e2e.cfg.model.seed})
+    return out
+
+  with pytest.raises(convert.QuantizationError) as e:
+    run(cost - 1e-6, 'tight')
+  msg = str(e.value)
+  assert f'{report["nll_float"]:.6f}' in msg and f'{report["nll_quantized"]:.6f}' in msg
+  assert 'above the bound' in msg
+  assert not os.path.exists(tmp_path / 'tight' / 'model' / 'Format-Serving')
+  out = run(cost + 1e-6, 'loose')
+  assert os.path.isfile(os.path.join(out.uri, 'Format-Serving', 'tflite'))

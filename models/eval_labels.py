@@ -1,0 +1,68 @@
+"""What a model's pConvs is scored against (DESIGN §7), shared by the Quantizer's
+report and the Evaluator's PoissonLogLoss.
+
+  truth:               the true total conversions (synthetic data only);
+                       mu = pConvs.
+  observed_observable: on fully observed browsers only (f_b >= full_threshold),
+                       the reported conversions summed over windows;
+                       mu = pConvs * sum_w pi_w e_w  (pi_w: the configured average
+                       window shares; exactly pConvs once the click is mature).
+                       Unbiased for the total, but blind to the other browsers.
+  observed_modeled:    every click, reported plus modeled conversions
+                       (1 - f_b) e_w t_w from the teacher's rates;
+                       mu = pConvs * sum_w pi_w e_w.  Covers every browser but
+                       inherits the teacher's bias.
+On real logs (no truth) the last two are reported side by side.
+"""
+
+from typing import Mapping, Sequence, Tuple
+
+import numpy as np
+
+from schemas import columns
+
+MODES = ('truth', 'observed_observable', 'observed_modeled')
+
+
+def resolve(mode: str, available: Sequence[str]) -> str:
+  """'auto' -> truth when the truth columns are there, else observed_observable."""
+  if mode == 'auto':
+    return 'truth' if columns.TRUE_CONVERSIONS in available else 'observed_observable'
+  if mode not in MODES:
+    raise ValueError(f'unknown eval label mode {mode!r}; expected auto or one of {MODES}')
+  needed = {'truth': [columns.TRUE_CONVERSIONS],
+            'observed_observable': list(columns.LABELS + columns.EXPOSURES),
+            'observed_modeled': list(columns.LABELS + columns.EXPOSURES +
+                                     columns.TEACHER_RATES)}[mode]
+  missing = [c for c in needed if c not in available]
+  if missing:
+    raise ValueError(f'eval label mode {mode!r} needs columns {missing}')
+  return mode
+
+
+def label_and_scale(rows: Mapping[str, np.ndarray], mode: str,
+                    window_shares: Sequence[float], full_threshold: float = 0.95
+                    ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(label, prediction scale, keep) per example for `mode` (already resolved).
+
+  The scored NLL is nll(label[keep], scale[keep] * pConvs[keep]).
+  """
+  n = len(rows[columns.CLICK_ID]) if columns.CLICK_ID in rows else len(
+      next(iter(rows.values())))
+  if mode == 'truth':
+    return (np.asarray(rows[columns.TRUE_CONVERSIONS], np.float64).reshape(-1),
+            np.ones(n), np.ones(n, bool))
+  exposures = np.stack([np.asarray(rows[c], np.float64).reshape(-1)
+                        for c in columns.EXPOSURES], 1)
+  scale = exposures @ np.asarray(window_shares, np.float64)
+  observed = np.stack([np.asarray(rows[c], np.float64).reshape(-1)
+                       for c in columns.LABELS], 1)
+  fraction = np.asarray(rows[columns.OBSERVED_FRACTION], np.float64).reshape(-1)
+  if mode == 'observed_observable':
+    return observed.sum(1), scale, (fraction >= full_threshold) & (scale > 0)
+  if mode == 'observed_modeled':
+    teacher = np.stack([np.asarray(rows[c], np.float64).reshape(-1)
+                        for c in columns.TEACHER_RATES], 1)
+    modeled = ((1.0 - fraction)[:, None] * exposures * teacher).sum(1)
+    return observed.sum(1) + modeled, scale, scale > 0
+  raise ValueError(f'unknown eval label mode {mode!r}')
