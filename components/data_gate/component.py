@@ -11,13 +11,8 @@ from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter
 from tfx.types.component_spec import ComponentSpec
 
+from components.artifacts import GateResult
 from components.data_gate import executor
-
-
-class GateResult(types.Artifact):
-  """The record that a gate passed (custom properties say what was checked)."""
-  # Namespaced, as Vertex requires of custom artifact types.
-  TYPE_NAME = 'kdconv.GateResult'
 
 
 class DataGateSpec(ComponentSpec):

@@ -8,12 +8,8 @@ from tfx.types.component_spec import ChannelParameter
 from tfx.types.component_spec import ComponentSpec
 from tfx.types.component_spec import ExecutionParameter
 
+from components.artifacts import QuantizationReport
 from components.quantizer import executor
-
-
-class QuantizationReport(types.Artifact):
-  """Sizes, errors, NLL and latency of a quantization (report.json)."""
-  TYPE_NAME = 'kdconv.QuantizationReport'
 
 
 class QuantizerSpec(ComponentSpec):
