@@ -147,3 +147,20 @@ def test_world_is_hard_and_the_privileged_signal_is_real(tmp_path):
   assert result['privileged_share'] >= MIN_PRIVILEGED_SHARE, result
   assert result['floor'] < result['glm_with_teacher_only'] < result[
       'glm_serving'] < result['constant']
+
+
+def test_serving_only_rate_lies_between_the_floor_and_the_glm(logs):
+  """E[rate | serving features] is the serving-only Bayes floor: above the true
+  rate's NLL (it lacks the privileged signal), well calibrated."""
+  from models import nll as nll_lib  # pylint: disable=g-import-not-at-top
+  cfg, clicks, _, _, _ = logs
+  world = generator.World(cfg)
+  y = clicks[columns.TRUE_CONVERSIONS].astype(np.float64)
+  rate = sum(clicks[n].astype(np.float64) for n in columns.TRUE_RATES)
+  serving = world.serving_rate(clicks, samples=128)
+  assert serving.mean() == pytest.approx(rate.mean(), rel=0.02)
+  floor, best = nll_lib.poisson_nll(y, rate), nll_lib.poisson_nll(y, serving)
+  assert floor < best < nll_lib.poisson_nll(y, np.full(len(y), y.mean()))
+  # Same serving features, same expected rate: the Monte Carlo is over z only.
+  again = world.serving_rate(clicks, samples=128, seed=1)
+  assert np.corrcoef(serving, again)[0, 1] > 0.95

@@ -39,7 +39,7 @@ from pipeline import config as config_lib
 from schemas import codec
 from schemas import columns
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: teacher-only features drawn after the serving ones
 MANIFEST = 'manifest.json'
 CLICKS_DIR = 'clicks'
 CONVERSIONS_DIR = 'conversions'
@@ -130,7 +130,6 @@ class World:
         rng.random(n) < 0.8, self.adv_category[adv],
         rng.integers(0, N_PRODUCT_CATEGORIES, n))
     engagement = rng.standard_normal(n)
-    intent = 0.3 * engagement + np.sqrt(1 - 0.3**2) * rng.standard_normal(n)
     return {
         columns.CLICK_TS: click_ts.astype(np.int64),
         'query_category': query_category.astype(np.int64),
@@ -147,12 +146,34 @@ class World:
         'price': (self.adv_price[adv] * np.exp(0.3 * rng.standard_normal(n))).astype(
             np.float32),
         columns.TARGET_CPA: self.adv_tcpa[adv].astype(np.float32),
+        **self.teacher_only(rng, engagement, adv),
+    }
+
+  def teacher_only(self, rng: np.random.Generator, engagement: np.ndarray,
+                   adv: np.ndarray) -> Dict[str, np.ndarray]:
+    """The offline signals given the serving features they depend on: intent
+    correlates with engagement, landing-page quality with the advertiser."""
+    n = len(adv)
+    intent = 0.3 * np.asarray(engagement, np.float64) + np.sqrt(1 - 0.3**2) * (
+        rng.standard_normal(n))
+    return {
         'user_intent': intent.astype(np.float32),
         'landing_page_quality': (0.6 * self.adv_quality[adv] +
                                  0.8 * rng.standard_normal(n)).astype(np.float32),
         'cross_device_history': rng.poisson(np.exp(0.4 * intent - 0.3)).astype(
             np.int64),
     }
+
+  def serving_rate(self, f: Dict[str, np.ndarray], samples: int = 256,
+                   seed: int = 0) -> np.ndarray:
+    """E[true total rate | serving features]: the best any serving-only model can
+    predict (Monte Carlo over the teacher-only features' conditionals)."""
+    rng = np.random.default_rng([self.cfg.world.seed, 3, seed])
+    total = np.zeros(len(f['advertiser_id']))
+    for _ in range(samples):
+      g = {**f, **self.teacher_only(rng, f['user_engagement'], f['advertiser_id'])}
+      total += np.exp(self.log_rate(g))
+    return total / samples
 
   def log_rate(self, f: Dict[str, np.ndarray]) -> np.ndarray:
     """log of the true total rate (all windows, observed or not)."""
