@@ -12,6 +12,7 @@ import dataclasses
 import datetime
 import json
 import math
+import re
 import typing
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -328,11 +329,14 @@ class QuantizerConfig:
 
 @dataclasses.dataclass
 class EvalConfig:
-  """What models are scored against (models/eval_labels.py, DESIGN §7)."""
-  # auto: the truth on synthetic data, else reported conversions on fully
-  # observed browsers.
-  label_mode: str = _field('auto', choices=(
-      'auto', 'truth', 'observed_observable', 'observed_modeled'))
+  """What models are scored against (models/eval_labels.py, DESIGN §7).
+
+  truth: the true totals (synthetic data); on real logs use observed_observable
+  (unbiased, fully observed browsers only) or observed_modeled (every browser,
+  teacher-modeled). The Evaluator reports the other modes beside the gating one.
+  """
+  label_mode: str = _field('truth', choices=(
+      'truth', 'observed_observable', 'observed_modeled'))
 
   def label_spec(self, cfg) -> str:
     """The JSON the Quantizer and the PoissonLogLoss metric read."""
@@ -340,6 +344,20 @@ class EvalConfig:
                        'window_shares': list(cfg.delay.window_shares),
                        'full_threshold': cfg.observability.full_threshold},
                       sort_keys=True)
+
+
+@dataclasses.dataclass
+class GateConfig:
+  """The Evaluator's gate on PoissonLogLoss (DESIGN §7)."""
+  # Value threshold (overall): the candidate's NLL per click must be below it.
+  max_nll: float = _field(1.0, min=0.0, min_exclusive=True)
+  # Change threshold vs the baseline (LOWER_IS_BETTER, relative): the candidate
+  # must beat it by at least this share (0: not worse).
+  min_relative_improvement: float = _field(0.0, min=0.0, max=1.0)
+  # tCPA > 250 (the paper's key slice): the candidate may be at most this much
+  # worse than the baseline there (relative); unset: not gated on the slice.
+  key_slice_max_relative_change: Optional[float] = _field(None, min=0.0)
+  confidence_intervals: bool = False
 
 
 @dataclasses.dataclass
@@ -367,6 +385,7 @@ class Config:
   training: TrainingConfig = _field(default_factory=TrainingConfig)
   quantizer: QuantizerConfig = _field(default_factory=QuantizerConfig)
   eval: EvalConfig = _field(default_factory=EvalConfig)
+  gate: GateConfig = _field(default_factory=GateConfig)
   teacher_gate: TeacherGateConfig = _field(default_factory=TeacherGateConfig)
   beam: BeamConfig = _field(default_factory=BeamConfig)
 
@@ -399,6 +418,13 @@ _Loader.yaml_implicit_resolvers = {
             if tag != 'tag:yaml.org,2002:timestamp']
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
+
+
+# YAML 1.1 reads 3e-4 (no decimal point) as a string; people write it.
+_Loader.add_implicit_resolver(
+    'tag:yaml.org,2002:float',
+    re.compile(r'^[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+$'),
+    list('-+0123456789.'))
 
 
 def _yaml(text):

@@ -31,6 +31,14 @@ def test_yaml_and_overrides(tmp_path):
   assert cfg.model.teacher.hidden_units == [128, 64, 32]
 
 
+def test_scientific_notation_is_a_number():
+  cfg = config_lib.load_config(None, ['model.student.l2=3e-4',
+                                      'model.teacher.learning_rate=1E-3'])
+  assert cfg.model.student.l2 == pytest.approx(3e-4)
+  assert cfg.model.teacher.learning_rate == pytest.approx(1e-3)
+  assert config_lib.parse_override('world.start_date=2026-01-01')[1] == '2026-01-01'
+
+
 def test_json_round_trip():
   cfg = config_lib.load_config(None, ['window.snapshot_time=2026-02-05T00:00:00Z'])
   again = config_lib.from_json(cfg.to_json())
