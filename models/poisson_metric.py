@@ -1,0 +1,153 @@
+"""PoissonLogLoss: a TFMA metric for the Evaluator gate (DESIGN §7).
+
+The exact Poisson NLL including log(y!), with the label and the prediction's scale
+from `models.eval_labels` (truth, or reported conversions on observable browsers,
+or reported + modeled), so the Evaluator, the Quantizer's report and the benchmark
+score models the same way; checked against `models.nll`.
+
+Each computation emits three metrics (name = the configured `name`):
+  <name>               mean NLL over the scored examples
+  <name>_calibration   sum(scale * prediction) / sum(label)
+  <name>_examples      number of scored examples
+
+Used from an EvalConfig (the module is importable wherever the package is):
+  tfma.MetricConfig(class_name='PoissonLogLoss', module='models.poisson_metric',
+                    config=json.dumps({'label_mode': 'truth', ...}))
+"""
+
+import dataclasses
+import math
+from typing import Dict, Iterable, List, Optional, Sequence
+
+import apache_beam as beam
+import numpy as np
+from tensorflow_model_analysis.metrics import metric_types
+from tensorflow_model_analysis.metrics import metric_util
+from tensorflow_model_analysis.proto import config_pb2
+
+from models import eval_labels
+from schemas import columns
+
+NAME = 'poisson_log_loss'
+
+
+def feature_keys(label_mode: str) -> List[str]:
+  """The example columns a label mode reads."""
+  if label_mode == 'truth':
+    return [columns.TRUE_CONVERSIONS]
+  keys = list(columns.LABELS + columns.EXPOSURES) + [columns.OBSERVED_FRACTION]
+  if label_mode == 'observed_modeled':
+    keys += list(columns.TEACHER_RATES)
+  return keys
+
+
+class PoissonLogLoss(metric_types.Metric):
+  """Exact Poisson NLL of a count prediction against the configured eval label."""
+
+  def __init__(self, name: str = NAME, label_mode: str = 'truth',
+               window_shares: Sequence[float] = (1.0, 0.0, 0.0),
+               full_threshold: float = 0.95):
+    if label_mode not in eval_labels.MODES:
+      raise ValueError(f'label_mode {label_mode!r} is not one of {eval_labels.MODES}')
+    super().__init__(metric_util.merge_per_key_computations(_computations),
+                     name=name, label_mode=label_mode,
+                     window_shares=list(window_shares),
+                     full_threshold=full_threshold)
+
+
+metric_types.register_metric(PoissonLogLoss)
+
+
+def _computations(name: str = NAME, label_mode: str = 'truth',
+                  window_shares: Sequence[float] = (1.0, 0.0, 0.0),
+                  full_threshold: float = 0.95,
+                  eval_config: Optional[config_pb2.EvalConfig] = None,
+                  model_name: str = '', output_name: str = '',
+                  sub_key: Optional[metric_types.SubKey] = None,
+                  aggregation_type=None, class_weights=None,
+                  example_weighted: bool = False) -> metric_types.MetricComputations:
+  del aggregation_type, class_weights
+  keys = [metric_types.MetricKey(name=n, model_name=model_name,
+                                 output_name=output_name, sub_key=sub_key,
+                                 example_weighted=example_weighted)
+          for n in (name, f'{name}_calibration', f'{name}_examples')]
+  return [metric_types.MetricComputation(
+      keys=keys,
+      preprocessors=[metric_types.FeaturePreprocessor(
+          feature_keys=feature_keys(label_mode))],
+      combiner=_Combiner(keys, eval_config, label_mode, list(window_shares),
+                         full_threshold))]
+
+
+@dataclasses.dataclass
+class _Accumulator:
+  loss: float = 0.0
+  prediction: float = 0.0
+  label: float = 0.0
+  examples: int = 0
+
+
+class _Combiner(beam.CombineFn):
+  """Sums NLL, scaled predictions and labels over one example at a time."""
+
+  def __init__(self, keys, eval_config, label_mode: str, window_shares: List[float],
+               full_threshold: float):
+    self._keys = keys
+    self._eval_config = eval_config
+    self._mode = label_mode
+    self._shares = window_shares
+    self._full = full_threshold
+    self._columns = feature_keys(label_mode)
+
+  def create_accumulator(self) -> _Accumulator:
+    return _Accumulator()
+
+  def _prediction(self, element) -> float:
+    key = self._keys[0]
+    predictions = element.get_predictions(key.model_name, key.output_name)
+    if predictions is None:
+      raise ValueError(f'no prediction for model {key.model_name!r}')
+    return float(metric_util.safe_to_scalar(np.asarray(predictions)))
+
+  def add_input(self, acc: _Accumulator, element) -> _Accumulator:
+    features = element.features or {}
+    missing = [c for c in self._columns if c not in features]
+    if missing:
+      raise ValueError(f'PoissonLogLoss ({self._mode}) needs columns {missing}')
+    rows = {c: np.asarray(features[c], dtype=np.float64).reshape(-1)[:1]
+            for c in self._columns}
+    label, scale, keep = eval_labels.label_and_scale(rows, self._mode, self._shares,
+                                                     self._full)
+    if not keep[0]:
+      return acc
+    y = float(label[0])
+    mu = float(scale[0]) * self._prediction(element)
+    if mu < 0 or not math.isfinite(mu):
+      raise ValueError(f'prediction {mu} is not a non-negative count')
+    if mu == 0:
+      loss = 0.0 if y == 0 else math.inf
+    else:
+      loss = mu - y * math.log(mu) + math.lgamma(y + 1.0)
+    acc.loss += loss
+    acc.prediction += mu
+    acc.label += y
+    acc.examples += 1
+    return acc
+
+  def merge_accumulators(self, accumulators: Iterable[_Accumulator]) -> _Accumulator:
+    # A fresh accumulator: jackknife intervals re-merge the same inputs.
+    out = _Accumulator()
+    for acc in accumulators:
+      out.loss += acc.loss
+      out.prediction += acc.prediction
+      out.label += acc.label
+      out.examples += acc.examples
+    return out
+
+  def extract_output(self, acc: _Accumulator) -> Dict[metric_types.MetricKey, float]:
+    nll_key, calibration_key, count_key = self._keys
+    return {
+        nll_key: acc.loss / acc.examples if acc.examples else float('nan'),
+        calibration_key: acc.prediction / acc.label if acc.label else float('nan'),
+        count_key: float(acc.examples),
+    }

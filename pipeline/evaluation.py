@@ -1,0 +1,81 @@
+"""The Evaluator's TFMA EvalConfig, built from the typed config (DESIGN §7).
+
+Candidate: the quantized student; baseline: the latest blessed model of this
+pipeline (both TFLite). Metrics: PoissonLogLoss (gating, in the configured label
+mode) plus the other label modes beside it, each with its calibration and scored
+count, and the example count. Slices: overall, tCPA bucket, browser observability.
+"""
+
+import json
+
+import tensorflow_model_analysis as tfma
+
+from models import eval_labels
+from observation import labels
+from pipeline import config as config_lib
+from schemas import columns
+
+CANDIDATE, BASELINE = 'candidate', 'baseline'
+GATE_METRIC = 'poisson_log_loss'
+METRIC_MODULE = 'models.poisson_metric'
+KEY_SLICE = tfma.SlicingSpec(feature_values={columns.TCPA_BUCKET:
+                                             labels.HIGH_TCPA_BUCKET})
+
+
+def metric_name(label_mode: str, gating_mode: str) -> str:
+  return GATE_METRIC if label_mode == gating_mode else f'{GATE_METRIC}_{label_mode}'
+
+
+def _metric(cfg: config_lib.Config, label_mode: str,
+            thresholds=()) -> tfma.MetricConfig:
+  return tfma.MetricConfig(
+      class_name='PoissonLogLoss', module=METRIC_MODULE,
+      config=json.dumps({
+          'name': metric_name(label_mode, cfg.eval.label_mode),
+          'label_mode': label_mode,
+          'window_shares': list(cfg.delay.window_shares),
+          'full_threshold': cfg.observability.full_threshold}),
+      per_slice_thresholds=list(thresholds))
+
+
+def gate_thresholds(cfg: config_lib.Config):
+  """Value and change thresholds of the gating PoissonLogLoss.
+
+  On the MetricConfig, not the MetricsSpec: TFMA keys MetricsSpec thresholds as
+  in-graph metrics (example_weighted=None), which never match a metric computed
+  post-export, and the gate would fail with 'Metric not found'.
+  """
+  g = cfg.gate
+  out = [tfma.PerSliceMetricThreshold(
+      slicing_specs=[tfma.SlicingSpec()],
+      threshold=tfma.MetricThreshold(
+          value_threshold=tfma.GenericValueThreshold(upper_bound={'value': g.max_nll}),
+          change_threshold=tfma.GenericChangeThreshold(
+              direction=tfma.MetricDirection.LOWER_IS_BETTER,
+              relative={'value': -g.min_relative_improvement})))]
+  if g.key_slice_max_relative_change is not None:
+    out.append(tfma.PerSliceMetricThreshold(
+        slicing_specs=[KEY_SLICE],
+        threshold=tfma.MetricThreshold(change_threshold=tfma.GenericChangeThreshold(
+            direction=tfma.MetricDirection.LOWER_IS_BETTER,
+            relative={'value': g.key_slice_max_relative_change}))))
+  return out
+
+
+def build_eval_config(cfg: config_lib.Config) -> tfma.EvalConfig:
+  """The EvalConfig of the gate."""
+  gating = cfg.eval.label_mode
+  reported = [m for m in eval_labels.MODES if m not in (gating, 'truth')]
+  return tfma.EvalConfig(
+      model_specs=[tfma.ModelSpec(name=CANDIDATE, model_type=tfma.TF_LITE),
+                   tfma.ModelSpec(name=BASELINE, model_type=tfma.TF_LITE,
+                                  is_baseline=True)],
+      slicing_specs=[tfma.SlicingSpec(),
+                     tfma.SlicingSpec(feature_keys=[columns.TCPA_BUCKET]),
+                     tfma.SlicingSpec(feature_keys=[columns.BROWSER_OBSERVABILITY])],
+      metrics_specs=[tfma.MetricsSpec(metrics=[
+          tfma.MetricConfig(class_name='ExampleCount'),
+          _metric(cfg, gating, gate_thresholds(cfg)),
+          *(_metric(cfg, m) for m in reported)])],
+      options=tfma.Options(compute_confidence_intervals={
+          'value': cfg.gate.confidence_intervals}))
