@@ -1,0 +1,1 @@
+"""BaselineCheck: a distilled run needs a production baseline to be gated against."""

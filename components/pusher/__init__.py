@@ -1,0 +1,1 @@
+"""VersionedPusher: atomic, idempotent push of a blessed model (DESIGN §7)."""

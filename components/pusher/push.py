@@ -1,0 +1,103 @@
+"""Versioned, atomic, idempotent push to a local directory or a gs:// base.
+
+Layout under the base:
+  <T>-<fingerprint>/model.tflite     the quantized model
+  <T>-<fingerprint>/metadata.json    T, fingerprint, lineage, metrics
+  <T>-<fingerprint>/_COMPLETE        written last: only marked versions exist
+where T is the snapshot time as YYYYmmddTHHMMSSZ and the fingerprint the first 16
+hex digits of the model's SHA-256. Writing goes to a temporary name that readers
+never take (no marker), then the directory is renamed (atomic on a local file
+system; on GCS the marker alone decides), then the marker is written. A push for
+a T that already has a complete version does nothing: re-running a night pushes
+nothing new. Earlier versions are kept.
+"""
+
+import datetime
+import hashlib
+import json
+import os
+import posixpath
+import uuid
+from typing import Dict, List, Optional
+
+import tensorflow as tf
+
+MARKER = '_COMPLETE'
+MODEL_FILE = 'model.tflite'
+METADATA_FILE = 'metadata.json'
+TMP_PREFIX = '.tmp-'
+
+
+def fingerprint(model: bytes) -> str:
+  return hashlib.sha256(model).hexdigest()[:16]
+
+
+def t_label(snapshot: datetime.datetime) -> str:
+  return snapshot.astimezone(datetime.timezone.utc).strftime('%Y%m%dT%H%M%SZ')
+
+
+def version_name(snapshot: datetime.datetime, model: bytes) -> str:
+  return f'{t_label(snapshot)}-{fingerprint(model)}'
+
+
+def _join(base: str, *parts: str) -> str:
+  return posixpath.join(base, *parts) if base.startswith('gs://') else os.path.join(
+      base, *parts)
+
+
+def complete_versions(base: str) -> List[str]:
+  """Complete versions under `base`, oldest first (names sort by T)."""
+  if not tf.io.gfile.isdir(base):
+    return []
+  out = []
+  for name in tf.io.gfile.listdir(base):
+    name = name.rstrip('/')
+    if name.startswith(TMP_PREFIX):
+      continue
+    if tf.io.gfile.exists(_join(base, name, MARKER)):
+      out.append(name)
+  return sorted(out)
+
+
+def latest(base: str) -> Optional[str]:
+  """The newest complete version's directory, what a server would load."""
+  versions = complete_versions(base)
+  return _join(base, versions[-1]) if versions else None
+
+
+def push(base: str, snapshot: datetime.datetime, model: bytes, metadata: Dict,
+         fail_before_marker: bool = False) -> Dict:
+  """Pushes `model` for T = `snapshot` unless T already has a complete version.
+
+  Args:
+    fail_before_marker: for crash-safety tests only: raise after the files are in
+      place but before the marker.
+
+  Returns:
+    {'pushed': bool, 'version': name, 'path': dir, 'reason': text}
+  """
+  name = version_name(snapshot, model)
+  label = t_label(snapshot)
+  existing = [v for v in complete_versions(base) if v.startswith(label + '-')]
+  if existing:
+    return {'pushed': False, 'version': existing[-1],
+            'path': _join(base, existing[-1]),
+            'reason': f'T {label} already has a complete version {existing[-1]}; '
+                      'nothing new is pushed'}
+  final = _join(base, name)
+  tmp = _join(base, f'{TMP_PREFIX}{name}-{uuid.uuid4().hex[:8]}')
+  tf.io.gfile.makedirs(tmp)
+  with tf.io.gfile.GFile(_join(tmp, MODEL_FILE), 'wb') as f:
+    f.write(model)
+  meta = {**metadata, 'version': name, 'snapshot_time': snapshot.isoformat(),
+          'fingerprint': fingerprint(model), 'sha256': hashlib.sha256(model).hexdigest()}
+  with tf.io.gfile.GFile(_join(tmp, METADATA_FILE), 'w') as f:
+    json.dump(meta, f, indent=1, sort_keys=True)
+  if tf.io.gfile.exists(final):  # an earlier attempt died before its marker
+    tf.io.gfile.rmtree(final)
+  tf.io.gfile.rename(tmp, final)
+  if fail_before_marker:
+    raise RuntimeError('simulated crash before the completion marker')
+  with tf.io.gfile.GFile(_join(final, MARKER), 'w') as f:
+    f.write(meta['sha256'])
+  return {'pushed': True, 'version': name, 'path': final, 'reason': 'pushed'}
