@@ -21,7 +21,7 @@ SET    ?=
 ARGS   ?=
 PYTEST_ARGS ?=
 
-.PHONY: help setup data run test test-fast bench lock clean
+.PHONY: help setup data run bootstrap test test-fast bench bench-world bench-quality bench-quant lock clean
 
 help:  ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -41,7 +41,10 @@ data: setup  ## Generate the synthetic world named by CONFIG if it is not there 
 	$(PY) -m world.generator --config $(CONFIG) --if-absent $(SET)
 
 run: data  ## Generate the default world if absent and run the pipeline locally.
-	$(PY) -m pipeline.cli run --config $(CONFIG) $(SET) $(ARGS)
+	$(PY) -m pipeline.cli run --auto-bootstrap --config $(CONFIG) $(SET) $(ARGS)
+
+bootstrap: data  ## Push the production recipe as the first baseline (explicit bootstrap).
+	$(PY) -m pipeline.cli run --bootstrap --config $(CONFIG) $(SET) $(ARGS)
 
 test: setup  ## Run the whole suite (unit, executor, end-to-end, compile tests).
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -49,8 +52,16 @@ test: setup  ## Run the whole suite (unit, executor, end-to-end, compile tests).
 test-fast: setup  ## Run the suite without the end-to-end DAG tests.
 	$(PY) -m pytest -m "not e2e" $(PYTEST_ARGS)
 
-bench: setup  ## World benchmark: generator throughput and memory, difficulty (GLM vs floor).
+bench: bench-world bench-quality bench-quant  ## All benchmarks (about an hour on 2 cores); results in bench/results/.
+
+bench-world: setup  ## Generator throughput and memory; difficulty (GLM vs floor).
 	$(PY) -m bench.world_bench $(ARGS)
+
+bench-quality: setup  ## Poisson NLL of every recipe on the 640k-click world (the pipeline, then each student).
+	$(PY) -m bench.quality_bench $(ARGS)
+
+bench-quant: setup  ## The Quantizer on the benchmark's KD student: size, error, NLL, latency per mode.
+	$(PY) -m bench.quant_bench $(ARGS)
 
 lock:  ## Rebuild constraints.txt from the direct pins in pyproject.toml.
 	@py310=$$(scripts/find_python310.sh); tmp=$$(mktemp -d); \

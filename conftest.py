@@ -26,11 +26,22 @@ def mature_world(tmp_path_factory):
 
 @pytest.fixture(scope='session')
 def e2e(tmp_path_factory):
-  """The whole DAG, run once with BeamDagRunner on a tiny generated world."""
-  from pipeline import local  # pylint: disable=g-import-not-at-top
+  """Three nights of the whole DAG with BeamDagRunner on one tiny world:
+  bootstrap (production recipe), a distilled run that should be pushed, and a
+  worse candidate (the production recipe again, gated against the distilled
+  model) that must not be."""
+  import datetime  # pylint: disable=g-import-not-at-top
   root = tmp_path_factory.mktemp('e2e')
   cfg = config_lib.load_config(None, E2E_OVERRIDES + [
-      f'paths.data_root={root}/world', f'paths.output_root={root}/outputs'])
+      f'paths.data_root={root}/world', f'paths.output_root={root}/outputs',
+      f'paths.serving_dir={root}/serving'])
   generator.generate(cfg, cfg.paths.data_root, log=lambda *_: None)
-  local.run(cfg)
-  return E2ERun(cfg, cfg.paths.data_root)
+  end = cfg.world.start() + datetime.timedelta(days=cfg.world.days)
+  nights = E2ERun(cfg, cfg.paths.data_root)
+  day = datetime.timedelta(days=1)
+  nights.night('bootstrap', (end - 2 * day).isoformat(), bootstrap=True,
+               overrides=['distill.recipe=production'])
+  nights.night('kd', (end - day).isoformat())
+  # T left to the run (data_end policy: the world's end).
+  nights.night('worse', None, overrides=['distill.recipe=production'])
+  return nights

@@ -4,9 +4,11 @@
 """
 
 import argparse
+import json
 import os
 import sys
 import time
+from typing import Optional
 
 from pipeline import config as config_lib
 
@@ -24,17 +26,62 @@ def _common(sub):
                    metavar='KEY=VALUE', help='override a config key, e.g. window.days=14')
 
 
-def cmd_run(parser, args) -> int:
-  """Runs the DAG locally and prints per-component wall time."""
-  cfg = _load(parser, args)
+def resolve_t(cfg: config_lib.Config, snapshot_time: Optional[str]):
+  """T as the ExampleGen would resolve it (the edge needs it to bootstrap)."""
+  import datetime  # pylint: disable=g-import-not-at-top
+  from components.example_gen import window  # pylint: disable=g-import-not-at-top
+  from observation import snapshot  # pylint: disable=g-import-not-at-top
+  return snapshot.resolve(
+      snapshot_time or cfg.window.snapshot_time, cfg.window.snapshot_policy,
+      lambda: window.latest_day(cfg.paths.data_root, 'clicks'),
+      lambda: datetime.datetime.now(snapshot.UTC))
+
+
+def run_once(cfg: config_lib.Config, snapshot_time: Optional[str], bootstrap: bool,
+             label: str) -> int:
   from pipeline import local  # pylint: disable=g-import-not-at-top  (imports TFX)
+  from pipeline import report  # pylint: disable=g-import-not-at-top
+  if bootstrap:
+    cfg = config_lib.from_dict({**json.loads(cfg.to_json()),
+                                'distill': {**json.loads(cfg.to_json())['distill'],
+                                            'recipe': 'production'}})
+  print(f'\n=== {label}: recipe {cfg.distill.recipe}, T '
+        f'{snapshot_time or "resolved at run time"} ===', flush=True)
   start = time.time()
-  metadata = local.run(cfg, snapshot_time=args.snapshot_time)
-  print(f'\nrun finished in {time.time() - start:.0f}s (ML Metadata: {metadata})')
-  print(f'{"component":<26}{"state":<10}{"seconds":>8}')
-  for row in local.node_executions(metadata, cfg.pipeline_name):
-    print(f'{row["node"]:<26}{row["state"]:<10}{row["seconds"]:>8.1f}')
+  failure = None
+  try:
+    local.run(cfg, snapshot_time=snapshot_time, bootstrap=bootstrap)
+  except Exception as e:  # pylint: disable=broad-except
+    failure = e
+  summary = report.summarize(cfg, label)
+  print(f'\n{label} {"FAILED" if failure else "finished"} in '
+        f'{time.time() - start:.0f}s')
+  print(report.text(summary))
+  if failure is not None:
+    print(f'\nerror: {failure}', file=sys.stderr)
+    return 1
   return 0
+
+
+def cmd_run(parser, args) -> int:
+  """Runs the DAG locally (BeamDagRunner) and prints what it did."""
+  cfg = _load(parser, args)
+  snapshot_time = args.snapshot_time
+  if args.bootstrap:
+    return run_once(cfg, snapshot_time, True, 'bootstrap')
+  if args.auto_bootstrap:
+    from pipeline import report  # pylint: disable=g-import-not-at-top
+    if not report.has_baseline(cfg):
+      import datetime  # pylint: disable=g-import-not-at-top
+      t = resolve_t(cfg, snapshot_time)
+      # The first baseline is yesterday's production model, so that tonight's
+      # distilled run has something to be gated against (and may push).
+      code = run_once(cfg, (t - datetime.timedelta(days=1)).isoformat(), True,
+                      'bootstrap (no baseline yet)')
+      if code:
+        return code
+      snapshot_time = t.isoformat()
+  return run_once(cfg, snapshot_time, False, 'run')
 
 
 def main(argv=None) -> int:
@@ -48,6 +95,13 @@ def main(argv=None) -> int:
   _common(run)
   run.add_argument('--snapshot-time', help='T (ISO 8601); default: the config or '
                    'resolved at run time by window.snapshot_policy')
+  mode = run.add_mutually_exclusive_group()
+  mode.add_argument('--bootstrap', action='store_true',
+                    help='the first run: the production recipe through the same '
+                    'quantize / evaluate / push path, pushed as the first baseline')
+  mode.add_argument('--auto-bootstrap', action='store_true',
+                    help='if this pipeline has no baseline yet, bootstrap on the '
+                    'previous night first (what make run does)')
   run.set_defaults(fn=cmd_run)
   args = parser.parse_args(argv)
   return args.fn(parser, args)

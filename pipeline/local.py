@@ -17,32 +17,36 @@ class LocalPaths:
   pipeline_root: str
   metadata: str  # the SQLite ML Metadata file
   data_root: str
+  serving_dir: str
 
   @classmethod
   def from_config(cls, cfg: config_lib.Config) -> 'LocalPaths':
     root = os.path.abspath(os.path.join(cfg.paths.output_root, cfg.pipeline_name))
     return cls(root=root, pipeline_root=os.path.join(root, 'root'),
                metadata=os.path.join(root, 'metadata.sqlite'),
-               data_root=os.path.abspath(cfg.paths.data_root))
+               data_root=os.path.abspath(cfg.paths.data_root),
+               serving_dir=os.path.abspath(cfg.paths.serving_dir))
 
 
-def build(cfg: config_lib.Config, snapshot_time: Optional[str] = None
-          ) -> tfx.dsl.Pipeline:
+def build(cfg: config_lib.Config, snapshot_time: Optional[str] = None,
+          bootstrap: bool = False) -> tfx.dsl.Pipeline:
   """The pipeline with local paths, SQLite metadata and DirectRunner args."""
   paths = LocalPaths.from_config(cfg)
   return pipeline_lib.create_pipeline(
       cfg, pipeline_root=paths.pipeline_root, data_root=paths.data_root,
-      schema_path=schemas.SCHEMA_PATH,
+      schema_path=schemas.SCHEMA_PATH, serving_dir=paths.serving_dir,
+      bootstrap=bootstrap,
       metadata_connection_config=tfx.orchestration.metadata
       .sqlite_metadata_connection_config(paths.metadata),
       beam_pipeline_args=cfg.beam.args(), snapshot_time=snapshot_time,
       enable_cache=cfg.enable_cache)
 
 
-def run(cfg: config_lib.Config, snapshot_time: Optional[str] = None) -> str:
+def run(cfg: config_lib.Config, snapshot_time: Optional[str] = None,
+        bootstrap: bool = False) -> str:
   """Runs the DAG with BeamDagRunner; returns the ML Metadata path."""
   from tfx.orchestration.beam import beam_dag_runner  # pylint: disable=g-import-not-at-top
-  beam_dag_runner.BeamDagRunner().run(build(cfg, snapshot_time))
+  beam_dag_runner.BeamDagRunner().run(build(cfg, snapshot_time, bootstrap))
   return LocalPaths.from_config(cfg).metadata
 
 
@@ -81,14 +85,18 @@ def node_executions(metadata_path: str, pipeline_name: str) -> List[Dict]:
   } for e, node in sorted(runs[latest], key=lambda x: x[0].create_time_since_epoch)]
 
 
-def node_outputs(metadata_path: str, pipeline_name: str, node_id: str) -> Dict:
-  """Output artifacts (MLMD protos) by key of the node's latest execution."""
+def node_outputs(metadata_path: str, pipeline_name: str, node_id: str,
+                 execution_id: Optional[int] = None) -> Dict:
+  """Output artifacts (MLMD protos) by key of the node's latest execution (or of
+  the given execution)."""
   from ml_metadata.proto import metadata_store_pb2  # pylint: disable=g-import-not-at-top
   store = _store(metadata_path)
   ctx = store.get_context_by_type_and_name('node', f'{pipeline_name}.{node_id}')
   if ctx is None:
     return {}
   executions = store.get_executions_by_context(ctx.id)
+  if execution_id is not None:
+    executions = [e for e in executions if e.id == execution_id]
   if not executions:
     return {}
   latest = max(executions, key=lambda e: e.id)
@@ -107,3 +115,18 @@ def custom_property(artifact, name: str):
   """A custom property's value, whatever its type."""
   value = artifact.custom_properties[name]
   return getattr(value, value.WhichOneof('value'))
+
+
+def all_outputs(metadata_path: str, pipeline_name: str, node_id: str,
+                key: str) -> List:
+  """Every artifact a node ever output under `key` (all runs)."""
+  from ml_metadata.proto import metadata_store_pb2  # pylint: disable=g-import-not-at-top
+  store = _store(metadata_path)
+  ctx = store.get_context_by_type_and_name('node', f'{pipeline_name}.{node_id}')
+  if ctx is None:
+    return []
+  ids = [e.id for e in store.get_executions_by_context(ctx.id)]
+  events = [e for e in store.get_events_by_execution_ids(ids)
+            if e.type == metadata_store_pb2.Event.OUTPUT and e.path.steps and
+            e.path.steps[0].key == key]
+  return store.get_artifacts_by_id([e.artifact_id for e in events])

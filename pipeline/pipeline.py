@@ -11,13 +11,16 @@ from typing import Optional, Sequence, Union
 from tfx import v1 as tfx
 from tfx.orchestration import data_types
 
+from components.baseline_check.component import BaselineCheck
 from components.data_gate.component import DataGate
 from components.example_gen.component import ConversionLogExampleGen
 from components.example_gen.executor import label_spec_to_json
+from components.pusher.component import VersionedPusher
 from components.quantizer.component import Quantizer
 from components.teacher_gate.component import TeacherGate
 from models import export
 from pipeline import config as config_lib
+from pipeline import evaluation
 from schemas import columns
 
 PREPROCESSING_FN = 'models.features.preprocessing_fn'
@@ -43,18 +46,22 @@ def create_pipeline(
     pipeline_root: str,
     data_root: str,
     schema_path: str,
+    serving_dir: str,
+    bootstrap: bool = False,
     metadata_connection_config=None,
     beam_pipeline_args: Sequence[str] = (),
     snapshot_time: Optional[Union[str, data_types.RuntimeParameter]] = None,
     enable_cache: bool = False,
 ) -> tfx.dsl.Pipeline:
-  """The DAG, from the logs to the quantized student.
+  """The whole DAG: logs -> teacher -> student -> INT8 -> gate -> push.
 
   Args:
     cfg: the validated configuration.
     pipeline_root: where artifacts go.
     data_root: the click and conversion logs (local or gs://).
     schema_path: the curated schema file, as the executors will see it.
+    serving_dir: the push destination (local or gs://).
+    bootstrap: the explicit first run (production recipe, no baseline needed).
     metadata_connection_config: ML Metadata connection (local runs); None on Vertex.
     beam_pipeline_args: for every Beam component (DirectRunner or Dataflow).
     snapshot_time: T, or a RuntimeParameter; None: `cfg.window.snapshot_time`,
@@ -80,12 +87,27 @@ def create_pipeline(
   data_gate = DataGate(
       anomalies=example_validator.outputs['anomalies']).with_id('DataGate')
 
+  # The model in production: the latest blessed quantized model of this pipeline.
+  baseline = tfx.dsl.Resolver(
+      strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+      model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model,
+                            producer_component_id='Quantizer',
+                            output_key='quantized_model'),
+      model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing,
+                                     producer_component_id='Evaluator',
+                                     output_key='blessing'),
+  ).with_id('LatestBlessedModelResolver')
+  baseline_check = BaselineCheck(baseline=baseline.outputs['model'],
+                                 bootstrap=bootstrap).with_id('BaselineCheck')
+
   # Trainers apply the transform graph in their input pipelines, so nothing is
   # materialised; the graph is embedded in every exported model.
   transform = tfx.components.Transform(
       examples=examples, schema=schema, preprocessing_fn=PREPROCESSING_FN,
       materialize=False, disable_statistics=True).with_id('Transform')
   transform.add_upstream_node(data_gate)
+  # No baseline and not the bootstrap: stop before anything is trained.
+  transform.add_upstream_node(baseline_check)
 
   t = cfg.model.teacher
   teacher = tfx.components.Trainer(
@@ -123,12 +145,23 @@ def create_pipeline(
       max_nll_increase=q.max_nll_increase, latency_samples=q.latency_samples,
       eval_label=cfg.eval.label_spec(cfg), seed=cfg.model.seed).with_id('Quantizer')
 
+  evaluator = tfx.components.Evaluator(
+      examples=bulk_inferrer.outputs['output_examples'],
+      model=quantizer.outputs['quantized_model'],
+      baseline_model=baseline.outputs['model'],
+      example_splits=['eval'],
+      eval_config=evaluation.build_eval_config(cfg)).with_id('Evaluator')
+  pusher = VersionedPusher(
+      model=quantizer.outputs['quantized_model'],
+      model_blessing=evaluator.outputs['blessing'],
+      examples=examples, push_base=serving_dir).with_id('Pusher')
+
   return tfx.dsl.Pipeline(
       pipeline_name=cfg.pipeline_name,
       pipeline_root=pipeline_root,
       components=[example_gen, statistics_gen, schema_gen, example_validator,
                   data_gate, transform, teacher, teacher_gate, bulk_inferrer,
-                  student, quantizer],
+                  baseline, baseline_check, student, quantizer, evaluator, pusher],
       enable_cache=enable_cache,
       metadata_connection_config=metadata_connection_config,
       beam_pipeline_args=list(beam_pipeline_args))

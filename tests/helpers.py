@@ -1,5 +1,6 @@
 """Test helpers: small generated worlds and the shared end-to-end run."""
 
+import json
 import os
 
 from pipeline import config as config_lib
@@ -17,31 +18,60 @@ def make_world(root, overrides=()):
 # --- The shared end-to-end run (DESIGN §11: one tiny world, one pipeline root) --
 
 E2E_OVERRIDES = [
-    'world.num_clicks=24000', 'world.days=16', 'world.seed=11',
+    'world.num_clicks=26000', 'world.days=17', 'world.seed=11',
     'window.days=14', 'window.eval_days=1', 'window.teacher_lag_hours=40',
     'model.teacher.train_steps=400', 'model.teacher.batch_size=256',
     'model.student.train_steps=300', 'model.student.batch_size=256',
+    'quantizer.latency_samples=200',
     'beam.direct_running_mode=in_memory',
 ]
 
 
 class E2ERun:
-  """A finished local run: its config, paths and ML Metadata."""
+  """Finished local runs (nights) of one pipeline: config, paths, ML Metadata."""
 
   def __init__(self, cfg, world):
     from pipeline import local  # pylint: disable=g-import-not-at-top
     self.cfg = cfg
     self.world = world
     self.paths = local.LocalPaths.from_config(cfg)
+    self.nights = {}  # name -> {node: execution id}
+    self.serving = {}  # name -> {relative path: bytes} after that night
 
-  def outputs(self, node_id):
+  def night(self, name, snapshot_time, bootstrap=False, overrides=()):
+    """Runs the DAG for one night and records its executions."""
     from pipeline import local  # pylint: disable=g-import-not-at-top
-    return local.node_outputs(self.paths.metadata, self.cfg.pipeline_name, node_id)
+    cfg = config_lib.from_dict(json.loads(self.cfg.to_json()))
+    if overrides:
+      cfg = config_lib.load_config(None, E2E_OVERRIDES + [
+          f'paths.data_root={self.cfg.paths.data_root}',
+          f'paths.output_root={self.cfg.paths.output_root}',
+          f'paths.serving_dir={self.cfg.paths.serving_dir}'] + list(overrides))
+    local.run(cfg, snapshot_time=snapshot_time, bootstrap=bootstrap)
+    self.nights[name] = {e['node']: e['execution_id'] for e in self.executions()}
+    self.serving[name] = serving_listing(self.paths.serving_dir)
 
-  def artifact(self, node_id, key):
-    (artifact,) = self.outputs(node_id)[key]
+  def outputs(self, node_id, night=None):
+    from pipeline import local  # pylint: disable=g-import-not-at-top
+    execution = self.nights[night][node_id] if night else None
+    return local.node_outputs(self.paths.metadata, self.cfg.pipeline_name, node_id,
+                              execution)
+
+  def artifact(self, node_id, key, night=None):
+    (artifact,) = self.outputs(node_id, night)[key]
     return artifact
 
   def executions(self):
     from pipeline import local  # pylint: disable=g-import-not-at-top
     return local.node_executions(self.paths.metadata, self.cfg.pipeline_name)
+
+
+def serving_listing(base):
+  """Every file under the serving directory with its bytes."""
+  out = {}
+  for root, _, files in os.walk(base):
+    for name in files:
+      path = os.path.join(root, name)
+      with open(path, 'rb') as f:
+        out[os.path.relpath(path, base)] = f.read()
+  return out

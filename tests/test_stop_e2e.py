@@ -30,12 +30,13 @@ def test_planted_violation_stops_the_run_before_transform(tmp_path):
   cfg = config_lib.load_config(None, [
       'world.num_clicks=6000', 'world.days=10', 'window.days=7',
       'beam.direct_running_mode=in_memory', 'model.teacher.train_steps=10',
-      f'paths.data_root={tmp_path}/world', f'paths.output_root={tmp_path}/out'])
+      f'paths.data_root={tmp_path}/world', f'paths.output_root={tmp_path}/out',
+      f'paths.serving_dir={tmp_path}/serving'])
   generator.generate(cfg, cfg.paths.data_root, log=lambda *_: None)
   plant_negative_prices(os.path.join(cfg.paths.data_root, 'clicks', 'date=2026-01-06'))
 
   with pytest.raises(Exception) as e:
-    local.run(cfg)
+    local.run(cfg, bootstrap=True)  # the baseline check passes; the data does not
   assert 'DataGate' in str(e.value) and 'price' in str(e.value), str(e.value)[:2000]
   assert 'Out-of-range' in str(e.value) or 'low value' in str(e.value)
 
@@ -52,3 +53,22 @@ def test_planted_violation_stops_the_run_before_transform(tmp_path):
   rows = io.read_examples(os.path.join(eg.uri, 'Split-train'))
   assert (rows['price'] < 0).sum() == 3
   assert np.isfinite(rows['price']).all()
+
+
+def test_a_distilled_run_without_a_baseline_stops_with_the_bootstrap_message(tmp_path):
+  cfg = config_lib.load_config(None, [
+      'world.num_clicks=6000', 'world.days=10', 'window.days=7',
+      'beam.direct_running_mode=in_memory', 'model.teacher.train_steps=10',
+      f'paths.data_root={tmp_path}/world', f'paths.output_root={tmp_path}/out',
+      f'paths.serving_dir={tmp_path}/serving'])
+  generator.generate(cfg, cfg.paths.data_root, log=lambda *_: None)
+  with pytest.raises(Exception) as e:
+    local.run(cfg)
+  assert 'bootstrap' in str(e.value) and 'no blessed baseline' in str(e.value)
+  states = {row['node']: row['state']
+            for row in local.node_executions(local.LocalPaths.from_config(cfg).metadata,
+                                             cfg.pipeline_name)}
+  assert states['BaselineCheck'] == 'FAILED'
+  for node in ('Transform', 'teacher', 'student', 'Evaluator', 'Pusher'):
+    assert node not in states, states
+  assert not os.path.exists(cfg.paths.serving_dir)

@@ -1,0 +1,107 @@
+"""What a finished local run did: wall times, the gate's verdict, the push."""
+
+import os
+from typing import Dict, List, Optional
+
+from pipeline import local
+
+SLICES = {'overall': (), 'tcpa_gt_250': (('tcpa_bucket', b'tcpa_gt_250'),)}
+
+
+def _slice_key(proto) -> tuple:
+  out = []
+  for single in proto.slice_key.single_slice_keys:
+    value = getattr(single, single.WhichOneof('kind'))
+    out.append((single.column, value))
+  return tuple(out)
+
+
+def gate_metrics(evaluation_uri: str, metric: str = 'poisson_log_loss') -> Dict:
+  """{slice: {model: value}} for the gating metric, from the Evaluator's output."""
+  import tensorflow_model_analysis as tfma  # pylint: disable=g-import-not-at-top
+  out: Dict[str, Dict[str, float]] = {}
+  for per_slice in tfma.load_metrics(evaluation_uri):
+    key = _slice_key(per_slice)
+    name = next((n for n, k in SLICES.items() if k == key), None)
+    if name is None:
+      continue
+    for kv in per_slice.metric_keys_and_values:
+      if kv.key.name == metric and not kv.key.is_diff:
+        out.setdefault(name, {})[kv.key.model_name or 'candidate'] = (
+            kv.value.double_value.value)
+  return out
+
+
+def summarize(cfg, run_label: str = '') -> Dict:
+  """The latest run: per-node wall time and state, gate metrics, blessing, push."""
+  paths = local.LocalPaths.from_config(cfg)
+  executions = local.node_executions(paths.metadata, cfg.pipeline_name)
+  by_node = {e['node']: e for e in executions}
+
+  def outputs(node: str) -> Dict:
+    if node not in by_node:
+      return {}
+    return local.node_outputs(paths.metadata, cfg.pipeline_name, node,
+                              by_node[node]['execution_id'])
+
+  summary: Dict = {'run': run_label, 'executions': executions}
+  evaluation = outputs('Evaluator')
+  if evaluation:
+    blessing = evaluation['blessing'][0]
+    props = blessing.custom_properties
+    summary['blessed'] = bool(local.custom_property(blessing, 'blessed'))
+    summary['baseline_model'] = (local.custom_property(blessing, 'baseline_model')
+                                 if 'baseline_model' in props else None)
+    summary['gate'] = gate_metrics(evaluation['evaluation'][0].uri)
+  pushed = outputs('Pusher')
+  if pushed:
+    p = pushed['pushed_model'][0]
+    summary['pushed'] = bool(local.custom_property(p, 'pushed'))
+    summary['push_reason'] = local.custom_property(p, 'reason')
+    if 'pushed_destination' in p.custom_properties:
+      summary['pushed_to'] = local.custom_property(p, 'pushed_destination')
+  examples = outputs('ConversionLogExampleGen')
+  if examples:
+    summary['snapshot_time'] = local.custom_property(examples['examples'][0],
+                                                     'snapshot_time')
+  return summary
+
+
+def text(summary: Dict) -> str:
+  lines = [f'{"component":<28}{"state":<10}{"seconds":>8}']
+  for e in summary['executions']:
+    lines.append(f'{e["node"]:<28}{e["state"]:<10}{e["seconds"]:>8.1f}')
+  total = sum(e['seconds'] for e in summary['executions'])
+  lines.append(f'{"(sum)":<38}{total:>8.1f}')
+  if 'snapshot_time' in summary:
+    lines.append(f'T: {summary["snapshot_time"]}')
+  gate: Optional[Dict] = summary.get('gate')
+  if gate:
+    for name, values in gate.items():
+      cand, base = values.get('candidate'), values.get('baseline')
+      line = f'PoissonLogLoss {name}: candidate {cand:.5f}'
+      if base is not None:
+        line += f', baseline {base:.5f} ({(cand - base) / base:+.2%})'
+      lines.append(line)
+  if 'blessed' in summary:
+    lines.append(f'blessed: {summary["blessed"]} (baseline: '
+                 f'{summary.get("baseline_model") or "none, bootstrap"})')
+  if 'pushed' in summary:
+    where = summary.get('pushed_to', '')
+    lines.append(f'pushed: {summary["pushed"]} ({summary["push_reason"]}) {where}')
+  return '\n'.join(lines)
+
+
+def has_baseline(cfg) -> bool:
+  """Whether the Evaluator of this pipeline ever blessed a model (a baseline)."""
+  paths = local.LocalPaths.from_config(cfg)
+  if not os.path.exists(paths.metadata):
+    return False
+  return any(local.custom_property(b, 'blessed') == 1
+             for b in local.all_outputs(paths.metadata, cfg.pipeline_name,
+                                        'Evaluator', 'blessing'))
+
+
+def latest_runs(cfg) -> List[Dict]:
+  return local.node_executions(local.LocalPaths.from_config(cfg).metadata,
+                               cfg.pipeline_name)
