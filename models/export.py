@@ -6,6 +6,7 @@ assets are saved with the model).
 
 import json
 import os
+import tempfile
 from typing import Callable, Dict, Sequence
 
 import tensorflow as tf
@@ -21,6 +22,43 @@ PCONVS = 'pconvs'
 RATE_OUTPUTS = tuple(f'rate_{w}' for w in columns.WINDOW_NAMES)
 HINT_OUTPUT = 'hint'
 SUMMARY_FILE = 'training_summary.json'
+# A quantized model artifact keeps its float student here (the Quantizer), with
+# the student's training-time weights (before the export's embedding rescale)
+# under WARM_START_FILE for the next night's warm start.
+FLOAT_STUDENT_DIR = 'float_student'
+WARM_START_FILE = os.path.join('warm_start', 'student.h5')
+
+
+def warm_start_weights(base_model: str) -> str:
+  """The warm-start weights of a blessed quantized model, from the path the
+  Trainer gives run_fn as `base_model` (`<artifact>/Format-Serving`)."""
+  return os.path.join(os.path.dirname(base_model.rstrip('/')), FLOAT_STUDENT_DIR,
+                      WARM_START_FILE)
+
+
+def _save_weights(network: tf.keras.Model, path: str) -> None:
+  """Keras HDF5 weights (loadable by layer name) to a local or gs:// path."""
+  with tempfile.TemporaryDirectory() as tmp:
+    local = os.path.join(tmp, os.path.basename(path))
+    network.save_weights(local, save_format='h5')
+    tf.io.gfile.makedirs(os.path.dirname(path))
+    tf.io.gfile.copy(local, path, overwrite=True)
+
+
+def load_warm_start(network: tf.keras.Model, path: str) -> bool:
+  """Loads weights saved by save_student into `network`, layer by layer name.
+
+  Layers the saved student did not have (e.g. a KD student's auxiliary heads
+  after a production-recipe bootstrap) or whose shapes changed keep their
+  initialisation. Returns False when there is nothing at `path`.
+  """
+  if not tf.io.gfile.exists(path):
+    return False
+  with tempfile.TemporaryDirectory() as tmp:
+    local = os.path.join(tmp, os.path.basename(path))
+    tf.io.gfile.copy(path, local, overwrite=True)
+    network.load_weights(local, by_name=True, skip_mismatch=True)
+  return True
 
 
 def window_rates(log_rates: tf.Tensor) -> Dict[str, tf.Tensor]:
@@ -94,6 +132,8 @@ def save_student(network: tf.keras.Model, tft_layer, export_dir: str,
   towers.rescale_embeddings) so that the INT8 conversion keeps their precision.
   """
   names = features_lib.SERVING_FEATURES
+  # Training-scale weights first: the next night continues from these.
+  _save_weights(network, os.path.join(export_dir, WARM_START_FILE))
   towers.rescale_embeddings(network, names)
   network.tft_layer = tft_layer
   serving = example_signature(network, tft_layer, names,

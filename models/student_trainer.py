@@ -90,6 +90,21 @@ def float32_copy(cfg, weights, network, hint_width: int) -> tf.keras.Model:
   return copy
 
 
+def warm_start_from(network: tf.keras.Model, base_model) -> str:
+  """Loads the blessed baseline's float student into `network` if the Trainer
+  was given one (model.student_warm_start); returns the weights path or ''."""
+  if not base_model:
+    return ''
+  path = export.warm_start_weights(base_model)
+  if not export.load_warm_start(network, path):
+    # A baseline from before warm starts existed: train from scratch, say so.
+    logging.warning('student: no warm-start weights at %s; training from scratch',
+                    path)
+    return ''
+  logging.info('student: warm-started from %s', path)
+  return path
+
+
 def run_fn(fn_args) -> None:
   """TFX Trainer entry point for the student."""
   cfg = config_lib.from_json(fn_args.custom_config[CONFIG_KEY])
@@ -110,6 +125,7 @@ def run_fn(fn_args) -> None:
   hint_width = schemas.hint_width(schema_path)
   with strategy.scope():
     network = build_network(cfg, weights, hint_width)
+    warm_start = warm_start_from(network, getattr(fn_args, 'base_model', None))
     model = compile_model(cfg, weights, network, fn_args.train_steps)
   history = model.fit(train, steps_per_epoch=fn_args.train_steps, epochs=1,
                       validation_data=evaluation,
@@ -122,6 +138,7 @@ def run_fn(fn_args) -> None:
       'strategy': type(strategy).__name__,
       'replicas': strategy.num_replicas_in_sync,
       'train_steps': fn_args.train_steps,
+      'warm_start': warm_start,
       'batch_size': cfg.model.student.batch_size,
       'parameters': towers.parameter_counts(network),
       'final': {k: float(v[-1]) for k, v in history.history.items()},

@@ -22,6 +22,7 @@ from tfx.utils import path_utils
 from components.quantizer import convert
 from components.quantizer import measure
 from models import eval_labels
+from models import export
 from models import features as features_lib
 from world import io
 
@@ -29,7 +30,7 @@ MODEL_KEY = 'model'
 EXAMPLES_KEY = 'examples'
 QUANTIZED_KEY = 'quantized_model'
 REPORT_KEY = 'report'
-FLOAT_STUDENT_DIR = 'float_student'
+FLOAT_STUDENT_DIR = export.FLOAT_STUDENT_DIR
 REPORT_FILE = 'report.json'
 # Examples read from the train split to draw the calibration set from.
 CALIBRATION_POOL = 100_000
