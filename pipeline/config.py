@@ -222,6 +222,9 @@ class ModelConfig:
   teacher: NetConfig = _field(default_factory=lambda: NetConfig(
       hidden_units=[128, 64, 32], hint_layer=1, l2=3e-4, train_steps=2000))
   student: NetConfig = _field(default_factory=NetConfig)
+  # Nightly: start the student from the last blessed float student (the one the
+  # Quantizer kept beside the INT8 model) instead of from scratch.
+  student_warm_start: bool = False
 
   def check(self, key: str) -> None:
     import schemas  # pylint: disable=g-import-not-at-top
@@ -369,6 +372,79 @@ class PathsConfig:
 
 
 @dataclasses.dataclass
+class WorkerPoolConfig:
+  """A Vertex Training worker pool (a CustomJob WorkerPoolSpec)."""
+  machine_type: str = 'n1-standard-8'
+  # GPUs (e.g. NVIDIA_TESLA_T4) or TPU v2/v3 (TPU_V2 on machine cloud-tpu).
+  accelerator_type: str = ''
+  accelerator_count: int = _field(0, min=0)
+  # TPU VM slices: e.g. machine ct5lp-hightpu-4t with topology 2x2.
+  tpu_topology: str = ''
+  replica_count: int = _field(1, min=1)
+  image: str = ''  # empty: vertex.image
+
+  def check(self, key: str) -> None:
+    if bool(self.accelerator_type) != bool(self.accelerator_count):
+      raise ConfigError(f'{key}.accelerator_count: set together with '
+                        f'{key}.accelerator_type')
+
+
+@dataclasses.dataclass
+class DataflowConfig:
+  """Dataflow options for the Beam components on Vertex."""
+  region: str = ''  # empty: vertex.region
+  temp_location: str = ''  # gs:// staging and temp files
+  machine_type: str = 'n1-standard-4'
+  max_num_workers: int = _field(10, min=1)
+  service_account: str = ''  # worker service account (empty: the default)
+  subnetwork: str = ''  # set: private IPs on this subnetwork
+  worker_image: str = ''  # sdk_container_image; empty: vertex.image
+
+
+@dataclasses.dataclass
+class ScheduleConfig:
+  """The nightly PipelineJobSchedule."""
+  cron: str = '0 3 * * *'
+  time_zone: str = 'UTC'  # IANA name; Vertex reads it from the cron prefix
+  max_concurrent_runs: int = _field(1, min=1)
+  max_run_count: int = _field(0, min=0, doc='0: unlimited')
+  display_name: str = ''
+
+  def check(self, key: str) -> None:
+    if len(self.cron.split()) != 5:
+      raise ConfigError(f'{key}.cron: {self.cron!r} is not a 5-field cron '
+                        'expression (the time zone goes in time_zone)')
+
+
+def _student_tpu_pool():
+  return WorkerPoolConfig(machine_type='ct5lp-hightpu-4t', tpu_topology='2x2')
+
+
+@dataclasses.dataclass
+class VertexConfig:
+  """Vertex AI Pipelines (DESIGN §8). Empty strings must be set before a Vertex
+  command runs (the command names the missing key); nothing here has a cloud
+  default."""
+  project: str = ''
+  region: str = ''
+  pipeline_root: str = ''  # gs:// artifacts
+  data_root: str = ''  # gs:// click and conversion logs
+  serving_dir: str = ''  # gs:// push destination
+  image: str = ''  # the pipeline image (deploy/Dockerfile)
+  # Where deploy/Dockerfile puts the curated schema inside the image.
+  schema_path: str = '/pipeline/schemas/schema.pbtxt'
+  service_account: str = ''  # runs the pipeline and the training jobs
+  network: str = ''  # VPC peering for the pipeline job (optional)
+  encryption_key: str = ''  # CMEK (optional)
+  labels: Dict[str, str] = _field(default_factory=dict)
+  teacher: WorkerPoolConfig = _field(default_factory=lambda: WorkerPoolConfig(
+      machine_type='n1-standard-16'))
+  student: WorkerPoolConfig = _field(default_factory=_student_tpu_pool)
+  dataflow: DataflowConfig = _field(default_factory=DataflowConfig)
+  schedule: ScheduleConfig = _field(default_factory=ScheduleConfig)
+
+
+@dataclasses.dataclass
 class Config:
   """The whole configuration."""
   pipeline_name: str = 'kd-conversion'
@@ -388,6 +464,7 @@ class Config:
   gate: GateConfig = _field(default_factory=GateConfig)
   teacher_gate: TeacherGateConfig = _field(default_factory=TeacherGateConfig)
   beam: BeamConfig = _field(default_factory=BeamConfig)
+  vertex: VertexConfig = _field(default_factory=VertexConfig)
 
   def check(self, key: str) -> None:
     del key
@@ -447,6 +524,12 @@ def _coerce(key: str, value: Any, tp) -> Any:
     if not isinstance(value, dict):
       raise ConfigError(f'{key}: expected a mapping, got {value!r}')
     return _build(key, tp, value)
+  if origin in (dict, Dict):
+    if not isinstance(value, dict):
+      raise ConfigError(f'{key}: expected a mapping, got {value!r}')
+    k_tp, v_tp = typing.get_args(tp)
+    return {_coerce(f'{key}', k, k_tp): _coerce(f'{key}.{k}', v, v_tp)
+            for k, v in value.items()}
   if origin in (list, List):
     if not isinstance(value, (list, tuple)):
       raise ConfigError(f'{key}: expected a list, got {value!r}')
