@@ -1,6 +1,15 @@
 """One command line over the same create_pipeline (DESIGN §8).
 
-  python -m pipeline.cli run [--config CONFIG] [--set key=value ...] [--snapshot-time T]
+  python -m pipeline.cli run       [--config C] [--set k=v ...] [--snapshot-time T]
+                                   [--bootstrap | --auto-bootstrap]
+  python -m pipeline.cli nightly   [--config C] [--set k=v ...] [--snapshot-time T]
+  python -m pipeline.cli compile   [--config C] [--set k=v ...] [--output JSON]
+  python -m pipeline.cli submit    [--config C] [--set k=v ...] [--template JSON]
+                                   [--snapshot-time T]
+  python -m pipeline.cli schedule  [--config C] [--set k=v ...] [--template JSON]
+
+run and nightly use BeamDagRunner with SQLite ML Metadata (local); compile,
+submit and schedule target Vertex AI Pipelines (the `vertex` config section).
 """
 
 import argparse
@@ -84,6 +93,57 @@ def cmd_run(parser, args) -> int:
   return run_once(cfg, snapshot_time, False, 'run')
 
 
+def cmd_nightly(parser, args) -> int:
+  """One local night, as cron runs it: T from window.snapshot_policy (or
+  --snapshot-time for a backfill); no implicit bootstrap (a pipeline without a
+  baseline fails with the bootstrap message); re-running a night whose model was
+  already pushed pushes nothing new."""
+  cfg = _load(parser, args)
+  t = resolve_t(cfg, args.snapshot_time)
+  return run_once(cfg, t.isoformat(), False, f'nightly {t.isoformat()}')
+
+
+def _template(cfg, args) -> str:
+  return args.template or os.path.join(cfg.paths.output_root, 'vertex',
+                                       f'{cfg.pipeline_name}.json')
+
+
+def _vertex(parser, fn):
+  """Runs `fn`, turning a missing vertex.* key into a usage error."""
+  from pipeline import vertex  # pylint: disable=g-import-not-at-top
+  try:
+    return fn(vertex)
+  except config_lib.ConfigError as e:
+    parser.exit(2, f'error: {e}\n')
+
+
+def cmd_compile(parser, args) -> int:
+  """Compiles the pipeline for Vertex AI Pipelines (KubeflowV2DagRunner); offline."""
+  cfg = _load(parser, args)
+  args.template = args.output
+  path = _vertex(parser, lambda v: v.compile_pipeline(cfg, _template(cfg, args)))
+  print(f'compiled {path}')
+  return 0
+
+
+def cmd_submit(parser, args) -> int:
+  """Submits one run of a compiled pipeline to Vertex AI (aiplatform.PipelineJob)."""
+  cfg = _load(parser, args)
+  name = _vertex(parser, lambda v: v.submit(cfg, _template(cfg, args),
+                                            args.snapshot_time or ''))
+  print(f'submitted {name}')
+  return 0
+
+
+def cmd_schedule(parser, args) -> int:
+  """Creates the nightly Vertex AI PipelineJobSchedule of a compiled pipeline."""
+  cfg = _load(parser, args)
+  name = _vertex(parser, lambda v: v.schedule(cfg, _template(cfg, args)))
+  print(f'scheduled {name} ({cfg.vertex.schedule.time_zone} {cfg.vertex.schedule.cron}, '
+        f'at most {cfg.vertex.schedule.max_concurrent_runs} at a time)')
+  return 0
+
+
 def main(argv=None) -> int:
   # Keras 2 for TFX 1.16, whoever starts this process (the Makefile sets it too).
   os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
@@ -103,6 +163,34 @@ def main(argv=None) -> int:
                     help='if this pipeline has no baseline yet, bootstrap on the '
                     'previous night first (what make run does)')
   run.set_defaults(fn=cmd_run)
+
+  nightly = subs.add_parser('nightly', help='one local night (what cron runs)',
+                            description=cmd_nightly.__doc__)
+  _common(nightly)
+  nightly.add_argument('--snapshot-time', help='T (ISO 8601), for a backfill')
+  nightly.set_defaults(fn=cmd_nightly)
+
+  template_help = 'the compiled PipelineJob JSON (default: ' \
+                  '<paths.output_root>/vertex/<pipeline_name>.json)'
+  comp = subs.add_parser('compile', help='compile for Vertex AI Pipelines',
+                         description=cmd_compile.__doc__)
+  _common(comp)
+  comp.add_argument('--output', help=template_help)
+  comp.set_defaults(fn=cmd_compile)
+
+  sub = subs.add_parser('submit', help='submit one Vertex AI pipeline run',
+                        description=cmd_submit.__doc__)
+  _common(sub)
+  sub.add_argument('--template', help=template_help)
+  sub.add_argument('--snapshot-time', help='T (ISO 8601); default: resolved when '
+                   'the run starts')
+  sub.set_defaults(fn=cmd_submit)
+
+  sched = subs.add_parser('schedule', help='schedule nightly Vertex AI runs',
+                          description=cmd_schedule.__doc__)
+  _common(sched)
+  sched.add_argument('--template', help=template_help)
+  sched.set_defaults(fn=cmd_schedule)
   args = parser.parse_args(argv)
   return args.fn(parser, args)
 

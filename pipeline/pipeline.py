@@ -6,7 +6,7 @@ read from the environment or at import time. Every node has an explicit id.
 
 import dataclasses
 import json
-from typing import Optional, Sequence, Union
+from typing import Any, Dict, Optional, Sequence, Union
 
 from tfx import v1 as tfx
 from tfx.orchestration import data_types
@@ -52,6 +52,7 @@ def create_pipeline(
     beam_pipeline_args: Sequence[str] = (),
     snapshot_time: Optional[Union[str, data_types.RuntimeParameter]] = None,
     enable_cache: bool = False,
+    trainer_custom_configs: Optional[Dict[str, Dict[str, Any]]] = None,
 ) -> tfx.dsl.Pipeline:
   """The whole DAG: logs -> teacher -> student -> INT8 -> gate -> push.
 
@@ -67,7 +68,22 @@ def create_pipeline(
     snapshot_time: T, or a RuntimeParameter; None: `cfg.window.snapshot_time`,
       else resolved at run time by the ExampleGen.
     enable_cache: TFX caching.
+    trainer_custom_configs: per trainer id (`teacher`, `student`), the Google
+      Cloud extension Trainer's custom_config (pipeline/vertex.py): that trainer
+      runs as a Vertex Training job. None: both train in the executor's process.
   """
+  trainer_custom_configs = trainer_custom_configs or {}
+
+  def trainer(node_id: str, **kwargs):
+    """The stock Trainer, or the Vertex Training one when configured."""
+    custom_config = {'config': cfg.to_json()}
+    if node_id in trainer_custom_configs:
+      return tfx.extensions.google_cloud_ai_platform.Trainer(
+          custom_config={**custom_config, **trainer_custom_configs[node_id]},
+          **kwargs).with_id(node_id)
+    return tfx.components.Trainer(custom_config=custom_config,
+                                  **kwargs).with_id(node_id)
+
   example_gen = ConversionLogExampleGen(
       data_root=data_root, window_days=cfg.window.days,
       eval_days=cfg.window.eval_days, label_spec=label_spec_to_json(cfg),
@@ -110,12 +126,11 @@ def create_pipeline(
   transform.add_upstream_node(baseline_check)
 
   t = cfg.model.teacher
-  teacher = tfx.components.Trainer(
-      run_fn=TEACHER_RUN_FN, examples=examples,
+  teacher = trainer(
+      'teacher', run_fn=TEACHER_RUN_FN, examples=examples,
       transform_graph=transform.outputs['transform_graph'], schema=schema,
       train_args=tfx.proto.TrainArgs(num_steps=t.train_steps),
-      eval_args=tfx.proto.EvalArgs(num_steps=max(1, t.train_steps // 20)),
-      custom_config={'config': cfg.to_json()}).with_id('teacher')
+      eval_args=tfx.proto.EvalArgs(num_steps=max(1, t.train_steps // 20)))
   teacher_gate = TeacherGate(
       model=teacher.outputs['model'], examples=examples,
       bar=json.dumps(dataclasses.asdict(cfg.teacher_gate), sort_keys=True),
@@ -129,12 +144,15 @@ def create_pipeline(
       output_example_spec=teacher_columns_spec()).with_id('BulkInferrer')
 
   s = cfg.model.student
-  student = tfx.components.Trainer(
-      run_fn=STUDENT_RUN_FN, examples=bulk_inferrer.outputs['output_examples'],
+  # Warm start: the blessed baseline is a quantized model whose artifact keeps
+  # the float student it came from (run_fn finds it from the base model path).
+  student = trainer(
+      'student', run_fn=STUDENT_RUN_FN,
+      examples=bulk_inferrer.outputs['output_examples'],
       transform_graph=transform.outputs['transform_graph'], schema=schema,
+      base_model=baseline.outputs['model'] if cfg.model.student_warm_start else None,
       train_args=tfx.proto.TrainArgs(num_steps=s.train_steps),
-      eval_args=tfx.proto.EvalArgs(num_steps=max(1, s.train_steps // 20)),
-      custom_config={'config': cfg.to_json()}).with_id('student')
+      eval_args=tfx.proto.EvalArgs(num_steps=max(1, s.train_steps // 20)))
 
   q = cfg.quantizer
   quantizer = Quantizer(

@@ -19,10 +19,20 @@ def run(args, capsys):
 def test_help_on_every_subcommand(capsys):
   code, out, _ = run(['--help'], capsys)
   assert code == 0 and 'run' in out
-  code, out, _ = run(['run', '--help'], capsys)
-  assert code == 0
-  for flag in ('--config', '--set', '--snapshot-time', '--bootstrap', '--auto-bootstrap'):
-    assert flag in out
+  for command in ('run', 'nightly', 'compile', 'submit', 'schedule'):
+    assert command in out
+  flags = {
+      'run': ('--snapshot-time', '--bootstrap', '--auto-bootstrap'),
+      'nightly': ('--snapshot-time',),
+      'compile': ('--output',),
+      'submit': ('--template', '--snapshot-time'),
+      'schedule': ('--template',),
+  }
+  for command, own in flags.items():
+    code, out, _ = run([command, '--help'], capsys)
+    assert code == 0
+    for flag in ('--config', '--set') + own:
+      assert flag in out, (command, flag)
 
 
 @pytest.mark.parametrize('override, message', [

@@ -1,0 +1,213 @@
+"""Vertex AI Pipelines: compile, submit and schedule the one `create_pipeline`.
+
+A thin runner (DESIGN §8): everything cloud-specific is derived here from the
+`vertex` config section; the DAG is the same as the local one. The teachers and
+students train on Vertex Training through the TFX Google Cloud extension Trainer
+(worker pools from config: the student's is a TPU slice); Beam components run on
+Dataflow with workers that import this package from the pipeline image.
+
+Nothing here talks to Google Cloud until `submit` or `schedule` is called, and
+both take explicit credentials (tests pass anonymous ones and intercept the
+transport).
+"""
+
+import os
+from typing import Any, Dict, List, Optional
+
+from pipeline import config as config_lib
+
+SNAPSHOT_PARAMETER = 'snapshot_time'
+TEMPLATE_FILE = 'pipeline.json'
+
+
+class VertexConfigError(config_lib.ConfigError):
+  """A vertex.* key a Vertex command needs is missing."""
+
+
+def require(cfg: config_lib.Config, *keys: str) -> None:
+  """Raises naming the first of `keys` (dotted, under vertex) left empty."""
+  for key in keys:
+    value: Any = cfg.vertex
+    for part in key.split('.'):
+      value = getattr(value, part)
+    if not value:
+      raise VertexConfigError(f'vertex.{key}: required for Vertex commands; set '
+                              f'it in the config or with --set vertex.{key}=...')
+
+
+def beam_args(cfg: config_lib.Config) -> List[str]:
+  """DataflowRunner args for every Beam component (and harmless for the rest).
+
+  Workers run the pipeline image (`sdk_container_image`), so they import this
+  package (Transform's preprocessing_fn, the ExampleGen's join) like the
+  launcher does.
+  """
+  v, d = cfg.vertex, cfg.vertex.dataflow
+  require(cfg, 'project', 'region', 'image', 'dataflow.temp_location')
+  args = [
+      '--runner=DataflowRunner',
+      f'--project={v.project}',
+      f'--region={d.region or v.region}',
+      f'--temp_location={d.temp_location}',
+      f'--machine_type={d.machine_type}',
+      f'--max_num_workers={d.max_num_workers}',
+      f'--sdk_container_image={d.worker_image or v.image}',
+      '--experiments=use_runner_v2',
+  ]
+  if d.service_account:
+    args.append(f'--service_account_email={d.service_account}')
+  if d.subnetwork:
+    args += [f'--subnetwork={d.subnetwork}', '--no_use_public_ips']
+  if v.encryption_key:
+    args.append(f'--dataflow_kms_key={v.encryption_key}')
+  return args
+
+
+def worker_pool(pool: config_lib.WorkerPoolConfig, default_image: str) -> Dict:
+  """A Vertex CustomJob worker pool spec (aiplatform_v1 WorkerPoolSpec fields)."""
+  machine: Dict[str, Any] = {'machine_type': pool.machine_type}
+  if pool.accelerator_type:
+    machine['accelerator_type'] = pool.accelerator_type
+    machine['accelerator_count'] = pool.accelerator_count
+  if pool.tpu_topology:
+    machine['tpu_topology'] = pool.tpu_topology
+  return {
+      'machine_spec': machine,
+      'replica_count': pool.replica_count,
+      # The Trainer extension overwrites the command with TFX's run_executor;
+      # the image must hold TFX 1.16 and this package.
+      'container_spec': {'image_uri': pool.image or default_image,
+                         'env': [{'name': 'TF_USE_LEGACY_KERAS', 'value': '1'}]},
+  }
+
+
+def training_custom_config(cfg: config_lib.Config, node: str) -> Dict[str, Any]:
+  """The Google Cloud extension Trainer's custom_config for node `teacher` or
+  `student`: a Vertex CustomJob on that node's worker pool."""
+  from tfx.v1.extensions import google_cloud_ai_platform as gcp  # pylint: disable=g-import-not-at-top
+  v = cfg.vertex
+  require(cfg, 'project', 'region', 'image', 'pipeline_root')
+  pool = getattr(v, node)
+  job_spec: Dict[str, Any] = {
+      'worker_pool_specs': [worker_pool(pool, v.image)],
+      'base_output_directory': {
+          'output_uri_prefix': os.path.join(v.pipeline_root, 'training', node)},
+  }
+  if v.service_account:
+    job_spec['service_account'] = v.service_account
+  training_args: Dict[str, Any] = {
+      'project': v.project,
+      'display_name': f'{cfg.pipeline_name}-{node}',
+      'labels': dict(v.labels),
+      'job_spec': job_spec,
+  }
+  if v.encryption_key:
+    training_args['encryption_spec'] = {'kms_key_name': v.encryption_key}
+  return {
+      gcp.ENABLE_VERTEX_KEY: True,
+      gcp.VERTEX_REGION_KEY: v.region,
+      gcp.TRAINING_ARGS_KEY: training_args,
+  }
+
+
+def build(cfg: config_lib.Config):
+  """The pipeline for Vertex: T a run-time parameter, Dataflow, Vertex Training."""
+  from tfx.orchestration import data_types  # pylint: disable=g-import-not-at-top
+  from pipeline import pipeline as pipeline_lib  # pylint: disable=g-import-not-at-top
+  v = cfg.vertex
+  require(cfg, 'data_root', 'serving_dir', 'pipeline_root')
+  # T is left to run time (DESIGN §2): an empty value makes the ExampleGen
+  # resolve it by window.snapshot_policy when the run starts, so one compiled
+  # template serves every night.
+  snapshot_time = data_types.RuntimeParameter(name=SNAPSHOT_PARAMETER, ptype=str,
+                                              default='')
+  return pipeline_lib.create_pipeline(
+      cfg, pipeline_root=v.pipeline_root, data_root=v.data_root,
+      schema_path=v.schema_path, serving_dir=v.serving_dir,
+      beam_pipeline_args=beam_args(cfg), snapshot_time=snapshot_time,
+      enable_cache=cfg.enable_cache,
+      trainer_custom_configs={node: training_custom_config(cfg, node)
+                              for node in ('teacher', 'student')})
+
+
+def compile_pipeline(cfg: config_lib.Config, output_path: str) -> str:
+  """Compiles the PipelineJob JSON (offline); returns its path."""
+  from tfx import v1 as tfx  # pylint: disable=g-import-not-at-top
+  require(cfg, 'image')
+  out_dir, name = os.path.split(os.path.abspath(output_path))
+  os.makedirs(out_dir, exist_ok=True)
+  runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
+      config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
+          default_image=cfg.vertex.image),
+      output_dir=out_dir, output_filename=name)
+  # The default must be baked in: TFX does not copy RuntimeParameter.default
+  # into the template, and a schedule would otherwise have no value to send.
+  runner.run(build(cfg), parameter_values={SNAPSHOT_PARAMETER: ''})
+  return os.path.join(out_dir, name)
+
+
+def _init(cfg: config_lib.Config, credentials):
+  from google.cloud import aiplatform  # pylint: disable=g-import-not-at-top
+  require(cfg, 'project', 'region')
+  aiplatform.init(project=cfg.vertex.project, location=cfg.vertex.region,
+                  credentials=credentials)
+  return aiplatform
+
+
+def pipeline_job(cfg: config_lib.Config, template_path: str,
+                 snapshot_time: str = '', credentials=None, display_name: str = ''):
+  """An aiplatform.PipelineJob of the compiled template.
+
+  Args:
+    cfg: the validated config (vertex section).
+    template_path: the compiled JSON.
+    snapshot_time: T; '' leaves it to the run (the nightly default).
+    credentials: google.auth credentials; None: application default.
+    display_name: the job's name in the console.
+  """
+  aiplatform = _init(cfg, credentials)
+  v = cfg.vertex
+  return aiplatform.PipelineJob(
+      display_name=display_name or cfg.pipeline_name,
+      template_path=template_path, pipeline_root=v.pipeline_root,
+      parameter_values={SNAPSHOT_PARAMETER: snapshot_time or ''},
+      # Every night has the same (empty) T parameter: Vertex caching would reuse
+      # last night's ExampleGen output, so it is off unless asked for.
+      enable_caching=cfg.enable_cache,
+      labels=dict(v.labels), encryption_spec_key_name=v.encryption_key or None,
+      project=v.project, location=v.region, credentials=credentials)
+
+
+def submit(cfg: config_lib.Config, template_path: str, snapshot_time: str = '',
+           credentials=None) -> str:
+  """Submits one run; returns the job's resource name."""
+  job = pipeline_job(cfg, template_path, snapshot_time, credentials)
+  job.submit(service_account=cfg.vertex.service_account or None,
+             network=cfg.vertex.network or None)
+  return job.resource_name
+
+
+def cron(cfg: config_lib.Config) -> str:
+  """The schedule's cron with its time zone (Vertex reads `TZ=<zone> <cron>`)."""
+  s = cfg.vertex.schedule
+  return f'TZ={s.time_zone} {s.cron}'
+
+
+def schedule(cfg: config_lib.Config, template_path: str, credentials=None) -> str:
+  """Creates the nightly PipelineJobSchedule; returns its resource name.
+
+  The schedule copies the template job's parameters into every run, so the
+  template job has T empty: each night resolves its own T when it starts.
+  """
+  from google.cloud import aiplatform  # pylint: disable=g-import-not-at-top
+  s = cfg.vertex.schedule
+  job = pipeline_job(cfg, template_path, '', credentials,
+                     display_name=f'{cfg.pipeline_name}-nightly-run')
+  sched = aiplatform.PipelineJobSchedule(
+      pipeline_job=job, display_name=s.display_name or f'{cfg.pipeline_name}-nightly',
+      project=cfg.vertex.project, location=cfg.vertex.region, credentials=credentials)
+  sched.create(cron=cron(cfg), max_concurrent_run_count=s.max_concurrent_runs,
+               max_run_count=s.max_run_count or None,
+               service_account=cfg.vertex.service_account or None,
+               network=cfg.vertex.network or None)
+  return sched.resource_name
