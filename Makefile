@@ -20,8 +20,14 @@ CONFIG ?= pipeline/configs/default.yaml
 SET    ?=
 ARGS   ?=
 PYTEST_ARGS ?=
+# Vertex: the images (also passed to the config as vertex.image and
+# vertex.student.image when set) and the compiled template.
+IMAGE     ?=
+TPU_IMAGE ?=
+TEMPLATE  ?= outputs/vertex/pipeline.json
+VERTEX_SET = $(if $(IMAGE),--set vertex.image=$(IMAGE)) $(if $(TPU_IMAGE),--set vertex.student.image=$(TPU_IMAGE))
 
-.PHONY: help setup data run bootstrap test test-fast bench bench-world bench-quality bench-quant lock clean
+.PHONY: help setup data run bootstrap nightly image image-tpu push-images compile submit schedule test test-fast bench bench-world bench-quality bench-quant lock clean
 
 help:  ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -45,6 +51,30 @@ run: data  ## Generate the default world if absent and run the pipeline locally.
 
 bootstrap: data  ## Push the production recipe as the first baseline (explicit bootstrap).
 	$(PY) -m pipeline.cli run --bootstrap --config $(CONFIG) $(SET) $(ARGS)
+
+nightly: setup  ## One local night (what deploy/nightly.cron runs): T by policy, no implicit bootstrap.
+	$(PY) -m pipeline.cli nightly --config $(CONFIG) $(SET) $(ARGS)
+
+image:  ## Build the pipeline image (IMAGE=<registry>/<repo>/pipeline:<tag>).
+	@test -n "$(IMAGE)" || { echo "set IMAGE=<registry>/<repo>/pipeline:<tag>" >&2; exit 2; }
+	docker build -f deploy/Dockerfile -t $(IMAGE) .
+
+image-tpu: image  ## Build the student's TPU training image (TPU_IMAGE=...) on top of IMAGE.
+	@test -n "$(TPU_IMAGE)" || { echo "set TPU_IMAGE=<registry>/<repo>/student-tpu:<tag>" >&2; exit 2; }
+	docker build -f deploy/Dockerfile.tpu --build-arg PIPELINE_IMAGE=$(IMAGE) -t $(TPU_IMAGE) deploy
+
+push-images: image image-tpu  ## Push both images to their registry.
+	docker push $(IMAGE)
+	docker push $(TPU_IMAGE)
+
+compile: setup  ## Compile the Vertex pipeline JSON to TEMPLATE (offline; needs the vertex.* keys).
+	$(PY) -m pipeline.cli compile --config $(CONFIG) --output $(TEMPLATE) $(VERTEX_SET) $(SET) $(ARGS)
+
+submit: compile  ## Submit one Vertex AI run of TEMPLATE (T resolved when it starts).
+	$(PY) -m pipeline.cli submit --config $(CONFIG) --template $(TEMPLATE) $(VERTEX_SET) $(SET) $(ARGS)
+
+schedule: compile  ## Create the nightly Vertex AI schedule of TEMPLATE (vertex.schedule.*).
+	$(PY) -m pipeline.cli schedule --config $(CONFIG) --template $(TEMPLATE) $(VERTEX_SET) $(SET) $(ARGS)
 
 test: setup  ## Run the whole suite (unit, executor, end-to-end, compile tests).
 	$(PY) -m pytest $(PYTEST_ARGS)
