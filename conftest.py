@@ -26,10 +26,11 @@ def mature_world(tmp_path_factory):
 
 @pytest.fixture(scope='session')
 def e2e(tmp_path_factory):
-  """Three nights of the whole DAG with BeamDagRunner on one tiny world:
-  bootstrap (production recipe), a distilled run that should be pushed, and a
-  worse candidate (the production recipe again, gated against the distilled
-  model) that must not be."""
+  """Three consecutive nights of the whole DAG with BeamDagRunner on one tiny
+  world, caching off, the student warm-starting from the last blessed one:
+  bootstrap (production recipe), a distilled run that should be pushed, a worse
+  candidate (the production recipe again, gated against the distilled model)
+  that must not be; then the distilled night run again."""
   import datetime  # pylint: disable=g-import-not-at-top
   root = tmp_path_factory.mktemp('e2e')
   cfg = config_lib.load_config(None, E2E_OVERRIDES + [
@@ -44,4 +45,5 @@ def e2e(tmp_path_factory):
   nights.night('kd', (end - day).isoformat())
   # T left to the run (data_end policy: the world's end).
   nights.night('worse', None, overrides=['distill.recipe=production'])
+  nights.night('kd_again', (end - day).isoformat())
   return nights

@@ -23,6 +23,7 @@ E2E_OVERRIDES = [
     'model.teacher.train_steps=400', 'model.teacher.batch_size=256',
     'model.student.train_steps=300', 'model.student.batch_size=256',
     'quantizer.latency_samples=200',
+    'model.student_warm_start=true',
     'beam.direct_running_mode=in_memory',
 ]
 
@@ -36,6 +37,7 @@ class E2ERun:
     self.world = world
     self.paths = local.LocalPaths.from_config(cfg)
     self.nights = {}  # name -> {node: execution id}
+    self.states = {}  # name -> {node: execution state}
     self.serving = {}  # name -> {relative path: bytes} after that night
 
   def night(self, name, snapshot_time, bootstrap=False, overrides=()):
@@ -48,7 +50,9 @@ class E2ERun:
           f'paths.output_root={self.cfg.paths.output_root}',
           f'paths.serving_dir={self.cfg.paths.serving_dir}'] + list(overrides))
     local.run(cfg, snapshot_time=snapshot_time, bootstrap=bootstrap)
-    self.nights[name] = {e['node']: e['execution_id'] for e in self.executions()}
+    executions = self.executions()
+    self.nights[name] = {e['node']: e['execution_id'] for e in executions}
+    self.states[name] = {e['node']: e['state'] for e in executions}
     self.serving[name] = serving_listing(self.paths.serving_dir)
 
   def outputs(self, node_id, night=None):

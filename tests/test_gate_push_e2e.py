@@ -57,7 +57,7 @@ def test_distilled_candidate_is_gated_against_the_bootstrap_and_pushed(e2e):
 
 
 def test_a_worse_candidate_is_not_blessed_and_nothing_is_pushed(e2e):
-  states = {e['node']: e['state'] for e in e2e.executions()}
+  states = e2e.states['worse']
   assert states['Evaluator'] == 'COMPLETE' and states['Pusher'] == 'COMPLETE'
   blessing = e2e.artifact('Evaluator', 'blessing', 'worse')
   kd_model = e2e.artifact('Quantizer', 'quantized_model', 'kd')
