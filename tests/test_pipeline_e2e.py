@@ -36,7 +36,8 @@ def test_every_node_completed(e2e):
 
 
 def test_t_is_resolved_at_run_time_and_recorded(e2e):
-  examples = e2e.artifact('ConversionLogExampleGen', 'examples')
+  # The 'worse' night is the one run without a configured T.
+  examples = e2e.artifact('ConversionLogExampleGen', 'examples', 'worse')
   # data_end policy: midnight after the world's last day.
   want = e2e.cfg.world.start() + (e2e.cfg.world.days) * (
       snapshot.midnight(snapshot.from_ts(86400).date()) - snapshot.from_ts(0))
@@ -55,7 +56,8 @@ def test_labels_equal_the_as_of_t_module(e2e):
                   for k in columns.EXAMPLE_COLUMNS})
   clicks = io.read_examples(os.path.join(e2e.world, 'clicks'))
   convs = io.read_examples(os.path.join(e2e.world, 'conversions'))
-  keep = clicks[columns.CLICK_TS] >= t - e2e.cfg.window.days * 86400
+  keep = ((clicks[columns.CLICK_TS] >= t - e2e.cfg.window.days * 86400) &
+          (clicks[columns.CLICK_TS] < t))
   want = by_click(labels.join_window(
       {k: v[keep] for k, v in clicks.items()}, convs[columns.CLICK_ID],
       convs[columns.CONVERSION_TS], t, labels.LabelSpec.from_config(e2e.cfg)))
