@@ -8,6 +8,7 @@ float32 targets (counts, exposures, observed fraction, and whatever else asked).
 
 from typing import Callable, Dict, List, Optional, Sequence
 
+import numpy as np
 import tensorflow as tf
 
 import schemas
@@ -45,13 +46,21 @@ def raw_dataset(patterns: Sequence[str], names: Sequence[str], batch_size: int,
                 shuffle: bool = True, repeat: bool = True,
                 keep: Optional[Callable[[Batch], tf.Tensor]] = None,
                 drop_remainder: bool = True, seed: Optional[int] = None,
-                schema_path: str = schemas.SCHEMA_PATH) -> tf.data.Dataset:
-  """Batches of parsed columns `names`, optionally filtered per example by `keep`."""
+                schema_path: str = schemas.SCHEMA_PATH,
+                shuffle_buffer: int = 1_000_000) -> tf.data.Dataset:
+  """Batches of parsed columns `names`, optionally filtered per example by `keep`.
+
+  With `shuffle`, files are read in a shuffled order and examples pass through a
+  `shuffle_buffer`-example buffer (config model.shuffle_buffer: see why there).
+  """
   spec = column_spec(names, schema_path)
-  ds = tf.data.TFRecordDataset(list_files(patterns), compression_type='GZIP',
+  files = list_files(patterns)
+  if shuffle:
+    files = list(np.random.default_rng(seed).permutation(files))
+  ds = tf.data.TFRecordDataset(files, compression_type='GZIP',
                                num_parallel_reads=tf.data.AUTOTUNE)
   if shuffle:
-    ds = ds.shuffle(20_000, seed=seed, reshuffle_each_iteration=True)
+    ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
   if repeat:
     ds = ds.repeat()
   if keep is None:

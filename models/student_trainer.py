@@ -55,7 +55,8 @@ def dataset(patterns: Sequence[str], tft_layer, cfg: config_lib.Config,
   """(serving features, targets) batches of the global batch size."""
   ds = data.model_dataset(patterns, tft_layer, features_lib.SERVING_FEATURES,
                           cfg.model.student.batch_size,
-                          extra_targets=target_columns(weights), **kwargs)
+                          extra_targets=target_columns(weights),
+                          shuffle_buffer=cfg.model.shuffle_buffer, **kwargs)
   return ds.map(functools.partial(
       with_distill_targets, weights=weights,
       lag_seconds=int(round(cfg.window.teacher_lag_hours * 3600))))

@@ -79,7 +79,8 @@ def training_dataset(patterns: Sequence[str], tft_layer, cfg: config_lib.Config,
                             cfg.model.teacher.batch_size, shuffle=shuffle,
                             repeat=repeat,
                             keep=data.lag_filter(cfg.window.teacher_lag_hours),
-                            seed=cfg.model.seed)
+                            seed=cfg.model.seed,
+                            shuffle_buffer=cfg.model.shuffle_buffer)
 
 
 def run_fn(fn_args) -> None:

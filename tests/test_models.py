@@ -111,3 +111,54 @@ def test_rescaling_embeddings_leaves_the_float_function_unchanged(cfg):
   for layer in network.layers:
     if isinstance(layer, tf.keras.layers.Embedding):
       assert abs(float(np.abs(layer.get_weights()[0]).max()) - 2.0) < 1e-5
+
+
+def _day_sorted_files(tmp_path, days=4, per_day=500):
+  """Two gzip TFRecord files, each in day-sorted runs (how ExampleGen writes)."""
+  from models import data  # pylint: disable=g-import-not-at-top,unused-import
+  paths = []
+  for f in range(2):
+    path = str(tmp_path / f'part-{f}.gz')
+    with tf.io.TFRecordWriter(path, tf.io.TFRecordOptions(compression_type='GZIP')) as w:
+      for day in range(days):
+        for i in range(per_day):
+          ex = tf.train.Example()
+          ex.features.feature[columns.CLICK_TS].int64_list.value.append(day * 86400 + i)
+          w.write(ex.SerializeToString())
+    paths.append(path)
+  return paths
+
+
+@pytest.mark.parametrize('buffer,min_days', [(1_000_000, 4), (16, 1)])
+def test_training_batches_mix_days_only_with_a_window_sized_buffer(tmp_path, buffer,
+                                                                   min_days):
+  from models import data  # pylint: disable=g-import-not-at-top
+  files = _day_sorted_files(tmp_path)
+  ds = data.raw_dataset(files, [columns.CLICK_TS], 256, seed=3, shuffle_buffer=buffer)
+  days = {int(t) // 86400 for t in next(iter(ds))[columns.CLICK_TS].numpy().ravel()}
+  if min_days == 4:
+    assert days == {0, 1, 2, 3}  # the window-sized default mixes every day
+  else:
+    assert len(days) == 1  # a small buffer yields single-day batches: the bug
+
+
+def test_model_config_shuffle_buffer_reaches_both_trainers(cfg, monkeypatch):
+  from models import data  # pylint: disable=g-import-not-at-top
+  from models import student_trainer  # pylint: disable=g-import-not-at-top
+  from models import teacher_trainer  # pylint: disable=g-import-not-at-top
+  seen = []
+
+  class Built(Exception):
+    pass
+
+  def record(*unused_args, **kwargs):
+    seen.append(kwargs['shuffle_buffer'])
+    raise Built
+
+  monkeypatch.setattr(data, 'model_dataset', record)
+  cfg = config_lib.load_config(None, ['model.shuffle_buffer=1234'])
+  with pytest.raises(Built):
+    teacher_trainer.training_dataset(['x'], None, cfg)
+  with pytest.raises(Built):
+    student_trainer.dataset(['x'], None, cfg, cfg.distill.weights())
+  assert seen == [1234, 1234]
