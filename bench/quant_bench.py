@@ -25,9 +25,16 @@ def quantize(artifacts, student_dir: str, mode: str, out_dir: str, cfg,
              latency_samples: int) -> dict:
   from tfx.types import artifact_utils  # pylint: disable=g-import-not-at-top
   from tfx.types import standard_artifacts  # pylint: disable=g-import-not-at-top
+  from tfx.utils import path_utils  # pylint: disable=g-import-not-at-top
   from components.quantizer import executor  # pylint: disable=g-import-not-at-top
   student = standard_artifacts.Model()
-  student.uri = os.path.dirname(student_dir)  # <uri>/Format-Serving is the model
+  # A Trainer's Model artifact holds the SavedModel at <uri>/Format-Serving; the
+  # quality bench wrote it to student_dir, so link it into that layout.
+  student.uri = os.path.join(out_dir, 'student')
+  serving = path_utils.serving_model_dir(student.uri)
+  if not os.path.exists(serving):
+    os.makedirs(student.uri, exist_ok=True)
+    os.symlink(os.path.abspath(student_dir), serving)
   examples = standard_artifacts.Examples()
   examples.uri = artifacts['inferred']
   examples.split_names = artifact_utils.encode_split_names(['train', 'eval'])
