@@ -7,10 +7,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipeline import config as config_lib
 from pipeline import local
 from schemas import codec
-from world import generator
+from tests import helpers
 from world import io
 
 pytestmark = pytest.mark.e2e
@@ -26,13 +25,18 @@ def plant_negative_prices(partition_dir, rows=3):
       w.write(record)
 
 
-def test_planted_violation_stops_the_run_before_transform(tmp_path):
-  cfg = config_lib.load_config(None, [
+def small_world(tmp_path):
+  """A 6k-click world generated under tmp_path; returns its config."""
+  cfg, _ = helpers.make_world(tmp_path, [
       'world.num_clicks=6000', 'world.days=10', 'window.days=7',
       'beam.direct_running_mode=in_memory', 'model.teacher.train_steps=10',
       f'paths.data_root={tmp_path}/world', f'paths.output_root={tmp_path}/out',
       f'paths.serving_dir={tmp_path}/serving'])
-  generator.generate(cfg, cfg.paths.data_root, log=lambda *_: None)
+  return cfg
+
+
+def test_planted_violation_stops_the_run_before_transform(tmp_path):
+  cfg = small_world(tmp_path)
   plant_negative_prices(os.path.join(cfg.paths.data_root, 'clicks', 'date=2026-01-06'))
 
   with pytest.raises(Exception) as e:
@@ -56,12 +60,7 @@ def test_planted_violation_stops_the_run_before_transform(tmp_path):
 
 
 def test_a_distilled_run_without_a_baseline_stops_with_the_bootstrap_message(tmp_path):
-  cfg = config_lib.load_config(None, [
-      'world.num_clicks=6000', 'world.days=10', 'window.days=7',
-      'beam.direct_running_mode=in_memory', 'model.teacher.train_steps=10',
-      f'paths.data_root={tmp_path}/world', f'paths.output_root={tmp_path}/out',
-      f'paths.serving_dir={tmp_path}/serving'])
-  generator.generate(cfg, cfg.paths.data_root, log=lambda *_: None)
+  cfg = small_world(tmp_path)
   with pytest.raises(Exception) as e:
     local.run(cfg)
   assert 'bootstrap' in str(e.value) and 'no blessed baseline' in str(e.value)

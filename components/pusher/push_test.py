@@ -6,26 +6,17 @@ import os
 import pytest
 
 from components.pusher import push
+from tests import helpers
 
 T1 = datetime.datetime(2026, 2, 5, tzinfo=datetime.timezone.utc)
 T2 = datetime.datetime(2026, 2, 6, tzinfo=datetime.timezone.utc)
-
-
-def listing(base):
-  out = {}
-  for root, _, files in os.walk(base):
-    for name in files:
-      path = os.path.join(root, name)
-      with open(path, 'rb') as f:
-        out[os.path.relpath(path, base)] = f.read()
-  return out
 
 
 def test_push_is_versioned_and_marked_last(tmp_path):
   base = str(tmp_path / 'serving')
   result = push.push(base, T1, b'model-a', {'blessed': 1})
   assert result['pushed'] and result['version'].startswith('20260205T000000Z-')
-  files = listing(base)
+  files = helpers.serving_listing(base)
   assert set(files) == {f'{result["version"]}/{n}' for n in
                         (push.MODEL_FILE, push.METADATA_FILE, push.MARKER)}
   assert push.latest(base) == os.path.join(base, result['version'])
@@ -34,11 +25,11 @@ def test_push_is_versioned_and_marked_last(tmp_path):
 def test_same_t_pushes_nothing_new_and_earlier_versions_are_kept(tmp_path):
   base = str(tmp_path / 'serving')
   first = push.push(base, T1, b'model-a', {})
-  before = listing(base)
+  before = helpers.serving_listing(base)
   again = push.push(base, T1, b'model-a', {})
   other = push.push(base, T1, b'model-b', {})  # a retrained model, same night
   assert not again['pushed'] and not other['pushed']
-  assert listing(base) == before
+  assert helpers.serving_listing(base) == before
   second = push.push(base, T2, b'model-b', {})
   assert second['pushed']
   assert push.complete_versions(base) == [first['version'], second['version']]
