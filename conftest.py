@@ -1,5 +1,6 @@
 """Shared fixtures (the whole repository: tests/ and the tests beside components)."""
 
+import datetime
 import os
 
 import pytest
@@ -9,7 +10,7 @@ import pytest
 os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
-from pipeline import config as config_lib  # pylint: disable=g-import-not-at-top
+import config as config_lib  # pylint: disable=g-import-not-at-top
 from tests.helpers import E2E_OVERRIDES  # pylint: disable=g-import-not-at-top
 from tests.helpers import E2ERun  # pylint: disable=g-import-not-at-top
 from tests.helpers import make_world  # pylint: disable=g-import-not-at-top
@@ -31,7 +32,6 @@ def e2e(tmp_path_factory):
   bootstrap (production recipe), a distilled run that should be pushed, a worse
   candidate (the production recipe again, gated against the distilled model)
   that must not be; then the distilled night run again."""
-  import datetime  # pylint: disable=g-import-not-at-top
   root = tmp_path_factory.mktemp('e2e')
   cfg = config_lib.load_config(None, E2E_OVERRIDES + [
       f'paths.data_root={root}/world', f'paths.output_root={root}/outputs',

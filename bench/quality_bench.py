@@ -20,8 +20,20 @@ import types
 from typing import Dict, List
 
 import numpy as np
+import tensorflow as tf
+from tfx.utils import path_utils
 
 from bench import common
+import config as config_lib
+from models import export
+from models import glm as glm_lib
+from models import nll
+from models import student_trainer
+from observation import labels
+from pipeline import local
+from schemas import columns
+from schemas import records
+from world import generator
 
 RESULTS = 'bench/results'
 # Each recipe: config overrides on top of the benchmark config.
@@ -59,7 +71,6 @@ TRAINING = [
 
 
 def bench_config(clicks: int, extra=()):
-  from pipeline import config as config_lib  # pylint: disable=g-import-not-at-top
   return config_lib.load_config('pipeline/configs/default.yaml', [
       f'world.num_clicks={clicks}',
       f'paths.data_root={RESULTS}/data/world-{clicks}',
@@ -72,8 +83,6 @@ def bench_config(clicks: int, extra=()):
 def run_pipeline(cfg, reuse: bool):
   """Generates the world and runs the whole DAG as a bootstrap (the production
   recipe, quantized, evaluated and pushed); returns the run's artifacts."""
-  from pipeline import local  # pylint: disable=g-import-not-at-top
-  from world import generator  # pylint: disable=g-import-not-at-top
   paths = local.LocalPaths.from_config(cfg)
   if generator.read_manifest(cfg.paths.data_root) is None:
     generator.generate(cfg, cfg.paths.data_root)
@@ -95,7 +104,6 @@ def run_pipeline(cfg, reuse: bool):
 
 def train_student(cfg, artifacts, out_dir: str) -> str:
   """The pipeline's student run_fn on the pipeline's artifacts."""
-  from models import student_trainer  # pylint: disable=g-import-not-at-top
   fn_args = types.SimpleNamespace(
       train_files=[os.path.join(artifacts['inferred'], 'Split-train', '*')],
       eval_files=[os.path.join(artifacts['inferred'], 'Split-eval', '*')],
@@ -108,22 +116,17 @@ def train_student(cfg, artifacts, out_dir: str) -> str:
   return out_dir
 
 
-def predict(model_dir: str, records: List[bytes]) -> np.ndarray:
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from models import export  # pylint: disable=g-import-not-at-top
+def predict(model_dir: str, serialized: List[bytes]) -> np.ndarray:
   serve = tf.saved_model.load(model_dir).signatures[export.SERVING_SIGNATURE]
   return np.concatenate([
-      serve(examples=tf.constant(records[i:i + 8192]))[export.PCONVS].numpy()
-      for i in range(0, len(records), 8192)]).astype(np.float64)
+      serve(examples=tf.constant(serialized[i:i + 8192]))[export.PCONVS].numpy()
+      for i in range(0, len(serialized), 8192)]).astype(np.float64)
 
 
 def glm_predictions(artifacts, eval_rows) -> np.ndarray:
   """Per-window Poisson GLMs with the observability offset, L2 chosen on the last
   two days of the train split against their reported counts."""
-  from models import glm as glm_lib  # pylint: disable=g-import-not-at-top
-  from schemas import columns  # pylint: disable=g-import-not-at-top
-  from world import io  # pylint: disable=g-import-not-at-top
-  train = io.read_examples(os.path.join(artifacts['inferred'], 'Split-train'))
+  train = records.read_examples(os.path.join(artifacts['inferred'], 'Split-train'))
   valid = train[columns.CLICK_TS] >= train[columns.CLICK_TS].max() - 2 * 86400
   fit = {k: v[~valid] for k, v in train.items()}
   hold = {k: v[valid] for k, v in train.items()}
@@ -139,9 +142,6 @@ def glm_predictions(artifacts, eval_rows) -> np.ndarray:
 
 
 def score(pred: np.ndarray, eval_rows) -> Dict[str, float]:
-  from models import nll  # pylint: disable=g-import-not-at-top
-  from observation import labels  # pylint: disable=g-import-not-at-top
-  from schemas import columns  # pylint: disable=g-import-not-at-top
   y = eval_rows[columns.TRUE_CONVERSIONS].astype(np.float64)
   rate = sum(eval_rows[c].astype(np.float64) for c in columns.TRUE_RATES)
   slices = {
@@ -160,7 +160,6 @@ def score(pred: np.ndarray, eval_rows) -> Dict[str, float]:
 
 def relative(result: Dict) -> None:
   """Adds change vs production and share of the teacher's gain recovered."""
-  from models import nll  # pylint: disable=g-import-not-at-top
   prod, teacher = result['rows']['production'], result['rows']['teacher']
   for row in result['rows'].values():
     for s in ('overall', 'tcpa_gt_250', 'low_observability'):
@@ -205,21 +204,14 @@ def main(argv=None) -> int:
                       help='reuse an existing pipeline run of the same world')
   parser.add_argument('--out', default=f'{RESULTS}/quality.json')
   args = parser.parse_args(argv)
-  os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
-
-  from schemas import columns  # pylint: disable=g-import-not-at-top
-  from world import io  # pylint: disable=g-import-not-at-top
-  from components.teacher_gate import executor as gate_executor  # pylint: disable=g-import-not-at-top
-  from tfx.utils import path_utils  # pylint: disable=g-import-not-at-top
   cfg = bench_config(args.clicks, args.overrides)
   # The pipeline's own student is not scored: every recipe is trained below.
   artifacts = run_pipeline(
       bench_config(args.clicks, args.overrides + RECIPES['production']), args.reuse)
   eval_dir = os.path.join(artifacts['inferred'], 'Split-eval')
-  records = list(io.iter_records(io.list_files(eval_dir)))
-  eval_rows = io.read_examples(eval_dir)
+  serialized = records.read_records(eval_dir)
+  eval_rows = records.read_examples(eval_dir)
 
-  from world import generator  # pylint: disable=g-import-not-at-top
   rows = {'floor': score(sum(eval_rows[c].astype(np.float64)
                              for c in columns.TRUE_RATES), eval_rows),
           # E[rate | serving features]: the best any student could do.
@@ -227,14 +219,13 @@ def main(argv=None) -> int:
                                  eval_rows)}
   rows['glm'] = score(glm_predictions(artifacts, eval_rows), eval_rows)
   rows['teacher'] = score(predict(path_utils.serving_model_path(artifacts['teacher']),
-                                  records), eval_rows)
+                                  serialized), eval_rows)
   summaries = {}
   for name in args.recipes:
     recipe_cfg = bench_config(args.clicks, args.overrides + RECIPES[name])
     model_dir = train_student(recipe_cfg, artifacts,
                               os.path.join(RESULTS, 'students', name))
-    rows[name] = score(predict(model_dir, records), eval_rows)
-    from models import export  # pylint: disable=g-import-not-at-top
+    rows[name] = score(predict(model_dir, serialized), eval_rows)
     summaries[name] = export.read_summary(model_dir)
     print(f'{name}: {rows[name]}', flush=True)
   result = {**common.provenance(cfg), 'clicks': args.clicks, 'rows': rows,

@@ -15,18 +15,19 @@ import json
 import os
 import sys
 
+from tfx.types import artifact_utils
+from tfx.types import standard_artifacts
+from tfx.utils import path_utils
+
 from bench import common
 from bench import quality_bench
+from components.quantizer import executor
 
 TARGETS = {'size_ratio': 0.30, 'nll_relative_change': 0.0005, 'latency_ratio': 0.5}
 
 
 def quantize(artifacts, student_dir: str, mode: str, out_dir: str, cfg,
              latency_samples: int) -> dict:
-  from tfx.types import artifact_utils  # pylint: disable=g-import-not-at-top
-  from tfx.types import standard_artifacts  # pylint: disable=g-import-not-at-top
-  from tfx.utils import path_utils  # pylint: disable=g-import-not-at-top
-  from components.quantizer import executor  # pylint: disable=g-import-not-at-top
   student = standard_artifacts.Model()
   # A Trainer's Model artifact holds the SavedModel at <uri>/Format-Serving; the
   # quality bench wrote it to student_dir, so link it into that layout.
@@ -41,12 +42,15 @@ def quantize(artifacts, student_dir: str, mode: str, out_dir: str, cfg,
   out, report = standard_artifacts.Model(), standard_artifacts.Model()
   out.uri, report.uri = os.path.join(out_dir, 'model'), os.path.join(out_dir, 'report')
   executor.Executor().Do(
-      {'model': [student], 'examples': [examples]},
-      {'quantized_model': [out], 'report': [report]},
-      {'mode': mode, 'calibration_examples': cfg.quantizer.calibration_examples,
-       'calibration_sampling': cfg.quantizer.calibration_sampling,
-       'max_nll_increase': 1.0, 'latency_samples': latency_samples,
-       'eval_label': cfg.eval.label_spec(cfg), 'seed': cfg.model.seed})
+      {executor.MODEL_KEY: [student], executor.EXAMPLES_KEY: [examples]},
+      {executor.QUANTIZED_KEY: [out], executor.REPORT_KEY: [report]},
+      {executor.MODE_KEY: mode,
+       executor.CALIBRATION_EXAMPLES_KEY: cfg.quantizer.calibration_examples,
+       executor.CALIBRATION_SAMPLING_KEY: cfg.quantizer.calibration_sampling,
+       executor.MAX_NLL_INCREASE_KEY: 1.0,
+       executor.LATENCY_SAMPLES_KEY: latency_samples,
+       executor.EVAL_LABEL_KEY: cfg.eval_label_spec().to_json(),
+       executor.SEED_KEY: cfg.model.seed})
   with open(os.path.join(report.uri, executor.REPORT_FILE)) as f:
     return json.load(f)
 
@@ -88,7 +92,6 @@ def main(argv=None) -> int:
   parser.add_argument('--set', dest='overrides', action='append', default=[])
   parser.add_argument('--out', default=f'{quality_bench.RESULTS}/quantization.json')
   args = parser.parse_args(argv)
-  os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
   cfg = quality_bench.bench_config(args.clicks, args.overrides)
   artifacts = quality_bench.run_pipeline(
       quality_bench.bench_config(args.clicks, args.overrides +

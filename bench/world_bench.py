@@ -18,12 +18,15 @@ import tempfile
 import time
 
 from bench import common
+import config as config_lib
+from schemas import layout
+from schemas import records
+from world import difficulty
+from world import generator
 
 
 def _measure_child(num_clicks: int, out: str) -> None:
   """Runs in the child: generate, then print seconds and this process's peak RSS."""
-  from pipeline import config as config_lib  # pylint: disable=g-import-not-at-top
-  from world import generator  # pylint: disable=g-import-not-at-top
   cfg = config_lib.load_config(None, [f'world.num_clicks={num_clicks}'])
   t0 = time.time()
   manifest = generator.generate(cfg, out, log=lambda *_: None)
@@ -51,15 +54,11 @@ def throughput(sizes):
 
 
 def difficulty_at(num_clicks: int, seed: int):
-  from pipeline import config as config_lib  # pylint: disable=g-import-not-at-top
-  from world import difficulty  # pylint: disable=g-import-not-at-top
-  from world import generator  # pylint: disable=g-import-not-at-top
-  from world import io  # pylint: disable=g-import-not-at-top
   cfg = config_lib.load_config(None, [f'world.num_clicks={num_clicks}',
                                       f'world.seed={seed}'])
   with tempfile.TemporaryDirectory() as tmp:
     generator.generate(cfg, os.path.join(tmp, 'w'), log=lambda *_: None)
-    clicks = io.read_examples(os.path.join(tmp, 'w', generator.CLICKS_DIR))
+    clicks = records.read_examples(os.path.join(tmp, 'w', layout.CLICKS))
   return cfg, difficulty.measure(clicks)
 
 

@@ -11,3 +11,11 @@ class GateResult(types.Artifact):
 class QuantizationReport(types.Artifact):
   """Sizes, errors, NLL and latency of a quantization (report.json)."""
   TYPE_NAME = 'kdconv.QuantizationReport'
+
+
+# Custom properties the ConversionLogExampleGen writes on its Examples and other
+# nodes (the Pusher, the run summary) read back.
+SNAPSHOT_TIME = 'snapshot_time'  # T, ISO 8601
+SNAPSHOT_TS = 'snapshot_ts'  # T, epoch seconds
+WINDOW_START = 'window_start'  # T - W
+EVAL_START = 'eval_start'  # T - E

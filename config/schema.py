@@ -1,25 +1,25 @@
-"""The typed configuration (DESIGN §9): one dataclass tree with defaults.
+"""The configuration's schema: one dataclass tree with defaults and checks.
 
-Loaded once at the edge (CLI / runner) from YAML plus `key.path=value` overrides,
-validated with errors that name the key, then passed down. Components receive
-plain parameters or the JSON of a section; nothing reads environment variables.
-
-Example:
-  cfg = load_config('pipeline/configs/default.yaml', ['window.eval_days=2'])
+Every section is a dataclass; `_field` attaches range and choice constraints that
+`config.loader` checks on load, and a section's `check` validates across fields.
+Sections also build the parameter types the components take (the LabelSpec of the
+ExampleGen, the eval label of the Quantizer and the metric, the teacher's bar), so
+each parameter is derived from the config in one place. Section numbers (§N)
+refer to docs/architecture.md; this is §9.
 """
 
 import dataclasses
 import datetime
 import json
 import math
-import re
-import typing
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Dict, List, Optional
 
-import yaml
-
+from observation import delay as delay_lib
+from observation import eval_labels
+from observation import labels
 from observation import snapshot
-
+import schemas
+from schemas import columns
 
 class ConfigError(ValueError):
   """A configuration problem; the message names the offending key."""
@@ -103,7 +103,6 @@ class DelayConfig:
       default_factory=lambda: [8.0, 48.0, 480.0])
 
   def check(self, key: str) -> None:
-    from schemas import columns  # pylint: disable=g-import-not-at-top
     n = len(columns.WINDOWS)
     for name in ('window_shares', 'window_scale_hours'):
       if len(getattr(self, name)) != n:
@@ -117,10 +116,14 @@ class DelayConfig:
       raise ConfigError(f'{key}.window_scale_hours: must be > 0, got '
                         f'{self.window_scale_hours}')
 
+  def model(self) -> delay_lib.DelayModel:
+    """The delay model these shapes define."""
+    return delay_lib.DelayModel(self.window_scale_hours)
+
 
 @dataclasses.dataclass
 class WorldConfig:
-  """The synthetic world (DESIGN §3). Its difficulty is measured, never tuned."""
+  """The synthetic world (§3): its difficulty is measured, never tuned."""
   seed: int = 42
   num_clicks: int = _field(100_000, min=1)
   start_date: str = '2026-01-01'
@@ -166,7 +169,7 @@ SNAPSHOT_POLICIES = snapshot.POLICIES
 
 @dataclasses.dataclass
 class WindowConfig:
-  """The training window [T - days, T) and its time split (DESIGN §2, §4)."""
+  """The training window [T - days, T) and its time split (§2, 4)."""
   days: int = _field(28, min=1, doc='W: days of clicks in the window')
   eval_days: int = _field(1, min=1, doc='E: the last E days are the eval split')
   teacher_lag_hours: float = _field(40.0, min=0.0)
@@ -187,6 +190,10 @@ class WindowConfig:
     if self.snapshot_time is None:
       return None
     return _parse_utc('window.snapshot_time', self.snapshot_time)
+
+  def teacher_lag_seconds(self) -> int:
+    """The teacher's lag in whole seconds (click_ts and snapshot_ts are seconds)."""
+    return snapshot.hours_to_seconds(self.teacher_lag_hours)
 
 
 @dataclasses.dataclass
@@ -216,7 +223,7 @@ class NetConfig:
 
 @dataclasses.dataclass
 class ModelConfig:
-  """Both architectures (DESIGN §5)."""
+  """Both architectures (§5)."""
   seed: int = 0  # training randomness (initialisation, shuffling)
   embedding_dim: int = _field(8, min=1)
   teacher: NetConfig = _field(default_factory=lambda: NetConfig(
@@ -233,7 +240,6 @@ class ModelConfig:
   student_warm_start: bool = False
 
   def check(self, key: str) -> None:
-    import schemas  # pylint: disable=g-import-not-at-top
     width = schemas.hint_width()
     got = self.teacher.hidden_units[self.teacher.hint_layer]
     if got != width:
@@ -248,7 +254,7 @@ TEACHER_GATE_MODES = ('auto', 'truth', 'observed')
 
 @dataclasses.dataclass
 class TeacherGateConfig:
-  """The teacher's bar (DESIGN §7); a teacher below it stops the run.
+  """The teacher's bar (§7); a teacher below it stops the run.
 
   truth (synthetic data): close at least `min_gap_closed` of the gap between the
   best constant rate and the Bayes floor on eval. observed (real logs): beat
@@ -258,6 +264,14 @@ class TeacherGateConfig:
   mode: str = _field('auto', choices=TEACHER_GATE_MODES)
   min_gap_closed: float = _field(0.5, min=0.0, max=1.0)
   min_improvement: float = _field(0.02, min=0.0, max=1.0)
+
+  def to_json(self) -> str:
+    """The TeacherGate's `bar` parameter."""
+    return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+  @classmethod
+  def from_json(cls, text: str) -> 'TeacherGateConfig':
+    return cls(**json.loads(text))
 
 
 @dataclasses.dataclass
@@ -277,7 +291,7 @@ RECIPES = ('production', 'offset', 'kd')
 
 @dataclasses.dataclass
 class DistillConfig:
-  """The student's recipe and loss weights (DESIGN §5, models/distill.py).
+  """The student's recipe and loss weights (§5; models/distill.py).
 
   recipe:
     production: the paper's baseline: observed counts with maturity (exposure)
@@ -296,23 +310,10 @@ class DistillConfig:
   tcpa_beta: float = _field(0.25, doc='distilled terms x (tCPA / reference)^beta')
   tcpa_reference: float = _field(60.0, min=0.0, min_exclusive=True)
 
-  def weights(self):
-    """The DistillWeights of the recipe (teacher terms only for kd)."""
-    from models import distill  # pylint: disable=g-import-not-at-top
-    if self.recipe == 'production':
-      return distill.DistillWeights(hard_observability=False)
-    if self.recipe == 'offset':
-      return distill.DistillWeights(hard_observability=True)
-    return distill.DistillWeights(
-        hard_observability=self.hard_observability, alpha=self.alpha,
-        temperature=self.temperature, aux_weight=self.aux_weight,
-        hint_weight=self.hint_weight, tcpa_beta=self.tcpa_beta,
-        tcpa_reference=self.tcpa_reference)
-
 
 @dataclasses.dataclass
 class TrainingConfig:
-  """How the student trains: distribution, XLA, precision (DESIGN §5)."""
+  """How the student trains: distribution, XLA, precision (§5)."""
   # auto: TPU if one is attached, else MirroredStrategy if GPUs are visible, else
   # the default strategy.
   strategy: str = _field('auto', choices=('auto', 'tpu', 'mirrored', 'default'))
@@ -325,7 +326,7 @@ class TrainingConfig:
 
 @dataclasses.dataclass
 class QuantizerConfig:
-  """Post-training quantization of the student (DESIGN §6)."""
+  """Post-training quantization of the student (§6)."""
   mode: str = _field('int8', choices=('int8', 'dynamic_range', 'float16'))
   calibration_examples: int = _field(1000, min=1)
   calibration_sampling: str = _field('tcpa_stratified',
@@ -338,26 +339,18 @@ class QuantizerConfig:
 
 @dataclasses.dataclass
 class EvalConfig:
-  """What models are scored against (models/eval_labels.py, DESIGN §7).
+  """What models are scored against (§7; observation/eval_labels.py).
 
   truth: the true totals (synthetic data); on real logs use observed_observable
   (unbiased, fully observed browsers only) or observed_modeled (every browser,
   teacher-modeled). The Evaluator reports the other modes beside the gating one.
   """
-  label_mode: str = _field('truth', choices=(
-      'truth', 'observed_observable', 'observed_modeled'))
-
-  def label_spec(self, cfg) -> str:
-    """The JSON the Quantizer and the PoissonLogLoss metric read."""
-    return json.dumps({'mode': self.label_mode,
-                       'window_shares': list(cfg.delay.window_shares),
-                       'full_threshold': cfg.observability.full_threshold},
-                      sort_keys=True)
+  label_mode: str = _field('truth', choices=eval_labels.MODES)
 
 
 @dataclasses.dataclass
 class GateConfig:
-  """The Evaluator's gate on PoissonLogLoss (DESIGN §7)."""
+  """The Evaluator's gate on PoissonLogLoss (§7)."""
   # Value threshold (overall): the candidate's NLL per click must be below it.
   max_nll: float = _field(1.0, min=0.0, min_exclusive=True)
   # Change threshold vs the baseline (LOWER_IS_BETTER, relative): the candidate
@@ -428,9 +421,11 @@ def _student_tpu_pool():
 
 @dataclasses.dataclass
 class VertexConfig:
-  """Vertex AI Pipelines (DESIGN §8). Empty strings must be set before a Vertex
-  command runs (the command names the missing key); nothing here has a cloud
-  default."""
+  """Vertex AI Pipelines (§8).
+
+  Empty strings must be set before a Vertex command runs (the command names the
+  missing key); nothing here has a cloud default.
+  """
   project: str = ''
   region: str = ''
   pipeline_root: str = ''  # gs:// artifacts
@@ -479,215 +474,27 @@ class Config:
       if len(getattr(self.world, name)) != n:
         raise ConfigError(f'world.{name}: needs {n} values, one per browser in '
                           'observability.browsers')
-    from schemas import columns  # pylint: disable=g-import-not-at-top
     buckets = columns.BY_NAME[columns.BROWSER].buckets
     if n > buckets:
       raise ConfigError(f'observability.browsers: {n} browsers, but the schema '
                         f'knows browser ids 0..{buckets - 1}')
 
   def to_json(self) -> str:
+    """The whole config as JSON (the Trainers' custom_config; config.loader
+    reads it back)."""
     return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
+  def label_spec(self) -> labels.LabelSpec:
+    """What the ExampleGen's join needs: the delay and observability models."""
+    return labels.LabelSpec(
+        delay=self.delay.model(),
+        observed_fractions=tuple(self.observability.fractions()),
+        full_threshold=self.observability.full_threshold,
+        low_threshold=self.observability.low_threshold)
 
-# --- Loading -----------------------------------------------------------------
-
-
-class _Loader(yaml.SafeLoader):
-  """SafeLoader that leaves dates and times as strings (the config parses them)."""
-
-
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers
-            if tag != 'tag:yaml.org,2002:timestamp']
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-
-
-# YAML 1.1 reads 3e-4 (no decimal point) as a string; people write it.
-_Loader.add_implicit_resolver(
-    'tag:yaml.org,2002:float',
-    re.compile(r'^[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+$'),
-    list('-+0123456789.'))
-
-
-def _yaml(text):
-  return yaml.load(text, Loader=_Loader)  # nosec: a SafeLoader subclass
-
-
-def _type_name(tp) -> str:
-  return getattr(tp, '__name__', None) or str(tp).replace('typing.', '')
-
-
-def _coerce(key: str, value: Any, tp) -> Any:
-  """Converts a YAML value to `tp`, or raises ConfigError naming `key`."""
-  origin = typing.get_origin(tp)
-  if origin is typing.Union:  # Optional[X]
-    args = [a for a in typing.get_args(tp) if a is not type(None)]
-    if value is None:
-      return None
-    return _coerce(key, value, args[0])
-  if dataclasses.is_dataclass(tp):
-    if not isinstance(value, dict):
-      raise ConfigError(f'{key}: expected a mapping, got {value!r}')
-    return _build(key, tp, value)
-  if origin in (dict, Dict):
-    if not isinstance(value, dict):
-      raise ConfigError(f'{key}: expected a mapping, got {value!r}')
-    k_tp, v_tp = typing.get_args(tp)
-    return {_coerce(f'{key}', k, k_tp): _coerce(f'{key}.{k}', v, v_tp)
-            for k, v in value.items()}
-  if origin in (list, List):
-    if not isinstance(value, (list, tuple)):
-      raise ConfigError(f'{key}: expected a list, got {value!r}')
-    (item,) = typing.get_args(tp)
-    return [_coerce(f'{key}[{i}]', v, item) for i, v in enumerate(value)]
-  if tp is bool:
-    if not isinstance(value, bool):
-      raise ConfigError(f'{key}: expected true or false, got {value!r}')
-    return value
-  if tp is int:
-    if isinstance(value, bool) or not isinstance(value, int):
-      raise ConfigError(f'{key}: expected an integer, got {value!r}')
-    return value
-  if tp is float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-      raise ConfigError(f'{key}: expected a number, got {value!r}')
-    if not math.isfinite(value):
-      raise ConfigError(f'{key}: expected a finite number, got {value!r}')
-    return float(value)
-  if tp is str:
-    if not isinstance(value, str):
-      raise ConfigError(f'{key}: expected a string, got {value!r}')
-    return value
-  raise ConfigError(f'{key}: unsupported type {_type_name(tp)}')
-
-
-def _check_range(key: str, value: Any, meta: Dict[str, Any]) -> None:
-  lo, hi, choices = meta.get('min'), meta.get('max'), meta.get('choices')
-  if choices is not None and value not in choices:
-    raise ConfigError(f'{key}: {value!r} is not one of {list(choices)}')
-  if value is None or not isinstance(value, (int, float)):
-    return
-  if lo is not None and (value < lo or (meta.get('min_exclusive') and
-                                        value == lo)):
-    op = '>' if meta.get('min_exclusive') else '>='
-    raise ConfigError(f'{key}: {value!r} is out of range (must be {op} {lo})')
-  if hi is not None and value > hi:
-    raise ConfigError(f'{key}: {value!r} is out of range (must be <= {hi})')
-
-
-def _build(prefix: str, cls, data: Dict[str, Any]):
-  """Builds dataclass `cls` from `data` on top of its defaults."""
-  fields = {f.name: f for f in dataclasses.fields(cls)}
-  unknown = sorted(set(data) - set(fields))
-  if unknown:
-    where = f'{prefix}.' if prefix else ''
-    raise ConfigError(f'unknown config key {where}{unknown[0]} (known keys under '
-                      f'{prefix or "the top level"}: {", ".join(sorted(fields))})')
-  hints = typing.get_type_hints(cls)
-  defaults = cls()
-  kwargs = {}
-  for name, value in data.items():
-    key = f'{prefix}.{name}' if prefix else name
-    default = getattr(defaults, name)
-    if dataclasses.is_dataclass(default) and isinstance(value, dict):
-      # A partial section overrides this field's default, not the section
-      # class's defaults (model.teacher keeps its own layer sizes).
-      value = _merge(dataclasses.asdict(default), value)
-    value = _coerce(key, value, hints[name])
-    _check_range(key, value, fields[name].metadata)
-    kwargs[name] = value
-  obj = cls(**kwargs)
-  # Defaults are validated too: a field left out is still range-checked.
-  for name, f in fields.items():
-    if name not in kwargs:
-      _check_range(f'{prefix}.{name}' if prefix else name, getattr(obj, name),
-                   f.metadata)
-  return obj
-
-
-def _merge(base: Dict[str, Any], top: Dict[str, Any]) -> Dict[str, Any]:
-  """Deep-merges mapping `top` onto `base`; lists and scalars replace."""
-  out = dict(base)
-  for k, v in top.items():
-    out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(
-        out.get(k), dict) else v
-  return out
-
-
-def _check_tree(prefix: str, obj) -> None:
-  """Runs every section's cross-field `check`, children first."""
-  for f in dataclasses.fields(obj):
-    value = getattr(obj, f.name)
-    key = f'{prefix}.{f.name}' if prefix else f.name
-    items = value if isinstance(value, list) else [value]
-    for i, item in enumerate(items):
-      if dataclasses.is_dataclass(item):
-        _check_tree(f'{key}[{i}]' if isinstance(value, list) else key, item)
-  if hasattr(obj, 'check'):
-    obj.check(prefix)
-
-
-def _set_path(data: Dict[str, Any], dotted: str, value: Any) -> None:
-  parts = dotted.split('.')
-  node = data
-  for part in parts[:-1]:
-    child = node.setdefault(part, {})
-    if not isinstance(child, dict):
-      raise ConfigError(f'override {dotted}: {part} is not a section')
-    node = child
-  node[parts[-1]] = value
-
-
-def parse_override(text: str):
-  """Parses `key.path=value`; the value is read as YAML (so 3, 0.5, [1, 2])."""
-  if '=' not in text:
-    raise ConfigError(f'override {text!r}: expected key.path=value')
-  key, raw = text.split('=', 1)
-  key = key.strip()
-  if not key:
-    raise ConfigError(f'override {text!r}: empty key')
-  try:
-    return key, _yaml(raw) if raw.strip() else ''
-  except yaml.YAMLError as e:
-    raise ConfigError(f'override {key}: cannot parse value {raw!r}') from e
-
-
-def from_dict(data: Optional[Dict[str, Any]]) -> Config:
-  """Builds and validates a Config from a (possibly partial) mapping."""
-  if data is None:
-    data = {}
-  if not isinstance(data, dict):
-    raise ConfigError(f'the config must be a mapping, got {type(data).__name__}')
-  cfg = _build('', Config, data)
-  _check_tree('', cfg)
-  return cfg
-
-
-def load_config(path: Optional[str] = None,
-                overrides: Sequence[str] = ()) -> Config:
-  """Loads YAML at `path` (optional), applies overrides, validates.
-
-  Raises:
-    ConfigError: naming the key, on unknown keys, wrong types or bad values.
-  """
-  data: Dict[str, Any] = {}
-  if path:
-    try:
-      with open(path) as f:
-        data = _yaml(f) or {}
-    except OSError as e:
-      raise ConfigError(f'cannot read config {path}: {e.strerror}') from e
-    except yaml.YAMLError as e:
-      raise ConfigError(f'config {path} is not valid YAML: {e}') from e
-    if not isinstance(data, dict):
-      raise ConfigError(f'config {path} must be a mapping at the top level')
-  for text in overrides:
-    key, value = parse_override(text)
-    _set_path(data, key, value)
-  return from_dict(data)
-
-
-def from_json(text: str) -> Config:
-  """Inverse of Config.to_json (components rebuild the config from it)."""
-  return from_dict(json.loads(text))
+  def eval_label_spec(self, mode: Optional[str] = None) -> eval_labels.EvalLabelSpec:
+    """What models are scored against: `mode` (default: eval.label_mode)."""
+    return eval_labels.EvalLabelSpec(
+        mode=mode or self.eval.label_mode,
+        window_shares=tuple(self.delay.window_shares),
+        full_threshold=self.observability.full_threshold)

@@ -1,20 +1,23 @@
 """Input pipelines: gzip TFRecords -> parsed, transformed batches (on the host).
 
 Parsing and the Transform graph run in tf.data on the host CPU; the model sees
-dense, statically shaped batches (drop_remainder), as TPUs need (DESIGN §5).
+dense, statically shaped batches (drop_remainder), as TPUs need
+(docs/architecture.md §5).
 Elements are (features, targets): transformed model features by name, and
 float32 targets (counts, exposures, observed fraction, and whatever else asked).
 """
 
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
 
-import schemas
 from models import features as features_lib
 from models import losses
+from observation import snapshot
+import schemas
 from schemas import columns
+from schemas import records
 
 Batch = Dict[str, tf.Tensor]
 
@@ -35,13 +38,6 @@ TARGET_COLUMNS = columns.LABELS + columns.EXPOSURES + (
     columns.OBSERVED_FRACTION, columns.CLICK_TS, columns.SNAPSHOT_TS)
 
 
-def list_files(patterns: Sequence[str]) -> List[str]:
-  files = sorted(f for p in patterns for f in tf.io.gfile.glob(p))
-  if not files:
-    raise FileNotFoundError(f'no files match {list(patterns)}')
-  return files
-
-
 def raw_dataset(patterns: Sequence[str], names: Sequence[str], batch_size: int,
                 shuffle: bool = True, repeat: bool = True,
                 keep: Optional[Callable[[Batch], tf.Tensor]] = None,
@@ -54,7 +50,7 @@ def raw_dataset(patterns: Sequence[str], names: Sequence[str], batch_size: int,
   `shuffle_buffer`-example buffer (config model.shuffle_buffer: see why there).
   """
   spec = column_spec(names, schema_path)
-  files = list_files(patterns)
+  files = records.list_files(patterns)
   if shuffle:
     files = list(np.random.default_rng(seed).permutation(files))
   ds = tf.data.TFRecordDataset(files, compression_type='GZIP',
@@ -109,7 +105,7 @@ def model_dataset(patterns: Sequence[str], tft_layer, feature_names: Sequence[st
 
 def lag_filter(lag_hours: float) -> Callable[[Batch], tf.Tensor]:
   """Keeps examples with click_ts <= snapshot_ts - lag (the teacher's cutoff)."""
-  lag = tf.constant(int(round(lag_hours * 3600)), tf.int64)
+  lag = tf.constant(snapshot.hours_to_seconds(lag_hours), tf.int64)
 
   def keep(example):
     return example[columns.CLICK_TS][0] <= example[columns.SNAPSHOT_TS][0] - lag

@@ -1,5 +1,5 @@
-"""The student's loss (DESIGN §5): hard window heads, output distillation, the
-modeled-conversion auxiliary head, the FitNets hint, and tCPA weights.
+"""The student's loss: hard window heads, output distillation, the modeled-
+conversion auxiliary head, the FitNets hint, and tCPA weights (docs/architecture.md §5).
 
 Per example i and window w, with o_iw the observation offset (f_b * e_w, or e_w
 without the observability correction), s_iw the student's log-rate, a_iw its
@@ -30,6 +30,7 @@ from typing import Dict
 
 import tensorflow as tf
 
+from config import DistillConfig
 from models import losses
 from models import towers
 
@@ -61,6 +62,18 @@ class DistillWeights:
   @property
   def uses_teacher(self) -> bool:
     return self.alpha > 0 or self.aux_weight > 0 or self.hint_weight > 0
+
+  @classmethod
+  def from_config(cls, distill: DistillConfig) -> 'DistillWeights':
+    """The weights of the configured recipe (teacher terms only for kd)."""
+    if distill.recipe == 'production':
+      return cls(hard_observability=False)
+    if distill.recipe == 'offset':
+      return cls(hard_observability=True)
+    return cls(hard_observability=distill.hard_observability, alpha=distill.alpha,
+               temperature=distill.temperature, aux_weight=distill.aux_weight,
+               hint_weight=distill.hint_weight, tcpa_beta=distill.tcpa_beta,
+               tcpa_reference=distill.tcpa_reference)
 
 
 def poisson_kl(teacher_log_rate: tf.Tensor, student_log_rate: tf.Tensor) -> tf.Tensor:

@@ -1,4 +1,4 @@
-"""Distribution strategy from config (DESIGN §5).
+"""Distribution strategy from config (docs/architecture.md §5).
 
   tpu:      TPUStrategy over a TPUClusterResolver (on Vertex TPU VMs the TPU is
             'local' to the training container);

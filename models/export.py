@@ -1,4 +1,6 @@
-"""Exported signatures: serialized tf.Example in, rates out (DESIGN §2, §5).
+"""Exported signatures: serialized tf.Example in, rates out.
+
+See docs/architecture.md §2 and §5.
 
 The Transform graph is embedded (the Keras model tracks the TFT layer, so its
 assets are saved with the model).

@@ -1,4 +1,6 @@
-"""Features: the Transform preprocessing_fn and raw parsing specs (DESIGN §2, §5).
+"""Features: the Transform preprocessing_fn and raw parsing specs.
+
+See docs/architecture.md §2 and §5.
 
 The serving path is converted to TFLite with builtin ops only, which have no hash
 tables: no TFT vocabularies, bucketize or string hashing. Categoricals are int64

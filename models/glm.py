@@ -11,6 +11,9 @@ i.e. target y / o with sample weight o.
 from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
+import scipy.sparse as sp
+from sklearn.linear_model import PoissonRegressor
+from sklearn.preprocessing import OneHotEncoder
 
 from models import nll as nll_lib
 from schemas import columns
@@ -47,8 +50,6 @@ class PoissonGLM:
     return np.stack(cols, axis=1) if cols else np.zeros((len(data[self.features[0]]), 0))
 
   def _design(self, data, fit: bool = False):
-    import scipy.sparse as sp  # pylint: disable=g-import-not-at-top
-    from sklearn.preprocessing import OneHotEncoder  # pylint: disable=g-import-not-at-top
     parts = []
     if self.categorical:
       ids = np.stack([np.asarray(data[f]) for f in self.categorical], axis=1)
@@ -60,7 +61,6 @@ class PoissonGLM:
 
   def fit(self, data, y, exposure: Optional[np.ndarray] = None) -> 'PoissonGLM':
     """Fits on counts y ~ Poisson(exposure * mu(x)); exposure defaults to 1."""
-    from sklearn.linear_model import PoissonRegressor  # pylint: disable=g-import-not-at-top
     y = np.asarray(y, dtype=np.float64)
     weight = None
     if exposure is not None:

@@ -1,4 +1,4 @@
-"""Losses as pure TensorFlow functions (DESIGN §4-5).
+"""Losses as pure TensorFlow functions (docs/architecture.md §4-5).
 
 Observation model: observed_w ~ Poisson(f_b * e_w * lambda_w), so a head predicting
 log lambda_w is trained with the offset log(o_w), o_w = f_b * e_w (the teacher, the

@@ -1,7 +1,7 @@
-"""PoissonLogLoss: a TFMA metric for the Evaluator gate (DESIGN §7).
+"""PoissonLogLoss: a TFMA metric for the Evaluator gate (docs/architecture.md §7).
 
 The exact Poisson NLL including log(y!), with the label and the prediction's scale
-from `models.eval_labels` (truth, or reported conversions on observable browsers,
+from `observation.eval_labels` (truth, or reported conversions on observable browsers,
 or reported + modeled), so the Evaluator, the Quantizer's report and the benchmark
 score models the same way; checked against `models.nll`.
 
@@ -11,11 +11,12 @@ Each computation emits three metrics (name = the configured `name`):
   <name>_examples      number of scored examples
 
 Used from an EvalConfig (the module is importable wherever the package is):
-  tfma.MetricConfig(class_name='PoissonLogLoss', module='models.poisson_metric',
-                    config=json.dumps({'label_mode': 'truth', ...}))
+  tfma.MetricConfig(class_name=CLASS_NAME, module=MODULE,
+                    config=config_json(spec, name))
 """
 
 import dataclasses
+import json
 import math
 from typing import Dict, Iterable, List, Optional, Sequence
 
@@ -25,10 +26,20 @@ from tensorflow_model_analysis.metrics import metric_types
 from tensorflow_model_analysis.metrics import metric_util
 from tensorflow_model_analysis.proto import config_pb2
 
-from models import eval_labels
+from observation import eval_labels
 from schemas import columns
 
 NAME = 'poisson_log_loss'
+CLASS_NAME = 'PoissonLogLoss'
+# Where TFMA imports the metric from (by name, on every worker).
+MODULE = 'models.poisson_metric'
+
+
+def config_json(spec: eval_labels.EvalLabelSpec, name: str = NAME) -> str:
+  """The MetricConfig.config of a PoissonLogLoss: its keyword arguments."""
+  return json.dumps({'name': name, 'label_mode': spec.mode,
+                     'window_shares': list(spec.window_shares),
+                     'full_threshold': spec.full_threshold})
 
 
 def feature_keys(label_mode: str) -> List[str]:

@@ -14,7 +14,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 from absl import logging
 
-import schemas
+import config as config_lib
 from models import data
 from models import distill
 from models import distribution
@@ -22,10 +22,8 @@ from models import export
 from models import features as features_lib
 from models import towers
 from models import training
-from pipeline import config as config_lib
+import schemas
 from schemas import columns
-
-CONFIG_KEY = 'config'
 
 
 def target_columns(weights: distill.DistillWeights) -> List[str]:
@@ -59,7 +57,7 @@ def dataset(patterns: Sequence[str], tft_layer, cfg: config_lib.Config,
                           shuffle_buffer=cfg.model.shuffle_buffer, **kwargs)
   return ds.map(functools.partial(
       with_distill_targets, weights=weights,
-      lag_seconds=int(round(cfg.window.teacher_lag_hours * 3600))))
+      lag_seconds=cfg.window.teacher_lag_seconds()))
 
 
 def build_network(cfg: config_lib.Config, weights: distill.DistillWeights,
@@ -108,8 +106,8 @@ def warm_start_from(network: tf.keras.Model, base_model) -> str:
 
 def run_fn(fn_args) -> None:
   """TFX Trainer entry point for the student."""
-  cfg = config_lib.from_json(fn_args.custom_config[CONFIG_KEY])
-  weights = cfg.distill.weights()
+  cfg = config_lib.from_trainer_custom_config(fn_args.custom_config)
+  weights = distill.DistillWeights.from_config(cfg.distill)
   logging.info('student: recipe %s, loss weights %s', cfg.distill.recipe, weights)
   tft_layer = tft.TFTransformOutput(
       fn_args.transform_graph_path).transform_features_layer()
@@ -128,9 +126,7 @@ def run_fn(fn_args) -> None:
     network = build_network(cfg, weights, hint_width)
     warm_start = warm_start_from(network, getattr(fn_args, 'base_model', None))
     model = compile_model(cfg, weights, network, fn_args.train_steps)
-  history = model.fit(train, steps_per_epoch=fn_args.train_steps, epochs=1,
-                      validation_data=evaluation,
-                      validation_steps=max(1, fn_args.eval_steps or 1), verbose=2)
+  history = training.fit(model, train, evaluation, fn_args)
   if cfg.training.precision != 'float32':
     network = float32_copy(cfg, weights, network, hint_width)
   summary: Dict = {

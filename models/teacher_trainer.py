@@ -14,6 +14,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 from absl import logging
 
+import config as config_lib
 from models import data
 from models import export
 from models import features as features_lib
@@ -21,14 +22,7 @@ from models import losses
 from models import towers
 from models import training
 from observation import snapshot
-from pipeline import config as config_lib
 from schemas import columns
-
-CONFIG_KEY = 'config'
-
-
-def config_from(fn_args) -> config_lib.Config:
-  return config_lib.from_json(fn_args.custom_config[CONFIG_KEY])
 
 
 def lag_summary(patterns: Sequence[str], lag_hours: float) -> Dict:
@@ -42,7 +36,7 @@ def lag_summary(patterns: Sequence[str], lag_hours: float) -> Dict:
   total = kept = 0
   latest_kept = -1
   snapshots = set()
-  lag = int(round(lag_hours * 3600))
+  lag = snapshot.hours_to_seconds(lag_hours)
   for batch in ds.as_numpy_iterator():
     ts = batch[columns.CLICK_TS][:, 0]
     snap = batch[columns.SNAPSHOT_TS][:, 0]
@@ -85,7 +79,7 @@ def training_dataset(patterns: Sequence[str], tft_layer, cfg: config_lib.Config,
 
 def run_fn(fn_args) -> None:
   """TFX Trainer entry point for the teacher."""
-  cfg = config_from(fn_args)
+  cfg = config_lib.from_trainer_custom_config(fn_args.custom_config)
   t = cfg.model.teacher
   summary = lag_summary(fn_args.train_files, cfg.window.teacher_lag_hours)
   logging.info('teacher: trains on %d of %d train-split examples (clicks up to the '
@@ -102,9 +96,7 @@ def run_fn(fn_args) -> None:
   network = towers.build_teacher(cfg)
   model = training.LossModel(network, losses.teacher_loss)
   model.compile(optimizer=training.optimizer(t, fn_args.train_steps))
-  history = model.fit(train, steps_per_epoch=fn_args.train_steps, epochs=1,
-                      validation_data=evaluation,
-                      validation_steps=max(1, fn_args.eval_steps or 1), verbose=2)
+  history = training.fit(model, train, evaluation, fn_args)
   summary.update({
       'train_steps': fn_args.train_steps,
       'batch_size': t.batch_size,

@@ -1,5 +1,7 @@
-"""Both architectures (DESIGN §5): embeddings + normalised numerics -> MLP tower ->
-one log-rate head per delay window; pConvs = the sum of the window rates.
+"""Both architectures: embeddings + normalised numerics -> MLP tower -> one
+log-rate head per delay window; pConvs = the sum of the window rates.
+
+See docs/architecture.md §5.
 
 The teacher reads serving and teacher-only features and is about 3x the student's
 dense parameters (counted separately from embedding tables, which scale with

@@ -10,6 +10,8 @@ from typing import Callable, Dict, Sequence
 
 import tensorflow as tf
 
+from config import NetConfig
+
 LossFn = Callable[[Dict[str, tf.Tensor], Dict[str, tf.Tensor]], Dict[str, tf.Tensor]]
 
 
@@ -56,10 +58,18 @@ class LossModel(tf.keras.Model):
     return self._track(self.loss_fn(targets, self(features, training=False)))
 
 
-def optimizer(net_cfg, train_steps: int) -> tf.keras.optimizers.Optimizer:
-  """Adam with the configured learning rate and schedule (pipeline.config.NetConfig)."""
+def optimizer(net_cfg: NetConfig, train_steps: int) -> tf.keras.optimizers.Optimizer:
+  """Adam with the configured learning rate and schedule."""
   rate = net_cfg.learning_rate
   if net_cfg.lr_schedule == 'cosine':
     rate = tf.keras.optimizers.schedules.CosineDecay(rate, max(1, train_steps),
                                                      alpha=0.1)
   return tf.keras.optimizers.Adam(rate)
+
+
+def fit(model: tf.keras.Model, train: tf.data.Dataset, evaluation: tf.data.Dataset,
+        fn_args) -> tf.keras.callbacks.History:
+  """One epoch of the Trainer's train_steps, validated on its eval_steps."""
+  return model.fit(train, steps_per_epoch=fn_args.train_steps, epochs=1,
+                   validation_data=evaluation,
+                   validation_steps=max(1, fn_args.eval_steps or 1), verbose=2)

@@ -1,1 +1,4 @@
-"""The observation model (DESIGN §4): delays, observability and labels as of T."""
+"""The observation model: delays, observability, labels as of T, eval labels.
+
+See docs/architecture.md §4.
+"""

@@ -1,4 +1,5 @@
-"""The click-to-conversion delay distribution over the three windows (DESIGN §3-4).
+"""The click-to-conversion delay distribution over the three windows
+(docs/architecture.md §3-4).
 
 Inside window w = [a, b) the delay is a + Exp(scale_w) truncated to [0, b - a). The
 same model samples delays in the synthetic world and gives each window's exposure at
@@ -27,10 +28,6 @@ class DelayModel:
     self.scale = np.asarray(scale_hours, dtype=np.float64)
     # Normaliser of the truncated exponential: P(Exp(s) < length).
     self._mass = -np.expm1(-self.length / self.scale)
-
-  @classmethod
-  def from_config(cls, delay_config) -> 'DelayModel':
-    return cls(delay_config.window_scale_hours)
 
   def exposures(self, age_hours) -> np.ndarray:
     """Share of each window's conversions reported by `age_hours` after the click.

@@ -1,5 +1,6 @@
-"""What a model's pConvs is scored against (DESIGN §7), shared by the Quantizer's
-report and the Evaluator's PoissonLogLoss.
+"""What a model's pConvs is scored against (docs/architecture.md §7).
+
+Shared by the Quantizer's report, the Evaluator's PoissonLogLoss and the benchmark.
 
   truth:               the true total conversions (synthetic data only);
                        mu = pConvs.
@@ -15,6 +16,8 @@ report and the Evaluator's PoissonLogLoss.
 On real logs (no truth) the last two are reported side by side.
 """
 
+import dataclasses
+import json
 from typing import Mapping, Sequence, Tuple
 
 import numpy as np
@@ -22,6 +25,34 @@ import numpy as np
 from schemas import columns
 
 MODES = ('truth', 'observed_observable', 'observed_modeled')
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalLabelSpec:
+  """A label mode and what it needs: the average window shares (to scale
+  immature predictions) and the observability threshold of 'fully observed'.
+
+  The Quantizer's `eval_label` parameter is its JSON; the PoissonLogLoss metric
+  takes the same fields as keyword arguments (models/poisson_metric.py).
+  """
+  mode: str = 'truth'
+  window_shares: Tuple[float, ...] = (1.0, 0.0, 0.0)
+  full_threshold: float = 0.95
+
+  def to_json(self) -> str:
+    return json.dumps({'mode': self.mode, 'window_shares': list(self.window_shares),
+                       'full_threshold': self.full_threshold}, sort_keys=True)
+
+  @classmethod
+  def from_json(cls, text: str) -> 'EvalLabelSpec':
+    d = json.loads(text)
+    return cls(mode=d['mode'], window_shares=tuple(d['window_shares']),
+               full_threshold=d['full_threshold'])
+
+  def label_and_scale(self, rows: Mapping[str, np.ndarray]
+                      ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`label_and_scale` in this spec's (resolved) mode."""
+    return label_and_scale(rows, self.mode, self.window_shares, self.full_threshold)
 
 
 def resolve(mode: str, available: Sequence[str]) -> str:

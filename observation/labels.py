@@ -16,11 +16,13 @@ empty bucket), so the DataGate stops the run naming them.
 """
 
 import dataclasses
+import json
 from typing import Dict, Mapping, Tuple
 
 import numpy as np
 
 from observation import delay as delay_lib
+from observation import snapshot
 from schemas import columns
 
 # tCPA slice buckets; the paper's key slice is tCPA > 250.
@@ -29,8 +31,6 @@ TCPA_BUCKETS = ('tcpa_le_50', 'tcpa_50_100', 'tcpa_100_250', 'tcpa_gt_250')
 HIGH_TCPA_BUCKET = TCPA_BUCKETS[-1]
 OBSERVABILITY_BUCKETS = ('full', 'partial', 'low')
 LOW_OBSERVABILITY_BUCKET = 'low'
-
-SECONDS_PER_HOUR = 3600.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,14 +41,23 @@ class LabelSpec:
   full_threshold: float = 0.95
   low_threshold: float = 0.5
 
+  def to_json(self) -> str:
+    """The ExampleGen's `label_spec` parameter (config.Config.label_spec builds
+    the spec)."""
+    return json.dumps({
+        'window_scale_hours': [float(s) for s in self.delay.scale],
+        'observed_fractions': list(self.observed_fractions),
+        'full_threshold': self.full_threshold,
+        'low_threshold': self.low_threshold,
+    }, sort_keys=True)
+
   @classmethod
-  def from_config(cls, cfg) -> 'LabelSpec':
-    """From a pipeline.config.Config."""
-    return cls(
-        delay=delay_lib.DelayModel.from_config(cfg.delay),
-        observed_fractions=tuple(cfg.observability.fractions()),
-        full_threshold=cfg.observability.full_threshold,
-        low_threshold=cfg.observability.low_threshold)
+  def from_json(cls, text: str) -> 'LabelSpec':
+    d = json.loads(text)
+    return cls(delay=delay_lib.DelayModel(d['window_scale_hours']),
+               observed_fractions=tuple(d['observed_fractions']),
+               full_threshold=d['full_threshold'],
+               low_threshold=d['low_threshold'])
 
 
 def tcpa_bucket(target_cpa) -> np.ndarray:
@@ -126,7 +135,7 @@ def labels_as_of(clicks: Mapping[str, np.ndarray], conversion_click_id: np.ndarr
   matched = (pos < n) & (sorted_ids[pos_c] == conv_id) if n else np.zeros(
       len(conv_id), dtype=bool)
   click_pos = order[pos_c[matched]]
-  delay_h = (conv_ts[matched] - click_ts[click_pos]) / SECONDS_PER_HOUR
+  delay_h = (conv_ts[matched] - click_ts[click_pos]) / snapshot.SECONDS_PER_HOUR
   if (delay_h < 0).any():
     bad = int(click_id[click_pos[delay_h < 0][0]])
     raise ValueError(f'a conversion is reported before its click (click_id {bad})')
@@ -136,7 +145,7 @@ def labels_as_of(clicks: Mapping[str, np.ndarray], conversion_click_id: np.ndarr
   counts = np.bincount(click_pos[in_window] * n_windows + window[in_window],
                        minlength=n * n_windows).reshape(n, n_windows)
 
-  age_h = (snapshot_ts - click_ts) / SECONDS_PER_HOUR
+  age_h = (snapshot_ts - click_ts) / snapshot.SECONDS_PER_HOUR
   exposures = spec.delay.exposures(age_h)
   fraction = observed_fraction(clicks[columns.BROWSER], spec)
 

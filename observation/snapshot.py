@@ -1,4 +1,6 @@
-"""The snapshot time T: parsing, and resolving it at run time (DESIGN §2).
+"""The snapshot time T: parsing, and resolving it at run time.
+
+See docs/architecture.md §2.
 
 T is given explicitly, or resolved when the run starts by a policy:
   data_end:            midnight (UTC) after the newest click-log day partition;
@@ -12,6 +14,12 @@ from typing import Callable, Optional
 
 UTC = datetime.timezone.utc
 POLICIES = ('data_end', 'execution_midnight')
+SECONDS_PER_HOUR = 3600
+
+
+def hours_to_seconds(hours: float) -> int:
+  """A duration in hours as whole seconds (the logs' timestamps are seconds)."""
+  return int(round(hours * SECONDS_PER_HOUR))
 
 
 def parse_utc(text: str) -> datetime.datetime:

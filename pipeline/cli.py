@@ -1,4 +1,4 @@
-"""One command line over the same create_pipeline (DESIGN §8).
+"""One command line over the same create_pipeline (docs/architecture.md §8).
 
   python -m pipeline.cli run       [--config C] [--set k=v ...] [--snapshot-time T]
                                    [--bootstrap | --auto-bootstrap]
@@ -12,14 +12,27 @@ run and nightly use BeamDagRunner with SQLite ML Metadata (local); compile,
 submit and schedule target Vertex AI Pipelines (the `vertex` config section).
 """
 
-import argparse
-import json
 import os
+
+# An entry point: Keras 2 (tf-keras) for TFX 1.16 must be chosen before anything
+# imports TensorFlow, whoever starts this process (the Makefile sets it too).
+os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import argparse
+import datetime
+import json
 import sys
 import time
 from typing import Optional
 
-from pipeline import config as config_lib
+import config as config_lib
+from observation import snapshot
+from schemas import layout
+
+# TensorFlow and TFX (pipeline.local, .report, .vertex and the ExampleGen's
+# window listing) are imported inside the commands that use them, so that
+# `--help` and config errors answer in a second instead of ten.
 
 
 def _load(parser, args) -> config_lib.Config:
@@ -37,19 +50,17 @@ def _common(sub):
 
 def resolve_t(cfg: config_lib.Config, snapshot_time: Optional[str]):
   """T as the ExampleGen would resolve it (the edge needs it to bootstrap)."""
-  import datetime  # pylint: disable=g-import-not-at-top
-  from components.example_gen import window  # pylint: disable=g-import-not-at-top
-  from observation import snapshot  # pylint: disable=g-import-not-at-top
+  from components.example_gen import window  # TensorFlow
   return snapshot.resolve(
       snapshot_time or cfg.window.snapshot_time, cfg.window.snapshot_policy,
-      lambda: window.latest_day(cfg.paths.data_root, 'clicks'),
+      lambda: window.latest_day(cfg.paths.data_root, layout.CLICKS),
       lambda: datetime.datetime.now(snapshot.UTC))
 
 
 def run_once(cfg: config_lib.Config, snapshot_time: Optional[str], bootstrap: bool,
              label: str) -> int:
-  from pipeline import local  # pylint: disable=g-import-not-at-top  (imports TFX)
-  from pipeline import report  # pylint: disable=g-import-not-at-top
+  from pipeline import local  # TFX
+  from pipeline import report
   if bootstrap:
     cfg = config_lib.from_dict({**json.loads(cfg.to_json()),
                                 'distill': {**json.loads(cfg.to_json())['distill'],
@@ -79,9 +90,8 @@ def cmd_run(parser, args) -> int:
   if args.bootstrap:
     return run_once(cfg, snapshot_time, True, 'bootstrap')
   if args.auto_bootstrap:
-    from pipeline import report  # pylint: disable=g-import-not-at-top
+    from pipeline import report  # TFX
     if not report.has_baseline(cfg):
-      import datetime  # pylint: disable=g-import-not-at-top
       t = resolve_t(cfg, snapshot_time)
       # The first baseline is yesterday's production model, so that tonight's
       # distilled run has something to be gated against (and may push).
@@ -110,7 +120,7 @@ def _template(cfg, args) -> str:
 
 def _vertex(parser, fn):
   """Runs `fn`, turning a missing vertex.* key into a usage error."""
-  from pipeline import vertex  # pylint: disable=g-import-not-at-top
+  from pipeline import vertex  # TFX, aiplatform
   try:
     return fn(vertex)
   except config_lib.ConfigError as e:
@@ -145,8 +155,6 @@ def cmd_schedule(parser, args) -> int:
 
 
 def main(argv=None) -> int:
-  # Keras 2 for TFX 1.16, whoever starts this process (the Makefile sets it too).
-  os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
   parser = argparse.ArgumentParser(prog='python -m pipeline.cli',
                                    description='Run, compile and schedule the pipeline.')
   subs = parser.add_subparsers(dest='command', required=True)

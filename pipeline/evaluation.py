@@ -1,4 +1,6 @@
-"""The Evaluator's TFMA EvalConfig, built from the typed config (DESIGN §7).
+"""The Evaluator's TFMA EvalConfig, built from the typed config.
+
+See docs/architecture.md §7.
 
 Candidate: the quantized student; baseline: the latest blessed model of this
 pipeline (both TFLite). Metrics: PoissonLogLoss (gating, in the configured label
@@ -6,20 +8,19 @@ mode) plus the other label modes beside it, each with its calibration and scored
 count, and the example count. Slices: overall, tCPA bucket, browser observability.
 """
 
-import json
-
 import tensorflow_model_analysis as tfma
 
-from models import eval_labels
+import config as config_lib
+from models import poisson_metric
+from observation import eval_labels
 from observation import labels
-from pipeline import config as config_lib
 from schemas import columns
 
 CANDIDATE, BASELINE = 'candidate', 'baseline'
-GATE_METRIC = 'poisson_log_loss'
-METRIC_MODULE = 'models.poisson_metric'
-KEY_SLICE = tfma.SlicingSpec(feature_values={columns.TCPA_BUCKET:
-                                             labels.HIGH_TCPA_BUCKET})
+GATE_METRIC = poisson_metric.NAME
+# The paper's key slice, tCPA > 250: gated here, reported by pipeline/report.py.
+KEY_SLICE_NAME = labels.HIGH_TCPA_BUCKET
+KEY_SLICE = tfma.SlicingSpec(feature_values={columns.TCPA_BUCKET: KEY_SLICE_NAME})
 
 
 def metric_name(label_mode: str, gating_mode: str) -> str:
@@ -29,12 +30,10 @@ def metric_name(label_mode: str, gating_mode: str) -> str:
 def _metric(cfg: config_lib.Config, label_mode: str,
             thresholds=()) -> tfma.MetricConfig:
   return tfma.MetricConfig(
-      class_name='PoissonLogLoss', module=METRIC_MODULE,
-      config=json.dumps({
-          'name': metric_name(label_mode, cfg.eval.label_mode),
-          'label_mode': label_mode,
-          'window_shares': list(cfg.delay.window_shares),
-          'full_threshold': cfg.observability.full_threshold}),
+      class_name=poisson_metric.CLASS_NAME, module=poisson_metric.MODULE,
+      config=poisson_metric.config_json(
+          cfg.eval_label_spec(label_mode),
+          metric_name(label_mode, cfg.eval.label_mode)),
       per_slice_thresholds=list(thresholds))
 
 

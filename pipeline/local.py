@@ -4,11 +4,14 @@ import dataclasses
 import os
 from typing import Dict, List, Optional
 
+from ml_metadata.metadata_store import metadata_store
+from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
+from tfx.orchestration.beam import beam_dag_runner
 
-import schemas
-from pipeline import config as config_lib
+import config as config_lib
 from pipeline import pipeline as pipeline_lib
+import schemas
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,20 +48,17 @@ def build(cfg: config_lib.Config, snapshot_time: Optional[str] = None,
 def run(cfg: config_lib.Config, snapshot_time: Optional[str] = None,
         bootstrap: bool = False) -> str:
   """Runs the DAG with BeamDagRunner; returns the ML Metadata path."""
-  from tfx.orchestration.beam import beam_dag_runner  # pylint: disable=g-import-not-at-top
   beam_dag_runner.BeamDagRunner().run(build(cfg, snapshot_time, bootstrap))
   return LocalPaths.from_config(cfg).metadata
 
 
 def _store(metadata_path: str):
-  from ml_metadata.metadata_store import metadata_store  # pylint: disable=g-import-not-at-top
   return metadata_store.MetadataStore(
       tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path))
 
 
 def node_executions(metadata_path: str, pipeline_name: str) -> List[Dict]:
   """The latest run's executions in order: node id, state, wall seconds, id."""
-  from ml_metadata.proto import metadata_store_pb2  # pylint: disable=g-import-not-at-top
   store = _store(metadata_path)
   pipeline_ctx = store.get_context_by_type_and_name('pipeline', pipeline_name)
   if pipeline_ctx is None:
@@ -89,7 +89,6 @@ def node_outputs(metadata_path: str, pipeline_name: str, node_id: str,
                  execution_id: Optional[int] = None) -> Dict:
   """Output artifacts (MLMD protos) by key of the node's latest execution (or of
   the given execution)."""
-  from ml_metadata.proto import metadata_store_pb2  # pylint: disable=g-import-not-at-top
   store = _store(metadata_path)
   ctx = store.get_context_by_type_and_name('node', f'{pipeline_name}.{node_id}')
   if ctx is None:
@@ -120,7 +119,6 @@ def custom_property(artifact, name: str):
 def all_outputs(metadata_path: str, pipeline_name: str, node_id: str,
                 key: str) -> List:
   """Every artifact a node ever output under `key` (all runs)."""
-  from ml_metadata.proto import metadata_store_pb2  # pylint: disable=g-import-not-at-top
   store = _store(metadata_path)
   ctx = store.get_context_by_type_and_name('node', f'{pipeline_name}.{node_id}')
   if ctx is None:

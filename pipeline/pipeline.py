@@ -1,11 +1,9 @@
-"""create_pipeline: the one DAG definition every runner uses (DESIGN §2).
+"""create_pipeline: the one DAG definition every runner uses (docs/architecture.md §2).
 
 Pure: every input is a parameter (the config, paths, runner options); nothing is
 read from the environment or at import time. Every node has an explicit id.
 """
 
-import dataclasses
-import json
 from typing import Any, Dict, Optional, Sequence, Union
 
 from tfx import v1 as tfx
@@ -14,12 +12,11 @@ from tfx.orchestration import data_types
 from components.baseline_check.component import BaselineCheck
 from components.data_gate.component import DataGate
 from components.example_gen.component import ConversionLogExampleGen
-from components.example_gen.executor import label_spec_to_json
 from components.pusher.component import VersionedPusher
 from components.quantizer.component import Quantizer
 from components.teacher_gate.component import TeacherGate
+import config as config_lib
 from models import export
-from pipeline import config as config_lib
 from pipeline import evaluation
 from schemas import columns
 
@@ -27,6 +24,9 @@ PREPROCESSING_FN = 'models.features.preprocessing_fn'
 TEACHER_RUN_FN = 'models.teacher_trainer.run_fn'
 STUDENT_RUN_FN = 'models.student_trainer.run_fn'
 SPLITS = ['train', 'eval']
+# The two Trainers' node ids (pipeline/vertex.py gives each a worker pool).
+TEACHER, STUDENT = 'teacher', 'student'
+TRAINER_IDS = (TEACHER, STUDENT)
 
 
 def teacher_columns_spec() -> tfx.proto.OutputExampleSpec:
@@ -76,7 +76,7 @@ def create_pipeline(
 
   def trainer(node_id: str, **kwargs):
     """The stock Trainer, or the Vertex Training one when configured."""
-    custom_config = {'config': cfg.to_json()}
+    custom_config = config_lib.trainer_custom_config(cfg)
     if node_id in trainer_custom_configs:
       return tfx.extensions.google_cloud_ai_platform.Trainer(
           custom_config={**custom_config, **trainer_custom_configs[node_id]},
@@ -86,7 +86,7 @@ def create_pipeline(
 
   example_gen = ConversionLogExampleGen(
       data_root=data_root, window_days=cfg.window.days,
-      eval_days=cfg.window.eval_days, label_spec=label_spec_to_json(cfg),
+      eval_days=cfg.window.eval_days, label_spec=cfg.label_spec().to_json(),
       snapshot_policy=cfg.window.snapshot_policy,
       snapshot_time=snapshot_time or cfg.window.snapshot_time,
   ).with_id('ConversionLogExampleGen')
@@ -127,13 +127,13 @@ def create_pipeline(
 
   t = cfg.model.teacher
   teacher = trainer(
-      'teacher', run_fn=TEACHER_RUN_FN, examples=examples,
+      TEACHER, run_fn=TEACHER_RUN_FN, examples=examples,
       transform_graph=transform.outputs['transform_graph'], schema=schema,
       train_args=tfx.proto.TrainArgs(num_steps=t.train_steps),
       eval_args=tfx.proto.EvalArgs(num_steps=max(1, t.train_steps // 20)))
   teacher_gate = TeacherGate(
       model=teacher.outputs['model'], examples=examples,
-      bar=json.dumps(dataclasses.asdict(cfg.teacher_gate), sort_keys=True),
+      bar=cfg.teacher_gate.to_json(),
   ).with_id('TeacherGate')
   bulk_inferrer = tfx.components.BulkInferrer(
       examples=examples, model=teacher.outputs['model'],
@@ -147,7 +147,7 @@ def create_pipeline(
   # Warm start: the blessed baseline is a quantized model whose artifact keeps
   # the float student it came from (run_fn finds it from the base model path).
   student = trainer(
-      'student', run_fn=STUDENT_RUN_FN,
+      STUDENT, run_fn=STUDENT_RUN_FN,
       examples=bulk_inferrer.outputs['output_examples'],
       transform_graph=transform.outputs['transform_graph'], schema=schema,
       base_model=baseline.outputs['model'] if cfg.model.student_warm_start else None,
@@ -161,7 +161,8 @@ def create_pipeline(
       calibration_examples=q.calibration_examples,
       calibration_sampling=q.calibration_sampling,
       max_nll_increase=q.max_nll_increase, latency_samples=q.latency_samples,
-      eval_label=cfg.eval.label_spec(cfg), seed=cfg.model.seed).with_id('Quantizer')
+      eval_label=cfg.eval_label_spec().to_json(),
+      seed=cfg.model.seed).with_id('Quantizer')
 
   evaluator = tfx.components.Evaluator(
       examples=bulk_inferrer.outputs['output_examples'],

@@ -1,11 +1,22 @@
 """What a finished local run did: wall times, the gate's verdict, the push."""
 
 import os
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
+import tensorflow_model_analysis as tfma
+
+from components import artifacts
+from pipeline import evaluation
 from pipeline import local
 
-SLICES = {'overall': (), 'tcpa_gt_250': (('tcpa_bucket', b'tcpa_gt_250'),)}
+
+def _spec_key(spec: tfma.SlicingSpec) -> tuple:
+  """A feature-value SlicingSpec as the slice key TFMA writes for it."""
+  return tuple((k, v.encode()) for k, v in sorted(spec.feature_values.items()))
+
+
+# The slices the summary shows: overall and the gated key slice.
+SLICES = {'overall': (), evaluation.KEY_SLICE_NAME: _spec_key(evaluation.KEY_SLICE)}
 
 
 def _slice_key(proto) -> tuple:
@@ -16,9 +27,8 @@ def _slice_key(proto) -> tuple:
   return tuple(out)
 
 
-def gate_metrics(evaluation_uri: str, metric: str = 'poisson_log_loss') -> Dict:
+def gate_metrics(evaluation_uri: str, metric: str = evaluation.GATE_METRIC) -> Dict:
   """{slice: {model: value}} for the gating metric, from the Evaluator's output."""
-  import tensorflow_model_analysis as tfma  # pylint: disable=g-import-not-at-top
   out: Dict[str, Dict[str, float]] = {}
   for per_slice in tfma.load_metrics(evaluation_uri):
     key = _slice_key(per_slice)
@@ -27,7 +37,7 @@ def gate_metrics(evaluation_uri: str, metric: str = 'poisson_log_loss') -> Dict:
       continue
     for kv in per_slice.metric_keys_and_values:
       if kv.key.name == metric and not kv.key.is_diff:
-        out.setdefault(name, {})[kv.key.model_name or 'candidate'] = (
+        out.setdefault(name, {})[kv.key.model_name or evaluation.CANDIDATE] = (
             kv.value.double_value.value)
   return out
 
@@ -63,7 +73,7 @@ def summarize(cfg, run_label: str = '') -> Dict:
   examples = outputs('ConversionLogExampleGen')
   if examples:
     summary['snapshot_time'] = local.custom_property(examples['examples'][0],
-                                                     'snapshot_time')
+                                                     artifacts.SNAPSHOT_TIME)
   return summary
 
 
@@ -78,7 +88,8 @@ def text(summary: Dict) -> str:
   gate: Optional[Dict] = summary.get('gate')
   if gate:
     for name, values in gate.items():
-      cand, base = values.get('candidate'), values.get('baseline')
+      cand = values.get(evaluation.CANDIDATE)
+      base = values.get(evaluation.BASELINE)
       line = f'PoissonLogLoss {name}: candidate {cand:.5f}'
       if base is not None:
         line += f', baseline {base:.5f} ({(cand - base) / base:+.2%})'
@@ -101,7 +112,3 @@ def has_baseline(cfg) -> bool:
              for b in local.all_outputs(paths.metadata, cfg.pipeline_name,
                                         'Evaluator', 'blessing'))
 
-
-def latest_runs(cfg) -> List[Dict]:
-  return local.node_executions(local.LocalPaths.from_config(cfg).metadata,
-                               cfg.pipeline_name)

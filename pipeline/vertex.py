@@ -1,7 +1,7 @@
 """Vertex AI Pipelines: compile, submit and schedule the one `create_pipeline`.
 
-A thin runner (DESIGN §8): everything cloud-specific is derived here from the
-`vertex` config section; the DAG is the same as the local one. The teachers and
+A thin runner (docs/architecture.md §8): everything cloud-specific is derived here
+from the `vertex` config section; the DAG is the same as the local one. The teachers and
 students train on Vertex Training through the TFX Google Cloud extension Trainer
 (worker pools from config: the student's is a TPU slice); Beam components run on
 Dataflow with workers that import this package from the pipeline image.
@@ -12,12 +12,17 @@ transport).
 """
 
 import os
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
-from pipeline import config as config_lib
+from google.cloud import aiplatform
+from tfx import v1 as tfx
+from tfx.orchestration import data_types
+from tfx.v1.extensions import google_cloud_ai_platform as gcp
+
+import config as config_lib
+from pipeline import pipeline as pipeline_lib
 
 SNAPSHOT_PARAMETER = 'snapshot_time'
-TEMPLATE_FILE = 'pipeline.json'
 
 
 class VertexConfigError(config_lib.ConfigError):
@@ -84,7 +89,6 @@ def worker_pool(pool: config_lib.WorkerPoolConfig, default_image: str) -> Dict:
 def training_custom_config(cfg: config_lib.Config, node: str) -> Dict[str, Any]:
   """The Google Cloud extension Trainer's custom_config for node `teacher` or
   `student`: a Vertex CustomJob on that node's worker pool."""
-  from tfx.v1.extensions import google_cloud_ai_platform as gcp  # pylint: disable=g-import-not-at-top
   v = cfg.vertex
   require(cfg, 'project', 'region', 'image', 'pipeline_root')
   pool = getattr(v, node)
@@ -112,12 +116,10 @@ def training_custom_config(cfg: config_lib.Config, node: str) -> Dict[str, Any]:
 
 def build(cfg: config_lib.Config):
   """The pipeline for Vertex: T a run-time parameter, Dataflow, Vertex Training."""
-  from tfx.orchestration import data_types  # pylint: disable=g-import-not-at-top
-  from pipeline import pipeline as pipeline_lib  # pylint: disable=g-import-not-at-top
   v = cfg.vertex
   require(cfg, 'data_root', 'serving_dir', 'pipeline_root')
-  # T is left to run time (DESIGN §2): an empty value makes the ExampleGen
-  # resolve it by window.snapshot_policy when the run starts, so one compiled
+  # T is left to run time (docs/architecture.md §2): an empty value makes the
+  # ExampleGen resolve it by window.snapshot_policy when the run starts, so one compiled
   # template serves every night.
   snapshot_time = data_types.RuntimeParameter(name=SNAPSHOT_PARAMETER, ptype=str,
                                               default='')
@@ -127,12 +129,11 @@ def build(cfg: config_lib.Config):
       beam_pipeline_args=beam_args(cfg), snapshot_time=snapshot_time,
       enable_cache=cfg.enable_cache,
       trainer_custom_configs={node: training_custom_config(cfg, node)
-                              for node in ('teacher', 'student')})
+                              for node in pipeline_lib.TRAINER_IDS})
 
 
 def compile_pipeline(cfg: config_lib.Config, output_path: str) -> str:
   """Compiles the PipelineJob JSON (offline); returns its path."""
-  from tfx import v1 as tfx  # pylint: disable=g-import-not-at-top
   require(cfg, 'image')
   out_dir, name = os.path.split(os.path.abspath(output_path))
   os.makedirs(out_dir, exist_ok=True)
@@ -147,7 +148,6 @@ def compile_pipeline(cfg: config_lib.Config, output_path: str) -> str:
 
 
 def _init(cfg: config_lib.Config, credentials):
-  from google.cloud import aiplatform  # pylint: disable=g-import-not-at-top
   require(cfg, 'project', 'region')
   aiplatform.init(project=cfg.vertex.project, location=cfg.vertex.region,
                   credentials=credentials)
@@ -199,7 +199,6 @@ def schedule(cfg: config_lib.Config, template_path: str, credentials=None) -> st
   The schedule copies the template job's parameters into every run, so the
   template job has T empty: each night resolves its own T when it starts.
   """
-  from google.cloud import aiplatform  # pylint: disable=g-import-not-at-top
   s = cfg.vertex.schedule
   job = pipeline_job(cfg, template_path, '', credentials,
                      display_name=f'{cfg.pipeline_name}-nightly-run')

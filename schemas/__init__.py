@@ -8,6 +8,11 @@ the BulkInferrer appended the teacher columns).
 import functools
 import os
 
+from google.protobuf import text_format
+from tensorflow_metadata.proto.v0 import schema_pb2
+
+from schemas import columns
+
 SCHEMA_DIR = os.path.dirname(os.path.abspath(__file__))
 SCHEMA_PATH = os.path.join(SCHEMA_DIR, 'schema.pbtxt')
 RAW = 'RAW'
@@ -16,8 +21,6 @@ DISTILL = 'DISTILL'
 
 @functools.lru_cache(maxsize=None)
 def _load(path: str):
-  from google.protobuf import text_format  # pylint: disable=g-import-not-at-top
-  from tensorflow_metadata.proto.v0 import schema_pb2  # pylint: disable=g-import-not-at-top
   with open(path) as f:
     return text_format.Parse(f.read(), schema_pb2.Schema())
 
@@ -31,7 +34,6 @@ def load_schema(path: str = SCHEMA_PATH):
 
 def hint_width(path: str = SCHEMA_PATH) -> int:
   """The teacher hint width the schema declares (value count of teacher_hint)."""
-  from schemas import columns  # pylint: disable=g-import-not-at-top
   for feature in _load(path).feature:
     if feature.name == columns.TEACHER_HINT:
       return int(feature.value_count.max)

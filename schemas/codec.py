@@ -8,6 +8,9 @@ decoder, the one TFX components use, so tests see the types TFX sees.
 from typing import Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
+import pyarrow as pa
+import tensorflow as tf
+from tfx_bsl.coders import example_coder
 
 
 def encode(cols: Dict[str, np.ndarray]) -> List[bytes]:
@@ -19,7 +22,6 @@ def encode(cols: Dict[str, np.ndarray]) -> List[bytes]:
   in hash order, which varies between processes, so the Example wire format is
   assembled with TensorFlow's `encode_proto` op, features in the given order.
   """
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   n = len(next(iter(cols.values())))
   ones = tf.ones([n, 1], tf.int32)
   none = tf.zeros([n, 0], tf.string)
@@ -57,7 +59,6 @@ def encode(cols: Dict[str, np.ndarray]) -> List[bytes]:
 
 def _to_numpy(column) -> np.ndarray:
   """A list column of one or a fixed number of values -> [n] or [n, width]."""
-  import pyarrow as pa  # pylint: disable=g-import-not-at-top
   lengths = np.diff(np.asarray(column.offsets))
   values = np.array(column.flatten().to_numpy(zero_copy_only=False))  # writable
   if pa.types.is_binary(column.type.value_type) or pa.types.is_large_binary(
@@ -72,7 +73,6 @@ def _to_numpy(column) -> np.ndarray:
 def decode(records: Iterable[bytes],
            columns: Optional[Sequence[str]] = None) -> Dict[str, np.ndarray]:
   """Serialized tf.Examples -> column name -> numpy array."""
-  from tfx_bsl.coders import example_coder  # pylint: disable=g-import-not-at-top
   records = list(records)
   if not records:
     return {}

@@ -1,7 +1,7 @@
 """The column-role map: the one source of truth for column names and roles.
 
-Every module that needs a column name imports it from here (DESIGN §3). The
-committed TFDV schema (`schema.pbtxt`) declares the same columns with their types
+Every module that needs a column name imports it from here (docs/architecture.md §3).
+The committed TFDV schema (`schema.pbtxt`) declares the same columns with their types
 and domains; `tests/test_schema.py` checks that the two agree.
 
 Roles:

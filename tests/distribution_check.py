@@ -15,10 +15,10 @@ import tensorflow as tf  # pylint: disable=g-import-not-at-top
 CPU = tf.config.list_physical_devices('CPU')[0]
 tf.config.set_logical_device_configuration(CPU, [tf.config.LogicalDeviceConfiguration()] * 2)
 
-import schemas  # pylint: disable=g-import-not-at-top
+import config as config_lib  # pylint: disable=g-import-not-at-top
 from models import distill  # pylint: disable=g-import-not-at-top
 from models import student_trainer  # pylint: disable=g-import-not-at-top
-from pipeline import config as config_lib  # pylint: disable=g-import-not-at-top
+import schemas  # pylint: disable=g-import-not-at-top
 from schemas import columns  # pylint: disable=g-import-not-at-top
 from tests.test_distill import batch  # pylint: disable=g-import-not-at-top
 

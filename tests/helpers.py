@@ -3,7 +3,8 @@
 import json
 import os
 
-from pipeline import config as config_lib
+import config as config_lib
+from pipeline import local
 from world import generator
 
 
@@ -15,7 +16,8 @@ def make_world(root, overrides=()):
   return cfg, path
 
 
-# --- The shared end-to-end run (DESIGN §11: one tiny world, one pipeline root) --
+# --- The shared end-to-end run (docs/architecture.md §11) -----------------
+# One tiny world, one pipeline root.
 
 E2E_OVERRIDES = [
     'world.num_clicks=26000', 'world.days=17', 'world.seed=11',
@@ -32,7 +34,6 @@ class E2ERun:
   """Finished local runs (nights) of one pipeline: config, paths, ML Metadata."""
 
   def __init__(self, cfg, world):
-    from pipeline import local  # pylint: disable=g-import-not-at-top
     self.cfg = cfg
     self.world = world
     self.paths = local.LocalPaths.from_config(cfg)
@@ -42,7 +43,6 @@ class E2ERun:
 
   def night(self, name, snapshot_time, bootstrap=False, overrides=()):
     """Runs the DAG for one night and records its executions."""
-    from pipeline import local  # pylint: disable=g-import-not-at-top
     cfg = config_lib.from_dict(json.loads(self.cfg.to_json()))
     if overrides:
       cfg = config_lib.load_config(None, E2E_OVERRIDES + [
@@ -56,7 +56,6 @@ class E2ERun:
     self.serving[name] = serving_listing(self.paths.serving_dir)
 
   def outputs(self, node_id, night=None):
-    from pipeline import local  # pylint: disable=g-import-not-at-top
     execution = self.nights[night][node_id] if night else None
     return local.node_outputs(self.paths.metadata, self.cfg.pipeline_name, node_id,
                               execution)
@@ -66,7 +65,6 @@ class E2ERun:
     return artifact
 
   def executions(self):
-    from pipeline import local  # pylint: disable=g-import-not-at-top
     return local.node_executions(self.paths.metadata, self.cfg.pipeline_name)
 
 

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from pipeline import config as config_lib
+import config as config_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_YAML = os.path.join(ROOT, 'pipeline', 'configs', 'default.yaml')

@@ -9,11 +9,11 @@ import sys
 import numpy as np
 import tensorflow as tf
 
-import schemas
+import config as config_lib
 from models import distill
 from models import distribution
 from models import student_trainer
-from pipeline import config as config_lib
+import schemas
 from tests.distribution_check import features
 from tests.test_distill import batch
 

@@ -9,13 +9,14 @@ import pytest
 from tfx.types import artifact_utils
 from tfx.types import standard_artifacts
 
+from components import artifacts
 from components.example_gen import executor
 from components.example_gen import window as window_lib
 from observation import labels
 from observation import snapshot
 from schemas import columns
+from schemas import records
 from tests.helpers import make_world
-from world import io
 
 
 @pytest.fixture(scope='module')
@@ -24,14 +25,14 @@ def world(tmp_path_factory):
                     ['world.num_clicks=8000', 'world.days=12', 'world.seed=5'])
 
 
-def run(cfg, data_root, out, **overrides):
+def run(cfg, data_root, out, snapshot_time=''):
   examples = standard_artifacts.Examples()
   examples.uri = str(out)
-  props = {'data_root': data_root, 'window_days': 7, 'eval_days': 1,
-           'snapshot_time': '', 'snapshot_policy': 'data_end',
-           'label_spec': executor.label_spec_to_json(cfg)}
-  props.update(overrides)
-  executor.Executor().Do({}, {'examples': [examples]}, props)
+  props = {executor.DATA_ROOT_KEY: data_root, executor.WINDOW_DAYS_KEY: 7,
+           executor.EVAL_DAYS_KEY: 1, executor.SNAPSHOT_TIME_KEY: snapshot_time,
+           executor.SNAPSHOT_POLICY_KEY: 'data_end',
+           executor.LABEL_SPEC_KEY: cfg.label_spec().to_json()}
+  executor.Executor().Do({}, {executor.EXAMPLES_KEY: [examples]}, props)
   return examples
 
 
@@ -39,11 +40,11 @@ def test_joined_examples_equal_the_as_of_t_module(world, tmp_path):
   cfg, path = world
   examples = run(cfg, path, tmp_path / 'out')
   t = snapshot.midnight(datetime.date(2026, 1, 13))  # the day after the last one
-  assert examples.get_string_custom_property('snapshot_time') == t.isoformat()
-  assert examples.get_int_custom_property('snapshot_ts') == snapshot.to_ts(t)
+  assert examples.get_string_custom_property(artifacts.SNAPSHOT_TIME) == t.isoformat()
+  assert examples.get_int_custom_property(artifacts.SNAPSHOT_TS) == snapshot.to_ts(t)
   assert artifact_utils.decode_split_names(examples.split_names) == ['train', 'eval']
 
-  got = {s: io.read_examples(artifact_utils.get_split_uri([examples], s))
+  got = {s: records.read_examples(artifact_utils.get_split_uri([examples], s))
          for s in ('train', 'eval')}
   assert examples.get_int_custom_property('train_examples') == len(
       got['train'][columns.CLICK_ID])
@@ -53,12 +54,12 @@ def test_joined_examples_equal_the_as_of_t_module(world, tmp_path):
   assert (got['train'][columns.CLICK_TS] >= snapshot.to_ts(t) - 7 * 86400).all()
 
   # The same join computed in memory from the logs.
-  clicks = io.read_examples(os.path.join(path, 'clicks'))
-  convs = io.read_examples(os.path.join(path, 'conversions'))
+  clicks = records.read_examples(os.path.join(path, 'clicks'))
+  convs = records.read_examples(os.path.join(path, 'conversions'))
   keep = clicks[columns.CLICK_TS] >= snapshot.to_ts(t) - 7 * 86400
   want = labels.join_window({k: v[keep] for k, v in clicks.items()},
                             convs[columns.CLICK_ID], convs[columns.CONVERSION_TS],
-                            snapshot.to_ts(t), labels.LabelSpec.from_config(cfg))
+                            snapshot.to_ts(t), cfg.label_spec())
   merged = {k: np.concatenate([got['train'][k], got['eval'][k]]) for k in want}
   order = np.argsort(merged[columns.CLICK_ID])
   want_order = np.argsort(want[columns.CLICK_ID])
@@ -71,7 +72,7 @@ def test_joined_examples_equal_the_as_of_t_module(world, tmp_path):
 def test_explicit_t_and_missing_partitions(world, tmp_path):
   cfg, path = world
   examples = run(cfg, path, tmp_path / 'a', snapshot_time='2026-01-10T00:00:00Z')
-  assert examples.get_int_custom_property('snapshot_ts') == snapshot.to_ts(
+  assert examples.get_int_custom_property(artifacts.SNAPSHOT_TS) == snapshot.to_ts(
       snapshot.parse_utc('2026-01-10T00:00:00Z'))
   broken = tmp_path / 'broken'
   shutil.copytree(path, broken)

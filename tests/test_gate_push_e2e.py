@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 import pytest
-import tensorflow as tf
+import tensorflow_model_analysis as tfma
 
 from components.pusher import push
 from components.quantizer import convert
@@ -12,7 +12,7 @@ from models import nll
 from pipeline import local
 from pipeline import report
 from schemas import columns
-from world import io
+from schemas import records
 
 pytestmark = pytest.mark.e2e
 
@@ -48,7 +48,7 @@ def test_distilled_candidate_is_gated_against_the_bootstrap_and_pushed(e2e):
             'rb') as f:
     model = f.read()
   examples = e2e.artifact('BulkInferrer', 'output_examples', 'kd')
-  rows = io.read_examples(os.path.join(examples.uri, 'Split-eval'))
+  rows = records.read_examples(os.path.join(examples.uri, 'Split-eval'))
   pconvs = convert.predict(model, rows)
   assert len(pconvs) == len(rows[columns.CLICK_ID]) > 0
   assert np.isfinite(pconvs).all() and (pconvs > 0).all()
@@ -78,7 +78,7 @@ def test_tfma_poisson_log_loss_equals_the_reference_nll(e2e):
   with open(os.path.join(candidate.uri, 'Format-Serving', 'tflite'), 'rb') as f:
     model = f.read()
   examples = e2e.artifact('BulkInferrer', 'output_examples', 'kd')
-  rows = io.read_examples(os.path.join(examples.uri, 'Split-eval'))
+  rows = records.read_examples(os.path.join(examples.uri, 'Split-eval'))
   pconvs = convert.predict(model, rows)
   want = nll.poisson_nll(rows[columns.TRUE_CONVERSIONS], pconvs)
   assert gate['overall']['candidate'] == pytest.approx(want, rel=1e-6)
@@ -90,7 +90,6 @@ def test_tfma_poisson_log_loss_equals_the_reference_nll(e2e):
 
 
 def test_every_label_mode_and_slice_is_reported(e2e):
-  import tensorflow_model_analysis as tfma  # pylint: disable=g-import-not-at-top
   evaluation = e2e.artifact('Evaluator', 'evaluation', 'kd')
   names, slices = set(), set()
   for per_slice in tfma.load_metrics(evaluation.uri):

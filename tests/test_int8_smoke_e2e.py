@@ -14,7 +14,7 @@ from models import features as features_lib
 from models import losses
 from models import towers
 from models import training
-from world import io
+from schemas import records
 
 pytestmark = pytest.mark.e2e
 
@@ -47,7 +47,7 @@ def test_student_with_transform_graph_converts_to_full_int8(e2e, tmp_path):
   saved = str(tmp_path / 'student')
   tf.saved_model.save(network, saved, signatures={'serving_default': raw})
 
-  rows = io.read_examples(os.path.join(examples.uri, 'Split-train'))
+  rows = records.read_examples(os.path.join(examples.uri, 'Split-train'))
 
   def representative():
     for i in range(200):

@@ -3,12 +3,19 @@
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_transform.beam as tft_beam
+from tensorflow_transform.tf_metadata import dataset_metadata
+from tensorflow_transform.tf_metadata import schema_utils
 
+import config as config_lib
+from models import data
+from models import distill
 from models import features as features_lib
 from models import losses
 from models import nll
+from models import student_trainer
+from models import teacher_trainer
 from models import towers
-from pipeline import config as config_lib
 from schemas import columns
 
 
@@ -68,9 +75,6 @@ def test_thinned_poisson_equals_the_reference_nll():
 
 
 def test_preprocessing_fn_uses_builtin_friendly_transforms(tmp_path):
-  import tensorflow_transform.beam as tft_beam  # pylint: disable=g-import-not-at-top
-  from tensorflow_transform.tf_metadata import dataset_metadata  # pylint: disable=g-import-not-at-top
-  from tensorflow_transform.tf_metadata import schema_utils  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(0)
   names = features_lib.TEACHER_FEATURES
   rows = []
@@ -115,7 +119,6 @@ def test_rescaling_embeddings_leaves_the_float_function_unchanged(cfg):
 
 def _day_sorted_files(tmp_path, days=4, per_day=500):
   """Two gzip TFRecord files, each in day-sorted runs (how ExampleGen writes)."""
-  from models import data  # pylint: disable=g-import-not-at-top,unused-import
   paths = []
   for f in range(2):
     path = str(tmp_path / f'part-{f}.gz')
@@ -132,7 +135,6 @@ def _day_sorted_files(tmp_path, days=4, per_day=500):
 @pytest.mark.parametrize('buffer,min_days', [(1_000_000, 4), (16, 1)])
 def test_training_batches_mix_days_only_with_a_window_sized_buffer(tmp_path, buffer,
                                                                    min_days):
-  from models import data  # pylint: disable=g-import-not-at-top
   files = _day_sorted_files(tmp_path)
   ds = data.raw_dataset(files, [columns.CLICK_TS], 256, seed=3, shuffle_buffer=buffer)
   days = {int(t) // 86400 for t in next(iter(ds))[columns.CLICK_TS].numpy().ravel()}
@@ -143,9 +145,6 @@ def test_training_batches_mix_days_only_with_a_window_sized_buffer(tmp_path, buf
 
 
 def test_model_config_shuffle_buffer_reaches_both_trainers(cfg, monkeypatch):
-  from models import data  # pylint: disable=g-import-not-at-top
-  from models import student_trainer  # pylint: disable=g-import-not-at-top
-  from models import teacher_trainer  # pylint: disable=g-import-not-at-top
   seen = []
 
   class Built(Exception):
@@ -160,5 +159,5 @@ def test_model_config_shuffle_buffer_reaches_both_trainers(cfg, monkeypatch):
   with pytest.raises(Built):
     teacher_trainer.training_dataset(['x'], None, cfg)
   with pytest.raises(Built):
-    student_trainer.dataset(['x'], None, cfg, cfg.distill.weights())
+    student_trainer.dataset(['x'], None, cfg, distill.DistillWeights.from_config(cfg.distill))
   assert seen == [1234, 1234]

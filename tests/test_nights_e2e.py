@@ -9,13 +9,14 @@ import os
 import numpy as np
 import pytest
 
+from components import artifacts
 from components.pusher import push
 from components.quantizer import executor as quantizer
 from models import export
 from pipeline import local
 from schemas import columns
+from schemas import records
 from tests.helpers import serving_listing
-from world import io
 
 pytestmark = pytest.mark.e2e
 
@@ -24,14 +25,14 @@ NIGHTS = ('bootstrap', 'kd', 'worse')
 
 def _examples(e2e, night):
   artifact = e2e.artifact('ConversionLogExampleGen', 'examples', night)
-  rows = [io.read_examples(os.path.join(artifact.uri, f'Split-{s}'))
+  rows = [records.read_examples(os.path.join(artifact.uri, f'Split-{s}'))
           for s in ('train', 'eval')]
   return artifact, {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
 
 
 def _t(artifact):
   return datetime.datetime.fromisoformat(
-      local.custom_property(artifact, 'snapshot_time'))
+      local.custom_property(artifact, artifacts.SNAPSHOT_TIME))
 
 
 def test_each_night_moves_t_and_the_window_by_a_day(e2e):
@@ -41,7 +42,7 @@ def test_each_night_moves_t_and_the_window_by_a_day(e2e):
     t = _t(artifact)
     ts.append(t)
     starts.append(datetime.datetime.fromisoformat(
-        local.custom_property(artifact, 'window_start')))
+        local.custom_property(artifact, artifacts.WINDOW_START)))
     assert (rows[columns.SNAPSHOT_TS] == int(t.timestamp())).all()
     assert rows[columns.CLICK_TS].min() >= starts[-1].timestamp()
     assert rows[columns.CLICK_TS].max() < t.timestamp()

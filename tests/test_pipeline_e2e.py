@@ -4,22 +4,29 @@ import os
 
 import numpy as np
 import pytest
+import tensorflow as tf
+from tfx.types import artifact_utils
+from tfx.types import standard_artifacts
+from tfx.utils import path_utils
 
-import schemas
-from components.teacher_gate import evaluation
+from components import artifacts
 from components.teacher_gate import executor as gate_executor
+from components.teacher_gate import gate
+from config import TeacherGateConfig
+from models import export
 from observation import labels
 from observation import snapshot
 from pipeline import local
+import schemas
+from schemas import codec
 from schemas import columns
-from tfx.types import artifact_utils
-from world import io
+from schemas import records
 
 pytestmark = pytest.mark.e2e
 
 
 def split_rows(artifact, split):
-  return io.read_examples(os.path.join(artifact.uri, f'Split-{split}'))
+  return records.read_examples(os.path.join(artifact.uri, f'Split-{split}'))
 
 
 def by_click(cols):
@@ -41,8 +48,8 @@ def test_t_is_resolved_at_run_time_and_recorded(e2e):
   # data_end policy: midnight after the world's last day.
   want = e2e.cfg.world.start() + (e2e.cfg.world.days) * (
       snapshot.midnight(snapshot.from_ts(86400).date()) - snapshot.from_ts(0))
-  assert local.custom_property(examples, 'snapshot_time') == want.isoformat()
-  assert local.custom_property(examples, 'snapshot_ts') == snapshot.to_ts(want)
+  assert local.custom_property(examples, artifacts.SNAPSHOT_TIME) == want.isoformat()
+  assert local.custom_property(examples, artifacts.SNAPSHOT_TS) == snapshot.to_ts(want)
   for split in ('train', 'eval'):
     rows = split_rows(examples, split)
     assert (rows[columns.SNAPSHOT_TS] == snapshot.to_ts(want)).all()
@@ -50,17 +57,17 @@ def test_t_is_resolved_at_run_time_and_recorded(e2e):
 
 def test_labels_equal_the_as_of_t_module(e2e):
   examples = e2e.artifact('ConversionLogExampleGen', 'examples')
-  t = local.custom_property(examples, 'snapshot_ts')
+  t = local.custom_property(examples, artifacts.SNAPSHOT_TS)
   got = by_click({k: np.concatenate([split_rows(examples, 'train')[k],
                                      split_rows(examples, 'eval')[k]])
                   for k in columns.EXAMPLE_COLUMNS})
-  clicks = io.read_examples(os.path.join(e2e.world, 'clicks'))
-  convs = io.read_examples(os.path.join(e2e.world, 'conversions'))
+  clicks = records.read_examples(os.path.join(e2e.world, 'clicks'))
+  convs = records.read_examples(os.path.join(e2e.world, 'conversions'))
   keep = ((clicks[columns.CLICK_TS] >= t - e2e.cfg.window.days * 86400) &
           (clicks[columns.CLICK_TS] < t))
   want = by_click(labels.join_window(
       {k: v[keep] for k, v in clicks.items()}, convs[columns.CLICK_ID],
-      convs[columns.CONVERSION_TS], t, labels.LabelSpec.from_config(e2e.cfg)))
+      convs[columns.CONVERSION_TS], t, e2e.cfg.label_spec()))
   for name in columns.EXAMPLE_COLUMNS:
     np.testing.assert_array_equal(got[name], want[name], err_msg=name)
 
@@ -87,7 +94,7 @@ def test_bulk_inferrer_adds_teacher_columns_and_keeps_the_rest(e2e):
 def test_teacher_trained_behind_the_lag_and_says_so(e2e):
   blessing = e2e.artifact('TeacherGate', 'blessing')
   t = local.custom_property(e2e.artifact('ConversionLogExampleGen', 'examples'),
-                            'snapshot_ts')
+                            artifacts.SNAPSHOT_TS)
   cutoff = t - int(e2e.cfg.window.teacher_lag_hours * 3600)
   assert local.custom_property(blessing, 'cutoff_time') == snapshot.from_ts(
       cutoff).isoformat()
@@ -101,7 +108,6 @@ def test_teacher_trained_behind_the_lag_and_says_so(e2e):
 
 
 def test_teacher_gate_stops_a_teacher_below_its_bar(e2e, tmp_path):
-  from tfx.types import standard_artifacts  # pylint: disable=g-import-not-at-top
   blessing = standard_artifacts.ModelBlessing()
   blessing.uri = str(tmp_path)
   model = standard_artifacts.Model()
@@ -109,25 +115,24 @@ def test_teacher_gate_stops_a_teacher_below_its_bar(e2e, tmp_path):
   examples = standard_artifacts.Examples()
   src = e2e.artifact('ConversionLogExampleGen', 'examples')
   examples.uri, examples.split_names = src.uri, src.properties['split_names'].string_value
-  with pytest.raises(evaluation.TeacherGateError, match=r'closes .*% .* bar is 99%'):
+  with pytest.raises(gate.TeacherGateError, match=r'closes .*% .* bar is 99%'):
     gate_executor.Executor().Do(
-        {'model': [model], 'examples': [examples]}, {'blessing': [blessing]},
-        {'bar': '{"mode": "truth", "min_gap_closed": 0.99, "min_improvement": 0.0}'})
+        {gate_executor.MODEL_KEY: [model], gate_executor.EXAMPLES_KEY: [examples]},
+        {gate_executor.BLESSING_KEY: [blessing]},
+        {gate_executor.BAR_KEY: TeacherGateConfig(
+            mode='truth', min_gap_closed=0.99, min_improvement=0.0).to_json()})
 
 
 def test_student_reads_serving_features_only_and_both_signatures_predict(e2e):
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from models import export  # pylint: disable=g-import-not-at-top
-  from tfx.utils import path_utils  # pylint: disable=g-import-not-at-top
   model_dir = path_utils.serving_model_path(e2e.artifact('student', 'model').uri)
   loaded = tf.saved_model.load(model_dir)
   examples = e2e.artifact('BulkInferrer', 'output_examples')
-  records = list(io.iter_records(io.list_files(os.path.join(examples.uri, 'Split-eval'))))
-  rows = io.read_examples(os.path.join(examples.uri, 'Split-eval'))
-  n = len(records)
+  serialized = records.read_records(os.path.join(examples.uri, 'Split-eval'))
+  rows = records.read_examples(os.path.join(examples.uri, 'Split-eval'))
+  n = len(serialized)
 
   serving = loaded.signatures[export.SERVING_SIGNATURE]
-  out = serving(examples=tf.constant(records))
+  out = serving(examples=tf.constant(serialized))
   rates = np.stack([out[k].numpy() for k in export.RATE_OUTPUTS], 1)
   np.testing.assert_allclose(out[export.PCONVS].numpy(), rates.sum(1), rtol=1e-5)
   assert out[export.PCONVS].shape == (n,) and (rates > 0).all()
@@ -144,7 +149,6 @@ def test_student_reads_serving_features_only_and_both_signatures_predict(e2e):
                              rtol=1e-5)
   # The serving signature parses only serving features: feeding examples
   # stripped of everything else gives the same predictions.
-  from schemas import codec  # pylint: disable=g-import-not-at-top
   stripped = codec.encode({n: rows[n] for n in columns.SERVING_FEATURES})
   again = serving(examples=tf.constant(stripped))[export.PCONVS].numpy()
   np.testing.assert_allclose(again, out[export.PCONVS].numpy(), rtol=1e-6)

@@ -4,18 +4,21 @@ import json
 import os
 import pickle
 
+import apache_beam as beam
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_model_analysis as tfma
 from tfx.types import standard_artifacts
 from tfx.utils import path_utils
+from tfx_bsl.tfxio import tf_example_record
 
 from components.quantizer import convert
 from components.quantizer import executor
 from models import export
 from models import features as features_lib
 from schemas import columns
-from world import io
+from schemas import records
 
 pytestmark = pytest.mark.e2e
 
@@ -31,7 +34,7 @@ def quantized(e2e):
     report = json.load(f)
   examples = e2e.artifact('BulkInferrer', 'output_examples')
   eval_dir = os.path.join(examples.uri, 'Split-eval')
-  return model, report, eval_dir, io.read_examples(eval_dir)
+  return model, report, eval_dir, records.read_examples(eval_dir)
 
 
 def test_tflite_is_where_tfma_looks_with_int8_core_and_builtin_ops(quantized):
@@ -73,9 +76,6 @@ def test_predictions_match_the_float_student(e2e, quantized):
 
 
 def test_tfma_predictions_equal_the_interpreters(quantized, tmp_path):
-  import apache_beam as beam  # pylint: disable=g-import-not-at-top
-  import tensorflow_model_analysis as tfma  # pylint: disable=g-import-not-at-top
-  from tfx_bsl.tfxio import tf_example_record  # pylint: disable=g-import-not-at-top
   model, _, eval_dir, rows = quantized
   model_dir = path_utils.serving_model_path(model.uri)
   eval_config = tfma.EvalConfig(model_specs=[tfma.ModelSpec(
@@ -126,12 +126,13 @@ def test_guard_stops_at_the_bound_naming_both_numbers(e2e, quantized, tmp_path):
     out, rep = standard_artifacts.Model(), standard_artifacts.Model()
     out.uri, rep.uri = str(tmp_path / name / 'model'), str(tmp_path / name / 'report')
     executor.Executor().Do(
-        {'model': [student], 'examples': [examples]},
-        {'quantized_model': [out], 'report': [rep]},
-        {'mode': 'int8', 'calibration_examples': 1000,
-         'calibration_sampling': 'tcpa_stratified', 'max_nll_increase': bound,
-         'latency_samples': 20, 'eval_label': e2e.cfg.eval.label_spec(e2e.cfg),
-         'seed': e2e.cfg.model.seed})
+        {executor.MODEL_KEY: [student], executor.EXAMPLES_KEY: [examples]},
+        {executor.QUANTIZED_KEY: [out], executor.REPORT_KEY: [rep]},
+        {executor.MODE_KEY: 'int8', executor.CALIBRATION_EXAMPLES_KEY: 1000,
+         executor.CALIBRATION_SAMPLING_KEY: 'tcpa_stratified',
+         executor.MAX_NLL_INCREASE_KEY: bound, executor.LATENCY_SAMPLES_KEY: 20,
+         executor.EVAL_LABEL_KEY: e2e.cfg.eval_label_spec().to_json(),
+         executor.SEED_KEY: e2e.cfg.model.seed})
     return out
 
   with pytest.raises(convert.QuantizationError) as e:

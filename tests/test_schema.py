@@ -7,20 +7,22 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_data_validation as tfdv
+from tensorflow_data_validation.statistics import stats_impl
+from tensorflow_metadata.proto.v0 import schema_pb2
+from tfx_bsl.coders import example_coder
 
-import schemas
 from observation import labels
+import schemas
 from schemas import codec
 from schemas import columns
+from schemas import records
 from tests.helpers import make_world
-from world import io
 
 _TYPES = {'int': 'INT', 'float': 'FLOAT', 'bytes': 'BYTES'}
 
 
 def test_schema_and_role_map_agree():
   schema = schemas.load_schema()
-  from tensorflow_metadata.proto.v0 import schema_pb2  # pylint: disable=g-import-not-at-top
   by_name = {f.name: f for f in schema.feature}
   assert set(by_name) == set(columns.BY_NAME)
   for col in columns.COLUMNS:
@@ -30,7 +32,8 @@ def test_schema_and_role_map_agree():
     assert schemas.in_environment(f, schemas.RAW) == (col.role != columns.Role.TEACHER)
     assert schemas.in_environment(f, schemas.DISTILL)
     if col.role == columns.Role.SERVING:
-      # Every serving feature is a dense FixedLen [1] feature (TFLite, DESIGN §2).
+      # Every serving feature is a dense FixedLen [1] feature (TFLite needs it;
+      # docs/architecture.md §2).
       assert [d.size for d in f.shape.dim] == [1], col.name
       assert f.presence.min_fraction == 1.0
   assert schemas.hint_width() == by_name[columns.TEACHER_HINT].value_count.min
@@ -49,14 +52,14 @@ def joined(tmp_path_factory):
   """The joined examples of a 7-day window of a generated world, as of T."""
   cfg, path = make_world(tmp_path_factory.mktemp('schema_world'),
                          ['world.num_clicks=20000', 'world.days=10'])
-  clicks = io.read_examples(os.path.join(path, 'clicks'))
-  convs = io.read_examples(os.path.join(path, 'conversions'))
+  clicks = records.read_examples(os.path.join(path, 'clicks'))
+  convs = records.read_examples(os.path.join(path, 'conversions'))
   t = int(cfg.world.start().timestamp()) + 10 * 86400
   in_window = clicks[columns.CLICK_TS] >= t - 7 * 86400
   clicks = {k: v[in_window] for k, v in clicks.items()}
   return labels.join_window(clicks, convs[columns.CLICK_ID],
                             convs[columns.CONVERSION_TS], t,
-                            labels.LabelSpec.from_config(cfg))
+                            cfg.label_spec())
 
 
 def _validate(stats, environment=None):
@@ -73,8 +76,6 @@ def _encoded(cols):
 
 def _stats(cols):
   """TFDV statistics of the tf.Examples (decoded as TFX decodes them)."""
-  from tensorflow_data_validation.statistics import stats_impl  # pylint: disable=g-import-not-at-top
-  from tfx_bsl.coders import example_coder  # pylint: disable=g-import-not-at-top
   batch = example_coder.ExamplesToRecordBatchDecoder().DecodeBatch(_encoded(cols))
   return stats_impl.generate_statistics_in_memory(batch)
 

@@ -9,8 +9,8 @@ import tensorflow as tf
 
 from pipeline import local
 from schemas import codec
+from schemas import records
 from tests import helpers
-from world import io
 
 pytestmark = pytest.mark.e2e
 
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.e2e
 def plant_negative_prices(partition_dir, rows=3):
   """Rewrites one click partition with a few negative prices (a schema violation)."""
   (path,) = glob.glob(os.path.join(partition_dir, '*.gz'))
-  cols = io.read_examples(path)
+  cols = records.read_examples(path)
   cols['price'][:rows] = -5.0
   with tf.io.TFRecordWriter(path, options='GZIP') as w:
     for record in codec.encode(cols):
@@ -54,7 +54,7 @@ def test_planted_violation_stops_the_run_before_transform(tmp_path):
   # The violation made it through the ExampleGen untouched, for the gate to see.
   eg = local.node_outputs(local.LocalPaths.from_config(cfg).metadata,
                           cfg.pipeline_name, 'ConversionLogExampleGen')['examples'][0]
-  rows = io.read_examples(os.path.join(eg.uri, 'Split-train'))
+  rows = records.read_examples(os.path.join(eg.uri, 'Split-train'))
   assert (rows['price'] < 0).sum() == 3
   assert np.isfinite(rows['price']).all()
 

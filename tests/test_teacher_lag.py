@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import config as config_lib
 from models import teacher_trainer
-from pipeline import config as config_lib
 from schemas import codec
 from schemas import columns
 

@@ -12,9 +12,14 @@ from unittest import mock
 import grpc
 import pytest
 from google.auth.credentials import AnonymousCredentials
+from google.cloud.aiplatform.utils import gcs_utils
+from google.cloud.aiplatform_v1.services.pipeline_service.transports import grpc as pipeline_grpc
+from google.cloud.aiplatform_v1.services.schedule_service.transports import grpc as schedule_grpc
+from tfx.types import standard_component_specs
 
+import config as config_lib
+from components.example_gen import executor as example_gen_executor
 from pipeline import cli
-from pipeline import config as config_lib
 from pipeline import vertex
 
 IMAGE = 'europe-docker.pkg.dev/test-project/kd/pipeline:test'
@@ -52,7 +57,8 @@ def _spec(template):
 
 
 def _custom_config(task):
-  value = task['inputs']['parameters']['custom_config']['runtimeValue']
+  value = task['inputs']['parameters'][
+      standard_component_specs.CUSTOM_CONFIG_KEY]['runtimeValue']
   return json.loads(value['constantValue']['stringValue'])
 
 
@@ -72,10 +78,12 @@ def test_compiled_json_has_every_node_and_the_run_time_t(template):
   assert baseline['taskOutputArtifact']['producerTask'] == \
       'LatestBlessedModelResolver-model-resolver'
   # T is a run-time parameter, empty by default (resolved when the run starts).
-  assert 'snapshot_time' in spec['root']['inputDefinitions']['parameters']
-  gen = tasks['ConversionLogExampleGen']['inputs']['parameters']['snapshot_time']
-  assert gen == {'componentInputParameter': 'snapshot_time'}
-  assert job['runtimeConfig']['parameters']['snapshot_time'] == {'stringValue': ''}
+  assert vertex.SNAPSHOT_PARAMETER in spec['root']['inputDefinitions']['parameters']
+  gen = tasks['ConversionLogExampleGen']['inputs']['parameters'][
+      example_gen_executor.SNAPSHOT_TIME_KEY]
+  assert gen == {'componentInputParameter': vertex.SNAPSHOT_PARAMETER}
+  assert job['runtimeConfig']['parameters'][vertex.SNAPSHOT_PARAMETER] == {
+      'stringValue': ''}
   assert job['runtimeConfig']['gcsOutputDirectory'] == 'gs://test-bucket/root'
 
 
@@ -129,7 +137,7 @@ def test_student_trains_on_a_tpu_pool_and_the_teacher_on_cpu(template):
 def test_aiplatform_loads_the_template(cfg, template):
   job = vertex.pipeline_job(cfg, template, credentials=AnonymousCredentials())
   assert 'student' in job.pipeline_spec['root']['dag']['tasks']
-  assert job.runtime_config.parameters['snapshot_time'].string_value == ''
+  assert job.runtime_config.parameters[vertex.SNAPSHOT_PARAMETER].string_value == ''
 
 
 @pytest.mark.parametrize('missing', ['vertex.image', 'vertex.project',
@@ -226,9 +234,6 @@ class _Capture(grpc.UnaryUnaryClientInterceptor):
 
 @pytest.fixture
 def wire():
-  from google.cloud.aiplatform.utils import gcs_utils  # pylint: disable=g-import-not-at-top
-  from google.cloud.aiplatform_v1.services.pipeline_service.transports import grpc as pipeline_grpc  # pylint: disable=g-import-not-at-top
-  from google.cloud.aiplatform_v1.services.schedule_service.transports import grpc as schedule_grpc  # pylint: disable=g-import-not-at-top
   capture = _Capture()
 
   def channel(cls, host, credentials=None, **kwargs):
@@ -270,7 +275,8 @@ def test_submit_sends_the_template_service_account_labels_and_t(cfg, template, w
   assert job.service_account == SA
   assert dict(job.labels) == {'team': 'ads', 'env': 'test'}
   assert job.encryption_spec.kms_key_name == KEY
-  assert _parameters(job.runtime_config) == {'snapshot_time': '2026-02-01T00:00:00Z'}
+  assert _parameters(job.runtime_config) == {
+      vertex.SNAPSHOT_PARAMETER: '2026-02-01T00:00:00Z'}
   assert job.runtime_config.gcs_output_directory == 'gs://test-bucket/root'
   assert set(job.pipeline_spec['root']['dag']['tasks']) == set(
       _spec(template)['pipelineSpec']['root']['dag']['tasks'])
@@ -290,6 +296,6 @@ def test_schedule_is_nightly_in_its_time_zone_one_run_at_a_time(cfg, template, w
   assert job.service_account == SA
   assert dict(job.labels) == {'team': 'ads', 'env': 'test'}
   # T is left empty for every scheduled run: each resolves its own at start.
-  assert _parameters(job.runtime_config) == {'snapshot_time': ''}
+  assert _parameters(job.runtime_config) == {vertex.SNAPSHOT_PARAMETER: ''}
   assert 'student' in job.pipeline_spec['root']['dag']['tasks']
   assert _caching(job.pipeline_spec) == {False}

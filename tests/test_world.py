@@ -1,4 +1,7 @@
-"""The synthetic world's mechanics, shown on generated data (DESIGN §3-4)."""
+"""The synthetic world's mechanics, shown on generated data.
+
+See docs/architecture.md §3-4.
+"""
 
 import json
 import os
@@ -7,13 +10,13 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from observation import delay as delay_lib
+from models import nll as nll_lib
 from observation import labels
 from schemas import columns
+from schemas import records
 from tests.helpers import make_world
 from world import difficulty
 from world import generator
-from world import io
 
 HOUR = 3600.0
 
@@ -21,8 +24,8 @@ HOUR = 3600.0
 @pytest.fixture(scope='module')
 def logs(mature_world):
   cfg, path = mature_world
-  clicks = io.read_examples(os.path.join(path, 'clicks'))
-  convs = io.read_examples(os.path.join(path, 'conversions'))
+  clicks = records.read_examples(os.path.join(path, 'clicks'))
+  convs = records.read_examples(os.path.join(path, 'conversions'))
   order = np.argsort(clicks[columns.CLICK_ID])
   clicks = {k: v[order] for k, v in clicks.items()}
   pos = np.searchsorted(clicks[columns.CLICK_ID], convs[columns.CLICK_ID])
@@ -60,7 +63,7 @@ def test_reported_share_per_browser_matches_observed_fraction(logs):
 
 def test_delay_window_shares_match_the_truth(logs):
   cfg, clicks, _, pos, delay_h = logs
-  model = delay_lib.DelayModel.from_config(cfg.delay)
+  model = cfg.delay.model()
   window = model.window_of(delay_h)
   assert (window >= 0).all()
   got = np.bincount(window, minlength=3) / len(window)
@@ -76,7 +79,7 @@ def test_delay_window_shares_match_the_truth(logs):
 
 def test_exposures_match_the_delay_cdf(logs):
   cfg, _, _, _, delay_h = logs
-  model = delay_lib.DelayModel.from_config(cfg.delay)
+  model = cfg.delay.model()
   window = model.window_of(delay_h)
   for i in range(3):
     d = delay_h[window == i]
@@ -86,7 +89,7 @@ def test_exposures_match_the_delay_cdf(logs):
 
 def test_labels_grow_with_t_and_equal_full_window_counts_once_mature(logs):
   cfg, clicks, convs, pos, delay_h = logs
-  spec = labels.LabelSpec.from_config(cfg)
+  spec = cfg.label_spec()
   first_day = clicks[columns.CLICK_TS] < clicks[columns.CLICK_TS].min() + 86400
   sub = {k: v[first_day] for k, v in clicks.items()}
   t0 = int(sub[columns.CLICK_TS].max()) + 1
@@ -101,7 +104,7 @@ def test_labels_grow_with_t_and_equal_full_window_counts_once_mature(logs):
     previous = counts
   assert (np.stack([out[n] for n in columns.EXPOSURES]) == 1.0).all()
   # Mature labels are the full-window counts of the conversion log.
-  model = delay_lib.DelayModel.from_config(cfg.delay)
+  model = cfg.delay.model()
   mine = np.isin(convs[columns.CLICK_ID], sub[columns.CLICK_ID])
   full = np.bincount(model.window_of(delay_h[mine]), minlength=3)
   np.testing.assert_array_equal(previous.sum(0), full)
@@ -142,7 +145,7 @@ MIN_PRIVILEGED_SHARE = 0.4
 
 def test_world_is_hard_and_the_privileged_signal_is_real(tmp_path):
   _, path = make_world(tmp_path, ['world.num_clicks=150000'])
-  result = difficulty.measure(io.read_examples(os.path.join(path, 'clicks')))
+  result = difficulty.measure(records.read_examples(os.path.join(path, 'clicks')))
   assert result['glm_gap'] >= MIN_GLM_GAP, result
   assert result['privileged_share'] >= MIN_PRIVILEGED_SHARE, result
   assert result['floor'] < result['glm_with_teacher_only'] < result[
@@ -152,7 +155,6 @@ def test_world_is_hard_and_the_privileged_signal_is_real(tmp_path):
 def test_serving_only_rate_lies_between_the_floor_and_the_glm(logs):
   """E[rate | serving features] is the serving-only Bayes floor: above the true
   rate's NLL (it lacks the privileged signal), well calibrated."""
-  from models import nll as nll_lib  # pylint: disable=g-import-not-at-top
   cfg, clicks, _, _, _ = logs
   world = generator.World(cfg)
   y = clicks[columns.TRUE_CONVERSIONS].astype(np.float64)

@@ -5,7 +5,7 @@ Writes, under the output directory:
   conversions/date=YYYY-MM-DD/part-00000.tfrecord.gz  one per *reported* conversion
   manifest.json                                       parameters, counts, files
 
-Mechanics (DESIGN §3), all seeded and streamed day by day in fixed-size chunks:
+Mechanics (docs/architecture.md §3), all seeded and streamed day by day in chunks:
   - advertisers with Zipf popularity and log-normal tCPA (a real tCPA > 250 slice);
   - a non-linear true rate: a query x product-category relevance table, tanh of
     engagement, a price bump around the advertiser's usual price, hour x device
@@ -22,28 +22,35 @@ Every categorical is an int64 id and every feature a dense scalar.
 Usage: python -m world.generator --config pipeline/configs/default.yaml [--help]
 """
 
+import os
+
+# An entry point: Keras 2 (tf-keras) for TFX 1.16 must be chosen before anything
+# imports TensorFlow, whoever starts this process (the Makefile sets it too).
+os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 import argparse
 import datetime
 import hashlib
 import json
-import os
 import shutil
 import sys
 import time
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 import numpy as np
+import tensorflow as tf
 
-from observation import delay as delay_lib
-from pipeline import config as config_lib
+import config as config_lib
+from observation import snapshot
 from schemas import codec
 from schemas import columns
+from schemas import layout
 
 GENERATOR_VERSION = 2  # 2: teacher-only features drawn after the serving ones
 MANIFEST = 'manifest.json'
-CLICKS_DIR = 'clicks'
-CONVERSIONS_DIR = 'conversions'
 SECONDS_PER_DAY = 86400
+HOUR = snapshot.SECONDS_PER_HOUR
 
 _N = {c.name: c.buckets for c in columns.COLUMNS if c.buckets}
 N_QUERY_CATEGORIES = _N['query_category']
@@ -55,11 +62,6 @@ _PEAK_HOUR = np.array([14.0, 21.0, 19.0])
 # Tilt of the window shares per unit of standardised log price: expensive products
 # convert later.
 _WINDOW_PRICE_TILT = np.array([-0.35, 0.0, 0.35])
-
-
-def partition_dir(root: str, log: str, day: datetime.date) -> str:
-  """Directory of one day partition of a log."""
-  return os.path.join(root, log, f'date={day.isoformat()}')
 
 
 class World:
@@ -94,7 +96,7 @@ class World:
     hours = np.arange(24)
     diurnal = 1.0 + 0.6 * np.sin(2 * np.pi * (hours - 9) / 24)
     self.hour_shares = diurnal / diurnal.sum()
-    self.delay = delay_lib.DelayModel.from_config(cfg.delay)
+    self.delay = cfg.delay.model()
     # Calibrated on a fixed sample so that the configured values are the world's
     # averages: the intercept gives mean true rate = world.base_rate, and the
     # window logits give conversion-weighted shares = delay.window_shares
@@ -120,7 +122,7 @@ class World:
     browser = np.minimum((u[:, None] > cum).sum(axis=1), cum.shape[1] - 1)
     country = rng.choice(N_COUNTRIES, n, p=self.country_popularity)
     utc_hour = rng.choice(24, n, p=self.hour_shares)
-    click_ts = day_start + utc_hour * 3600 + rng.integers(0, 3600, n)
+    click_ts = day_start + utc_hour * HOUR + rng.integers(0, HOUR, n)
     hour = (utc_hour + self.country_tz[country]) % 24
     on_topic = rng.random(n) < 0.6
     query_category = np.where(
@@ -227,7 +229,7 @@ class World:
     click_pos = np.repeat(click_pos, reps)
     window = np.repeat(window, reps)
     delay_h = self.delay.sample(rng, window)
-    ts = clicks[columns.CLICK_TS][click_pos] + np.floor(delay_h * 3600).astype(
+    ts = clicks[columns.CLICK_TS][click_pos] + np.floor(delay_h * HOUR).astype(
         np.int64)
     f = self.observed_fraction[clicks[columns.BROWSER][click_pos]]
     return {
@@ -263,7 +265,6 @@ def generate(cfg: config_lib.Config, out_dir: str, log=print) -> Dict:
   Memory is flat in the number of clicks: clicks are made and written one chunk
   at a time, and conversions go straight to open per-date writers.
   """
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   w = cfg.world
   world = World(cfg)
   start = int(w.start().timestamp())
@@ -287,7 +288,7 @@ def generate(cfg: config_lib.Config, out_dir: str, log=print) -> Dict:
     day_start = start + day_index * SECONDS_PER_DAY
     day = datetime.datetime.fromtimestamp(day_start, datetime.timezone.utc).date()
     close_before(day)  # no later click converts before its own day
-    click_dir = partition_dir(tmp, CLICKS_DIR, day)
+    click_dir = layout.partition_path(tmp, layout.CLICKS, day)
     os.makedirs(click_dir, exist_ok=True)
     for part, lo in enumerate(range(0, int(n_day), w.chunk_size)):
       n = min(w.chunk_size, int(n_day) - lo)
@@ -314,7 +315,7 @@ def generate(cfg: config_lib.Config, out_dir: str, log=print) -> Dict:
         sel = conv_day == d
         date = (w.start() + datetime.timedelta(days=int(d))).date()
         if date not in writers:
-          conv_dir = partition_dir(tmp, CONVERSIONS_DIR, date)
+          conv_dir = layout.partition_path(tmp, layout.CONVERSIONS, date)
           os.makedirs(conv_dir, exist_ok=True)
           writers[date] = tf.io.TFRecordWriter(
               os.path.join(conv_dir, 'part-00000.tfrecord.gz'), options='GZIP')
@@ -327,7 +328,7 @@ def generate(cfg: config_lib.Config, out_dir: str, log=print) -> Dict:
   # Every day of the conversion log has a partition, empty or not, so a missing
   # partition always means a missing upload.
   for d in range((horizon - start) // SECONDS_PER_DAY):
-    conv_dir = partition_dir(tmp, CONVERSIONS_DIR,
+    conv_dir = layout.partition_path(tmp, layout.CONVERSIONS,
                              (w.start() + datetime.timedelta(days=d)).date())
     if not os.path.exists(conv_dir):
       os.makedirs(conv_dir)
@@ -366,11 +367,10 @@ def read_manifest(out_dir: str) -> Optional[Dict]:
 
 
 def main(argv=None) -> int:
-  # Keras 2 for TFX 1.16, whoever starts this process (the Makefile sets it too).
-  os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
   parser = argparse.ArgumentParser(
       prog='python -m world.generator',
-      description='Generate the synthetic click and conversion logs (DESIGN §3).')
+      description='Generate the synthetic click and conversion logs '
+      '(docs/architecture.md §3).')
   parser.add_argument('--config', help='YAML config (defaults apply without one)')
   parser.add_argument('--set', dest='overrides', action='append', default=[],
                       metavar='KEY=VALUE',

@@ -13,7 +13,7 @@ from components.baseline_check import executor
 
 
 class BaselineCheckSpec(ComponentSpec):
-  PARAMETERS = {'bootstrap': ExecutionParameter(type=int)}
+  PARAMETERS = {executor.BOOTSTRAP_KEY: ExecutionParameter(type=int)}
   INPUTS = {executor.BASELINE_KEY: ChannelParameter(
       type=standard_artifacts.Model, optional=True)}
   OUTPUTS = {executor.RESULT_KEY: ChannelParameter(type=GateResult)}

@@ -14,6 +14,8 @@ from tfx.types import artifact_utils
 
 BASELINE_KEY = 'baseline'
 RESULT_KEY = 'result'
+# 1 for the explicit bootstrap run (no baseline needed).
+BOOTSTRAP_KEY = 'bootstrap'
 
 
 class BaselineMissingError(RuntimeError):
@@ -25,7 +27,7 @@ class Executor(base_executor.BaseExecutor):
   def Do(self, input_dict: Dict[str, List[Any]], output_dict: Dict[str, List[Any]],
          exec_properties: Dict[str, Any]) -> None:
     baselines = input_dict.get(BASELINE_KEY) or []
-    bootstrap = bool(exec_properties.get('bootstrap'))
+    bootstrap = bool(exec_properties.get(BOOTSTRAP_KEY))
     result = artifact_utils.get_single_instance(output_dict[RESULT_KEY])
     if not baselines and not bootstrap:
       raise BaselineMissingError(

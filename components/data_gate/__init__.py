@@ -1,1 +1,4 @@
-"""DataGate: stops the run when ExampleValidator found anomalies (DESIGN §2)."""
+"""DataGate: stops the run when ExampleValidator found anomalies.
+
+See docs/architecture.md §2.
+"""

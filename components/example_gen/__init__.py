@@ -1,2 +1,2 @@
 """ConversionLogExampleGen: the window [T - W, T) of clicks joined with the
-conversions reported by T, split by time (DESIGN §2-3)."""
+conversions reported by T, split by time (docs/architecture.md §2-3)."""

@@ -2,7 +2,7 @@
 
 FileBasedExampleGen would bring Vertex's span driver and one-span-per-run input
 semantics; the window [T - W, T) spans W day partitions of two logs, so this
-component lists and joins them itself (DESIGN §2).
+component lists and joins them itself (docs/architecture.md §2).
 """
 
 from typing import Optional, Union
@@ -22,14 +22,14 @@ from components.example_gen import executor
 class ConversionLogExampleGenSpec(ComponentSpec):
   """Parameters: where the logs are, the window, T, and the label model."""
   PARAMETERS = {
-      'data_root': ExecutionParameter(type=str),
-      'window_days': ExecutionParameter(type=int),
-      'eval_days': ExecutionParameter(type=int),
+      executor.DATA_ROOT_KEY: ExecutionParameter(type=str),
+      executor.WINDOW_DAYS_KEY: ExecutionParameter(type=int),
+      executor.EVAL_DAYS_KEY: ExecutionParameter(type=int),
       # ISO 8601 T; empty: resolved at run time by `snapshot_policy`.
-      'snapshot_time': ExecutionParameter(type=str, optional=True),
-      'snapshot_policy': ExecutionParameter(type=str),
-      # JSON: delay scales, observed fractions, observability thresholds.
-      'label_spec': ExecutionParameter(type=str),
+      executor.SNAPSHOT_TIME_KEY: ExecutionParameter(type=str, optional=True),
+      executor.SNAPSHOT_POLICY_KEY: ExecutionParameter(type=str),
+      # LabelSpec JSON: delay scales, observed fractions, observability thresholds.
+      executor.LABEL_SPEC_KEY: ExecutionParameter(type=str),
   }
   INPUTS = {}
   OUTPUTS = {
@@ -57,7 +57,8 @@ class ConversionLogExampleGen(base_beam_component.BaseBeamComponent):
         day partitions (`date=YYYY-MM-DD`).
       window_days: W.
       eval_days: E, the eval split's length in days.
-      label_spec: JSON from `executor.label_spec_to_json(config)`.
+      label_spec: `observation.labels.LabelSpec.to_json()` (built by
+        `config.Config.label_spec()`).
       snapshot_policy: how to resolve T when `snapshot_time` is empty.
       snapshot_time: T (ISO 8601), a RuntimeParameter, or None.
     """

@@ -9,12 +9,12 @@ rows. Output: an Examples artifact with splits `train` and `eval` (gzip TFRecord
 tf.Example, written by TFX's own WriteSplit), T recorded as custom properties.
 """
 
-import json
 import os
 from typing import Any, Dict, List
 
 import apache_beam as beam
 import numpy as np
+import tensorflow as tf
 from absl import logging
 from tfx.components.example_gen import write_split
 from tfx.components.util import examples_utils
@@ -22,35 +22,26 @@ from tfx.dsl.components.base import base_beam_executor
 from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils
 
+from components import artifacts
 from components.example_gen import window as window_lib
-from observation import delay as delay_lib
 from observation import labels
 from observation import snapshot
 from schemas import codec
 from schemas import columns
+from schemas import layout
 
+# Output and parameter keys (the component spec and the tests use these).
 EXAMPLES_KEY = 'examples'
+DATA_ROOT_KEY = 'data_root'
+WINDOW_DAYS_KEY = 'window_days'
+EVAL_DAYS_KEY = 'eval_days'
+SNAPSHOT_TIME_KEY = 'snapshot_time'
+SNAPSHOT_POLICY_KEY = 'snapshot_policy'
+# JSON of observation.labels.LabelSpec.
+LABEL_SPEC_KEY = 'label_spec'
+
 SPLITS = ('train', 'eval')
 _NAMESPACE = 'ConversionLogExampleGen'
-
-
-def label_spec_from_json(text: str) -> labels.LabelSpec:
-  """The LabelSpec from the component's `label_spec` parameter."""
-  d = json.loads(text)
-  return labels.LabelSpec(
-      delay=delay_lib.DelayModel(d['window_scale_hours']),
-      observed_fractions=tuple(d['observed_fractions']),
-      full_threshold=d['full_threshold'], low_threshold=d['low_threshold'])
-
-
-def label_spec_to_json(cfg) -> str:
-  """The `label_spec` parameter from a pipeline.config.Config."""
-  return json.dumps({
-      'window_scale_hours': list(cfg.delay.window_scale_hours),
-      'observed_fractions': list(cfg.observability.fractions()),
-      'full_threshold': cfg.observability.full_threshold,
-      'low_threshold': cfg.observability.low_threshold,
-  }, sort_keys=True)
 
 
 def _int_feature(example, name: str, what: str) -> int:
@@ -68,7 +59,6 @@ class _KeyClick(beam.DoFn):
     self._outside = beam.metrics.Metrics.counter(_NAMESPACE, 'clicks_outside_window')
 
   def process(self, record: bytes):
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
     ex = tf.train.Example.FromString(record)
     ts = _int_feature(ex, columns.CLICK_TS, 'click log')
     if self._start <= ts < self._end:
@@ -85,7 +75,6 @@ class _KeyConversion(beam.DoFn):
     self._late = beam.metrics.Metrics.counter(_NAMESPACE, 'conversions_after_t')
 
   def process(self, record: bytes):
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
     ex = tf.train.Example.FromString(record)
     ts = _int_feature(ex, columns.CONVERSION_TS, 'conversion log')
     if ts <= self._end:
@@ -154,14 +143,14 @@ class Executor(base_beam_executor.BaseBeamExecutor):
     del input_dict
     examples = artifact_utils.get_single_instance(output_dict[EXAMPLES_KEY])
     examples.split_names = artifact_utils.encode_split_names(list(SPLITS))
-    data_root = exec_properties['data_root']
+    data_root = exec_properties[DATA_ROOT_KEY]
     window = window_lib.resolve_window(
-        data_root, exec_properties.get('snapshot_time') or '',
-        exec_properties['snapshot_policy'], exec_properties['window_days'],
-        exec_properties['eval_days'])
-    spec = label_spec_from_json(exec_properties['label_spec'])
-    click_dirs = window_lib.required_partitions(data_root, 'clicks', window)
-    conv_dirs = window_lib.required_partitions(data_root, 'conversions', window)
+        data_root, exec_properties.get(SNAPSHOT_TIME_KEY) or '',
+        exec_properties[SNAPSHOT_POLICY_KEY], exec_properties[WINDOW_DAYS_KEY],
+        exec_properties[EVAL_DAYS_KEY])
+    spec = labels.LabelSpec.from_json(exec_properties[LABEL_SPEC_KEY])
+    click_dirs = window_lib.required_partitions(data_root, layout.CLICKS, window)
+    conv_dirs = window_lib.required_partitions(data_root, layout.CONVERSIONS, window)
     t = snapshot.to_ts(window.snapshot)
     logging.info('ConversionLogExampleGen: T=%s, window [%s, %s), eval from %s; '
                  '%d click and %d conversion partitions', window.snapshot,
@@ -203,10 +192,12 @@ class Executor(base_beam_executor.BaseBeamExecutor):
     examples_utils.set_payload_format(examples, example_gen_pb2.FORMAT_TF_EXAMPLE)
     examples_utils.set_file_format(
         examples, write_split.to_file_format_str(example_gen_pb2.FORMAT_TFRECORDS_GZIP))
-    examples.set_string_custom_property('snapshot_time', window.snapshot.isoformat())
-    examples.set_int_custom_property('snapshot_ts', t)
-    examples.set_string_custom_property('window_start', window.start.isoformat())
-    examples.set_string_custom_property('eval_start', window.eval_start.isoformat())
+    examples.set_string_custom_property(artifacts.SNAPSHOT_TIME,
+                                        window.snapshot.isoformat())
+    examples.set_int_custom_property(artifacts.SNAPSHOT_TS, t)
+    examples.set_string_custom_property(artifacts.WINDOW_START, window.start.isoformat())
+    examples.set_string_custom_property(artifacts.EVAL_START,
+                                        window.eval_start.isoformat())
     for split in SPLITS:
       examples.set_int_custom_property(f'{split}_examples', counts[split])
     joined = _counter(result, 'conversions_joined')

@@ -7,13 +7,14 @@ local or gs:// (listing goes through tf.io.gfile).
 import dataclasses
 import datetime
 import os
-import re
 from typing import List
 
+import tensorflow as tf
+
 from observation import snapshot
+from schemas import layout
 
 DAY = datetime.timedelta(days=1)
-_PARTITION = re.compile(r'^date=(\d{4}-\d{2}-\d{2})/?$')
 
 
 class WindowError(ValueError):
@@ -43,21 +44,16 @@ class Window:
     return out
 
 
-def partition_path(data_root: str, log: str, day: datetime.date) -> str:
-  return os.path.join(data_root, log, f'date={day.isoformat()}')
-
-
 def partition_days(data_root: str, log: str) -> List[datetime.date]:
   """The day partitions present under `<data_root>/<log>/`."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   root = os.path.join(data_root, log)
   if not tf.io.gfile.isdir(root):
     raise WindowError(f'no {log} log at {root}')
   days = []
   for name in tf.io.gfile.listdir(root):
-    m = _PARTITION.match(name)
-    if m:
-      days.append(datetime.date.fromisoformat(m.group(1)))
+    day = layout.partition_day(name)
+    if day is not None:
+      days.append(day)
   return sorted(days)
 
 
@@ -84,7 +80,7 @@ def required_partitions(data_root: str, log: str, window: Window) -> List[str]:
         f'{len(missing)} {log} partitions of the window [{window.start.isoformat()}, '
         f'{window.snapshot.isoformat()}) are missing under '
         f'{os.path.join(data_root, log)}: {shown}')
-  return [partition_path(data_root, log, d) for d in needed]
+  return [layout.partition_path(data_root, log, d) for d in needed]
 
 
 def resolve_window(data_root: str, snapshot_time: str, policy: str, days: int,
@@ -92,5 +88,5 @@ def resolve_window(data_root: str, snapshot_time: str, policy: str, days: int,
                    ) -> Window:
   """T (explicit or by policy) and the window ending at it."""
   t = snapshot.resolve(snapshot_time, policy,
-                       lambda: latest_day(data_root, 'clicks'), now)
+                       lambda: latest_day(data_root, layout.CLICKS), now)
   return Window.ending_at(t, days, eval_days)

@@ -1,1 +1,4 @@
-"""VersionedPusher: atomic, idempotent push of a blessed model (DESIGN §7)."""
+"""VersionedPusher: atomic, idempotent push of a blessed model.
+
+See docs/architecture.md §7.
+"""

@@ -14,7 +14,7 @@ from components.pusher import executor
 
 
 class VersionedPusherSpec(ComponentSpec):
-  PARAMETERS = {'push_base': ExecutionParameter(type=str)}
+  PARAMETERS = {executor.PUSH_BASE_KEY: ExecutionParameter(type=str)}
   INPUTS = {
       executor.MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),
       executor.BLESSING_KEY: ChannelParameter(type=standard_artifacts.ModelBlessing),

@@ -10,6 +10,7 @@ from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
+from components import artifacts
 from components.pusher import push
 from observation import snapshot
 
@@ -17,6 +18,8 @@ MODEL_KEY = 'model'
 BLESSING_KEY = 'model_blessing'
 EXAMPLES_KEY = 'examples'
 PUSHED_KEY = 'pushed_model'
+# Where the serving versions go (local or gs://).
+PUSH_BASE_KEY = 'push_base'
 
 
 def _prop(artifact, name: str, default=None):
@@ -34,13 +37,13 @@ class Executor(base_executor.BaseExecutor):
     blessing = artifact_utils.get_single_instance(input_dict[BLESSING_KEY])
     examples = artifact_utils.get_single_instance(input_dict[EXAMPLES_KEY])
     pushed = artifact_utils.get_single_instance(output_dict[PUSHED_KEY])
-    base = exec_properties['push_base']
+    base = exec_properties[PUSH_BASE_KEY]
     if _prop(blessing, 'blessed', 0) != 1:
       logging.info('Pusher: the model is not blessed; nothing is pushed')
       pushed.set_int_custom_property('pushed', 0)
       pushed.set_string_custom_property('reason', 'not blessed')
       return
-    t = snapshot.parse_utc(_prop(examples, 'snapshot_time'))
+    t = snapshot.parse_utc(_prop(examples, artifacts.SNAPSHOT_TIME))
     with tf.io.gfile.GFile(os.path.join(path_utils.serving_model_path(model.uri),
                                         'tflite'), 'rb') as f:
       content = f.read()

@@ -2,7 +2,7 @@
 
 Layout under the base:
   <T>-<fingerprint>/model.tflite     the quantized model
-  <T>-<fingerprint>/metadata.json    T, fingerprint, lineage, metrics
+  <T>-<fingerprint>/metadata.json    T, fingerprint, lineage
   <T>-<fingerprint>/_COMPLETE        written last: only marked versions exist
 where T is the snapshot time as YYYYmmddTHHMMSSZ and the fingerprint the first 16
 hex digits of the model's SHA-256. Writing goes to a temporary name that readers

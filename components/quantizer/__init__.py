@@ -1,1 +1,4 @@
-"""Quantizer: post-training quantization of the student to TFLite (DESIGN §6)."""
+"""Quantizer: post-training quantization of the student to TFLite.
+
+See docs/architecture.md §6.
+"""

@@ -14,15 +14,17 @@ from components.quantizer import executor
 
 class QuantizerSpec(ComponentSpec):
   PARAMETERS = {
-      'mode': ExecutionParameter(type=str),  # int8 | dynamic_range | float16
-      'calibration_examples': ExecutionParameter(type=int),
-      'calibration_sampling': ExecutionParameter(type=str),  # uniform | tcpa_stratified
+      executor.MODE_KEY: ExecutionParameter(type=str),  # int8 | dynamic_range | float16
+      executor.CALIBRATION_EXAMPLES_KEY: ExecutionParameter(type=int),
+      # uniform | tcpa_stratified
+      executor.CALIBRATION_SAMPLING_KEY: ExecutionParameter(type=str),
       # Largest relative NLL increase of quantized over float on eval.
-      'max_nll_increase': ExecutionParameter(type=float),
-      'latency_samples': ExecutionParameter(type=int),
-      # JSON: {mode, window_shares, full_threshold} (models/eval_labels.py).
-      'eval_label': ExecutionParameter(type=str),
-      'seed': ExecutionParameter(type=int),
+      executor.MAX_NLL_INCREASE_KEY: ExecutionParameter(type=float),
+      executor.LATENCY_SAMPLES_KEY: ExecutionParameter(type=int),
+      # EvalLabelSpec JSON: {mode, window_shares, full_threshold}
+      # (observation/eval_labels.py).
+      executor.EVAL_LABEL_KEY: ExecutionParameter(type=str),
+      executor.SEED_KEY: ExecutionParameter(type=int),
   }
   INPUTS = {
       executor.MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),

@@ -1,4 +1,4 @@
-"""Post-training quantization of the student to TFLite (DESIGN §6).
+"""Post-training quantization of the student to TFLite (docs/architecture.md §6).
 
 Converts the student's raw-feature signature (serving features in by name, pConvs
 out) in one of three modes:
@@ -172,10 +172,6 @@ def predict(model: bytes, rows: Dict[str, np.ndarray], batch: int = 4096) -> np.
     it.invoke()
     out.append(it.get_tensor(output['index']).reshape(-1))
   return np.concatenate(out).astype(np.float64)
-
-
-def model_size(model: bytes) -> int:
-  return len(model)
 
 
 def write(model: bytes, model_dir: str) -> str:

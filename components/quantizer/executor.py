@@ -6,6 +6,7 @@ Output model artifact layout:
 Report artifact: <uri>/report.json.
 """
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -21,15 +22,24 @@ from tfx.utils import path_utils
 
 from components.quantizer import convert
 from components.quantizer import measure
-from models import eval_labels
 from models import export
 from models import features as features_lib
-from world import io
+from observation import eval_labels
+from schemas import records
 
+# Input, output and parameter keys (the component spec and the tests use these).
 MODEL_KEY = 'model'
 EXAMPLES_KEY = 'examples'
 QUANTIZED_KEY = 'quantized_model'
 REPORT_KEY = 'report'
+MODE_KEY = 'mode'
+CALIBRATION_EXAMPLES_KEY = 'calibration_examples'
+CALIBRATION_SAMPLING_KEY = 'calibration_sampling'
+MAX_NLL_INCREASE_KEY = 'max_nll_increase'
+LATENCY_SAMPLES_KEY = 'latency_samples'
+# JSON of observation.eval_labels.EvalLabelSpec.
+EVAL_LABEL_KEY = 'eval_label'
+SEED_KEY = 'seed'
 FLOAT_STUDENT_DIR = export.FLOAT_STUDENT_DIR
 REPORT_FILE = 'report.json'
 # Examples read from the train split to draw the calibration set from.
@@ -42,13 +52,8 @@ def float_student_path(model_uri: str) -> str:
 
 
 def _records(examples, split: str, limit: int = 0) -> List[bytes]:
-  files = io.list_files(os.path.join(artifact_utils.get_split_uri([examples], split), '*'))
-  records = []
-  for record in io.iter_records(files):
-    records.append(record)
-    if limit and len(records) >= limit:
-      break
-  return records
+  return records.read_records(
+      os.path.join(artifact_utils.get_split_uri([examples], split), '*'), limit)
 
 
 def summary_text(report: Dict) -> str:
@@ -72,8 +77,8 @@ class Executor(base_executor.BaseExecutor):
     examples = artifact_utils.get_single_instance(input_dict[EXAMPLES_KEY])
     out_model = artifact_utils.get_single_instance(output_dict[QUANTIZED_KEY])
     report_artifact = artifact_utils.get_single_instance(output_dict[REPORT_KEY])
-    mode = exec_properties['mode']
-    label = json.loads(exec_properties['eval_label'])
+    mode = exec_properties[MODE_KEY]
+    label = eval_labels.EvalLabelSpec.from_json(exec_properties[EVAL_LABEL_KEY])
     student_dir = path_utils.serving_model_path(student.uri)
     names = features_lib.SERVING_FEATURES
     dtypes = {n: features_lib.dtype(n).as_numpy_dtype for n in names}
@@ -81,15 +86,16 @@ class Executor(base_executor.BaseExecutor):
     pool = measure.feature_rows(_records(examples, 'train', CALIBRATION_POOL))
     eval_records = _records(examples, 'eval')
     eval_rows = measure.feature_rows(eval_records)
-    label_mode = eval_labels.resolve(label['mode'], list(eval_rows))
+    label = dataclasses.replace(label, mode=eval_labels.resolve(label.mode,
+                                                                list(eval_rows)))
 
     with tempfile.TemporaryDirectory() as tmp:
       raw_dir = convert.raw_saved_model(student_dir, os.path.join(tmp, 'raw'))
       float_model = convert.convert(raw_dir, 'float32')
       calibration = np.union1d(
-          measure.calibration_indices(pool, exec_properties['calibration_examples'],
-                                      exec_properties['calibration_sampling'],
-                                      exec_properties['seed']),
+          measure.calibration_indices(pool, exec_properties[CALIBRATION_EXAMPLES_KEY],
+                                      exec_properties[CALIBRATION_SAMPLING_KEY],
+                                      exec_properties[SEED_KEY]),
           measure.tail_indices(tf.saved_model.load(student_dir), pool))
       quantized = convert.convert(
           raw_dir, mode, measure.representative(pool, names, dtypes, calibration))
@@ -98,25 +104,24 @@ class Executor(base_executor.BaseExecutor):
 
     float_pred = convert.predict(float_model, eval_rows)
     quant_pred = convert.predict(quantized, eval_rows)
-    score = lambda p: measure.scored_nll(p, eval_rows, label_mode,  # pylint: disable=g-long-lambda
-                                         label['window_shares'], label['full_threshold'])
-    nll_float, nll_quant = score(float_pred), score(quant_pred)
-    samples = exec_properties['latency_samples']
+    nll_float = measure.scored_nll(float_pred, eval_rows, label)
+    nll_quant = measure.scored_nll(quant_pred, eval_rows, label)
+    samples = exec_properties[LATENCY_SAMPLES_KEY]
     report = {
         'mode': mode,
         'calibration_examples': int(len(calibration)),
-        'calibration_sampling': exec_properties['calibration_sampling'],
+        'calibration_sampling': exec_properties[CALIBRATION_SAMPLING_KEY],
         'float32_tflite_bytes': len(float_model),
         'quantized_bytes': len(quantized),
         'size_ratio': len(quantized) / len(float_model),
         'ops': ops,
         'eval_examples': len(eval_records),
         'errors': measure.prediction_errors(quant_pred, float_pred),
-        'label_mode': label_mode,
+        'label_mode': label.mode,
         'nll_float': nll_float,
         'nll_quantized': nll_quant,
         'nll_relative_change': (nll_quant - nll_float) / nll_float,
-        'max_nll_increase': exec_properties['max_nll_increase'],
+        'max_nll_increase': exec_properties[MAX_NLL_INCREASE_KEY],
         'latency': {
             'float_saved_model': measure.saved_model_latency(
                 student_dir, eval_records, min(samples, 2000)),

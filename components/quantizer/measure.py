@@ -7,9 +7,9 @@ import numpy as np
 import tensorflow as tf
 
 from components.quantizer import convert
-from models import eval_labels
 from models import export
 from models import nll
+from observation import eval_labels
 from observation import labels as labels_lib
 from schemas import codec
 from schemas import columns
@@ -73,10 +73,10 @@ def prediction_errors(quantized: np.ndarray, reference: np.ndarray) -> Dict[str,
           'zero_predictions': int((quantized <= 0).sum())}
 
 
-def scored_nll(pconvs: np.ndarray, rows: Dict[str, np.ndarray], label_mode: str,
-               window_shares: Sequence[float], full_threshold: float) -> float:
-  y, scale, keep = eval_labels.label_and_scale(rows, label_mode, window_shares,
-                                               full_threshold)
+def scored_nll(pconvs: np.ndarray, rows: Dict[str, np.ndarray],
+               label: eval_labels.EvalLabelSpec) -> float:
+  """Poisson NLL of pConvs against `label` (its mode already resolved)."""
+  y, scale, keep = label.label_and_scale(rows)
   return nll.poisson_nll(y[keep], scale[keep] * pconvs[keep])
 
 

@@ -1,1 +1,4 @@
-"""TeacherGate: a teacher that is not good enough stops the run (DESIGN §7)."""
+"""TeacherGate: a teacher that is not good enough stops the run.
+
+See docs/architecture.md §7.
+"""

@@ -13,8 +13,8 @@ from components.teacher_gate import executor
 
 class TeacherGateSpec(ComponentSpec):
   PARAMETERS = {
-      # JSON of evaluation.Bar: mode, min_gap_closed, min_improvement.
-      'bar': ExecutionParameter(type=str),
+      # config.TeacherGateConfig JSON: mode, min_gap_closed, min_improvement.
+      executor.BAR_KEY: ExecutionParameter(type=str),
   }
   INPUTS = {
       executor.MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),

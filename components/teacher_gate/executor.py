@@ -1,6 +1,5 @@
 """TeacherGate executor: scores the teacher on the eval split, blesses or stops."""
 
-import json
 from typing import Any, Dict, List
 
 import numpy as np
@@ -10,15 +9,18 @@ from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
-from components.teacher_gate import evaluation
-from models import data
+from components.teacher_gate import gate
+from config import TeacherGateConfig
 from models import export
 from schemas import codec
 from schemas import columns
+from schemas import records
 
 MODEL_KEY = 'model'
 EXAMPLES_KEY = 'examples'
 BLESSING_KEY = 'blessing'
+# JSON of config.TeacherGateConfig.
+BAR_KEY = 'bar'
 EVAL_SPLIT = 'eval'
 
 
@@ -27,11 +29,10 @@ def score(model_dir: str, patterns: List[str], batch_size: int = 4096):
   model = tf.saved_model.load(model_dir)
   serve = model.signatures[export.SERVING_SIGNATURE]
   rates, cols = [], []
-  ds = tf.data.TFRecordDataset(data.list_files(patterns), compression_type='GZIP')
-  for records in ds.batch(batch_size).as_numpy_iterator():
-    out = serve(examples=tf.constant(records))
+  for batch in records.iter_batches(records.list_files(patterns), batch_size):
+    out = serve(examples=tf.constant(batch))
     rates.append(np.stack([out[k].numpy() for k in export.RATE_OUTPUTS], 1))
-    cols.append(codec.decode(list(records)))
+    cols.append(codec.decode(list(batch)))
   merged = {k: np.concatenate([c[k] for c in cols]) for k in cols[0]}
   return np.concatenate(rates).astype(np.float64), merged
 
@@ -40,7 +41,7 @@ class Executor(base_executor.BaseExecutor):
 
   def Do(self, input_dict: Dict[str, List[Any]], output_dict: Dict[str, List[Any]],
          exec_properties: Dict[str, Any]) -> None:
-    bar = evaluation.Bar(**json.loads(exec_properties['bar']))
+    bar = TeacherGateConfig.from_json(exec_properties[BAR_KEY])
     model = artifact_utils.get_single_instance(input_dict[MODEL_KEY])
     examples = artifact_utils.get_single_instance(input_dict[EXAMPLES_KEY])
     model_dir = path_utils.serving_model_path(model.uri)
@@ -52,15 +53,15 @@ class Executor(base_executor.BaseExecutor):
       if not has_truth:
         raise ValueError('teacher gate mode "truth" needs the truth columns, which '
                          'the eval examples lack (real logs: use "observed")')
-      metrics = evaluation.truth_metrics(
+      metrics = gate.truth_metrics(
           cols[columns.TRUE_CONVERSIONS], rates.sum(1),
           sum(cols[c].astype(np.float64) for c in columns.TRUE_RATES))
     else:
       counts = np.stack([cols[c] for c in columns.LABELS], 1)
       offsets = np.stack([cols[c] for c in columns.EXPOSURES], 1) * cols[
           columns.OBSERVED_FRACTION][:, None]
-      metrics = evaluation.observed_metrics(counts, offsets, rates)
-    verdict = evaluation.decide(mode, metrics, bar)  # raises on failure
+      metrics = gate.observed_metrics(counts, offsets, rates)
+    verdict = gate.decide(mode, metrics, bar)  # raises on failure
     logging.info('TeacherGate: %s', verdict)
 
     summary = export.read_summary(model_dir)

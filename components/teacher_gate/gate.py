@@ -9,25 +9,16 @@ counts, teacher vs the best per-window constant rates under the same offsets; th
 teacher must improve on it by at least `min_improvement` (relative).
 """
 
-import dataclasses
 from typing import Dict
 
 import numpy as np
 
+from config import TeacherGateConfig
 from models import nll
-
-MODES = ('auto', 'truth', 'observed')
 
 
 class TeacherGateError(RuntimeError):
   """The teacher failed its bar; the message gives the numbers."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Bar:
-  mode: str = 'auto'
-  min_gap_closed: float = 0.5
-  min_improvement: float = 0.02
 
 
 def truth_metrics(y_true: np.ndarray, pconvs: np.ndarray,
@@ -65,7 +56,7 @@ def observed_metrics(counts: np.ndarray, offsets: np.ndarray,
   return m
 
 
-def decide(mode: str, metrics: Dict[str, float], bar: Bar) -> str:
+def decide(mode: str, metrics: Dict[str, float], bar: TeacherGateConfig) -> str:
   """The verdict's explanation; raises TeacherGateError when the teacher fails."""
   if mode == 'truth':
     ok = metrics['gap_closed'] >= bar.min_gap_closed
