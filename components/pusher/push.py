@@ -3,6 +3,8 @@
 Layout under the base:
   <T>-<fingerprint>/model.tflite     the quantized model
   <T>-<fingerprint>/metadata.json    T, fingerprint, lineage
+  <T>-<fingerprint>/warm_start/      the float student's weights (the next
+                                     night's warm start; serving ignores them)
   <T>-<fingerprint>/_COMPLETE        written last: only marked versions exist
 where T is the snapshot time as YYYYmmddTHHMMSSZ and the fingerprint the first 16
 hex digits of the model's SHA-256. Writing goes to a temporary name that readers
@@ -65,11 +67,66 @@ def latest(base: str) -> Optional[str]:
   return _join(base, versions[-1]) if versions else None
 
 
+def version_path(base: str, name: str) -> str:
+  """The directory of version `name` under `base`."""
+  return _join(base, name)
+
+
+def version_t(name: str) -> datetime.datetime:
+  """T (aware, UTC) of a version name `<YYYYmmddTHHMMSSZ>-<fingerprint>`.
+
+  Raises:
+    ValueError: `name` is not a version name.
+  """
+  label = name.rstrip('/').split('-', 1)[0]
+  try:
+    # The inverse of t_label.
+    t = datetime.datetime.strptime(label, '%Y%m%dT%H%M%SZ')
+  except ValueError as e:
+    raise ValueError(f'{name!r} is not a version name (<YYYYmmddTHHMMSSZ>-'
+                     '<fingerprint>)') from e
+  return t.replace(tzinfo=datetime.timezone.utc)
+
+
+def _utc(t: datetime.datetime) -> datetime.datetime:
+  # Naive times are UTC, as observation.snapshot.parse_utc takes them.
+  if t.tzinfo is None:
+    t = t.replace(tzinfo=datetime.timezone.utc)
+  return t.astimezone(datetime.timezone.utc)
+
+
+def served_as_of(base: str, t: datetime.datetime) -> Optional[str]:
+  """The newest complete version whose T <= `t`: what was served at `t`."""
+  t = _utc(t)
+  versions = [v for v in complete_versions(base) if version_t(v) <= t]
+  return versions[-1] if versions else None
+
+
+def version_at(base: str, t: datetime.datetime) -> Optional[str]:
+  """The complete version whose T == `t`, if any (push keeps at most one)."""
+  t = _utc(t)
+  versions = [v for v in complete_versions(base) if version_t(v) == t]
+  return versions[-1] if versions else None
+
+
+def newest(base: str) -> Optional[str]:
+  """The newest complete version's name (latest() gives its directory)."""
+  versions = complete_versions(base)
+  return versions[-1] if versions else None
+
+
 def push(base: str, snapshot: datetime.datetime, model: bytes, metadata: Dict,
+         extra_files: Optional[Dict[str, bytes]] = None,
          fail_before_marker: bool = False) -> Dict:
   """Pushes `model` for T = `snapshot` unless T already has a complete version.
 
   Args:
+    base: the serving directory (local or gs://).
+    snapshot: T.
+    model: the TFLite model's bytes.
+    metadata: lineage written to metadata.json.
+    extra_files: relative path -> bytes, written into the version before its
+      marker (the warm-start weights).
     fail_before_marker: for crash-safety tests only: raise after the files are in
       place but before the marker.
 
@@ -89,6 +146,11 @@ def push(base: str, snapshot: datetime.datetime, model: bytes, metadata: Dict,
   tf.io.gfile.makedirs(tmp)
   with tf.io.gfile.GFile(_join(tmp, MODEL_FILE), 'wb') as f:
     f.write(model)
+  for relative, content in (extra_files or {}).items():
+    path = _join(tmp, *relative.split(os.sep))
+    tf.io.gfile.makedirs(os.path.dirname(path))
+    with tf.io.gfile.GFile(path, 'wb') as f:
+      f.write(content)
   meta = {**metadata, 'version': name, 'snapshot_time': snapshot.isoformat(),
           'fingerprint': fingerprint(model), 'sha256': hashlib.sha256(model).hexdigest()}
   with tf.io.gfile.GFile(_join(tmp, METADATA_FILE), 'w') as f:

@@ -1,0 +1,1 @@
+"""ServedBaseline: the Evaluator's baseline is what the serving directory serves."""
