@@ -1,25 +1,35 @@
-"""VersionedPusher executor: push the blessed model, or record that nothing was."""
+"""VersionedPusher executor: push the blessed model, or record that nothing was.
+
+Built on TFX's Pusher executor for what it defines (the blessing check on
+`model_blessing`, the model path, the `pushed` / `pushed_destination` /
+`pushed_version` properties); the push itself is push.py's atomic, idempotent
+versioned write, whose completion marker is the only commit point (on GCS a
+rename is a copy and a delete, so the marker, not the rename, decides).
+"""
 
 import json
 import os
 from typing import Any, Dict, List
 
-from absl import logging
 import tensorflow as tf
-from tfx.dsl.components.base import base_executor
+from absl import logging
+from tfx.components.pusher import executor as tfx_pusher_executor
 from tfx.types import artifact_utils
-from tfx.utils import path_utils
+from tfx.types import standard_component_specs
 
 from components import artifacts
 from components.pusher import push
+from models import export
 from observation import snapshot
 
-MODEL_KEY = 'model'
-BLESSING_KEY = 'model_blessing'
+MODEL_KEY = standard_component_specs.MODEL_KEY
+# The final decision only: the Evaluator's blessing (gates before it emit none).
+BLESSING_KEY = standard_component_specs.MODEL_BLESSING_KEY
 EXAMPLES_KEY = 'examples'
-PUSHED_KEY = 'pushed_model'
+PUSHED_KEY = standard_component_specs.PUSHED_MODEL_KEY
 # Where the serving versions go (local or gs://).
 PUSH_BASE_KEY = 'push_base'
+PUSH_RESULT_FILE = 'push.json'
 
 
 def _prop(artifact, name: str, default=None):
@@ -29,7 +39,13 @@ def _prop(artifact, name: str, default=None):
   return getattr(value, value.WhichOneof('value'))
 
 
-class Executor(base_executor.BaseExecutor):
+def _read(path: str) -> bytes:
+  with tf.io.gfile.GFile(path, 'rb') as f:
+    return f.read()
+
+
+class Executor(tfx_pusher_executor.Executor):
+  """Pushes the quantized model (and its warm-start weights) by T."""
 
   def Do(self, input_dict: Dict[str, List[Any]], output_dict: Dict[str, List[Any]],
          exec_properties: Dict[str, Any]) -> None:
@@ -38,26 +54,38 @@ class Executor(base_executor.BaseExecutor):
     examples = artifact_utils.get_single_instance(input_dict[EXAMPLES_KEY])
     pushed = artifact_utils.get_single_instance(output_dict[PUSHED_KEY])
     base = exec_properties[PUSH_BASE_KEY]
-    if _prop(blessing, 'blessed', 0) != 1:
+    if not self.CheckBlessing(input_dict):
       logging.info('Pusher: the model is not blessed; nothing is pushed')
-      pushed.set_int_custom_property('pushed', 0)
+      self._MarkNotPushed(pushed)
       pushed.set_string_custom_property('reason', 'not blessed')
       return
     t = snapshot.parse_utc(_prop(examples, artifacts.SNAPSHOT_TIME))
-    with tf.io.gfile.GFile(os.path.join(path_utils.serving_model_path(model.uri),
-                                        'tflite'), 'rb') as f:
-      content = f.read()
+    content = _read(os.path.join(self.GetModelPath(input_dict), 'tflite'))
+    # The float student's weights travel with the served version, so the next
+    # night's student warm-starts from what serving serves (ServedBaseline).
+    extra = {}
+    weights = os.path.join(model.uri, export.FLOAT_STUDENT_DIR, export.WARM_START_FILE)
+    if tf.io.gfile.exists(weights):
+      extra[export.WARM_START_FILE] = _read(weights)
     metadata = {
         'model_uri': model.uri,
         'model_id': model.id,
         'baseline_model': _prop(blessing, 'baseline_model', None),
         'examples_uri': examples.uri,
     }
-    result = push.push(base, t, content, metadata)
-    logging.info('Pusher: %s (%s)', result['reason'], result['path'])
-    pushed.set_int_custom_property('pushed', int(result['pushed']))
-    pushed.set_string_custom_property('pushed_destination', result['path'])
-    pushed.set_string_custom_property('pushed_version', result['version'])
+    result = push.push(base, t, content, metadata, extra_files=extra)
+    newest = push.newest(base)
+    result['backfill'] = bool(newest and push.version_t(newest) > t)
+    logging.info('Pusher: %s (%s)%s', result['reason'], result['path'],
+                 '; a backfill: serving keeps the newer ' + newest
+                 if result['backfill'] else '')
+    if result['pushed']:
+      self._MarkPushed(pushed, result['path'], result['version'])
+    else:
+      self._MarkNotPushed(pushed)
+      pushed.set_string_custom_property('pushed_destination', result['path'])
+      pushed.set_string_custom_property('pushed_version', result['version'])
     pushed.set_string_custom_property('reason', result['reason'])
-    with tf.io.gfile.GFile(os.path.join(pushed.uri, 'push.json'), 'w') as f:
+    pushed.set_int_custom_property('backfill', int(result['backfill']))
+    with tf.io.gfile.GFile(os.path.join(pushed.uri, PUSH_RESULT_FILE), 'w') as f:
       json.dump(result, f, indent=1)
