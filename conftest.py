@@ -27,23 +27,31 @@ def mature_world(tmp_path_factory):
 
 @pytest.fixture(scope='session')
 def e2e(tmp_path_factory):
-  """Three consecutive nights of the whole DAG with BeamDagRunner on one tiny
-  world, caching off, the student warm-starting from the last blessed one:
-  bootstrap (production recipe), a distilled run that should be pushed, a worse
-  candidate (the production recipe again, gated against the distilled model)
-  that must not be; then the distilled night run again."""
+  """Nights of the whole DAG with BeamDagRunner on one tiny world, caching off,
+  the student warm-starting from the served model (end = the world's end):
+
+    bootstrap  T = end - 3d  production recipe, no baseline: pushed first
+    kd         T = end - 1d  distilled, gated against the bootstrap: pushed
+    worse      T = end       (resolved at run time) production recipe, gated
+                             against kd: not blessed, nothing pushed
+    backfill   T = end - 2d  the next run after the unblessed night, older
+                             than the served kd: gated against the version
+                             served as of its eval start (the bootstrap's)
+    kd_again   T = end - 1d  already served: skips after ServedBaseline
+  """
   root = tmp_path_factory.mktemp('e2e')
   cfg = config_lib.load_config(None, E2E_OVERRIDES + [
       f'paths.data_root={root}/world', f'paths.output_root={root}/outputs',
       f'paths.serving_dir={root}/serving'])
   generator.generate(cfg, cfg.paths.data_root, log=lambda *_: None)
   end = cfg.world.start() + datetime.timedelta(days=cfg.world.days)
-  nights = E2ERun(cfg, cfg.paths.data_root)
+  nights = E2ERun(cfg, cfg.paths.data_root, default_night='kd')
   day = datetime.timedelta(days=1)
-  nights.night('bootstrap', (end - 2 * day).isoformat(), bootstrap=True,
+  nights.night('bootstrap', (end - 3 * day).isoformat(), bootstrap=True,
                overrides=['distill.recipe=production'])
   nights.night('kd', (end - day).isoformat())
   # T left to the run (data_end policy: the world's end).
   nights.night('worse', None, overrides=['distill.recipe=production'])
+  nights.night('backfill', (end - 2 * day).isoformat())
   nights.night('kd_again', (end - day).isoformat())
   return nights

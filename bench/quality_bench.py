@@ -97,7 +97,7 @@ def run_pipeline(cfg, reuse: bool):
       'transform': artifact('Transform', 'transform_graph').uri,
       'schema': os.path.join(artifact('ImportSchemaGen', 'schema').uri, 'schema.pbtxt'),
       'teacher': artifact('teacher', 'model').uri,
-      'gate': dict(artifact('TeacherGate', 'blessing').custom_properties),
+      'gate': dict(artifact('TeacherGate', 'result').custom_properties),
       'executions': local.node_executions(paths.metadata, cfg.pipeline_name),
   }
 

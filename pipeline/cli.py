@@ -48,6 +48,12 @@ def _common(sub):
                    metavar='KEY=VALUE', help='override a config key, e.g. window.days=14')
 
 
+def _force(sub):
+  sub.add_argument('--force', action='store_true',
+                   help='rerun a night whose T is already served (by default '
+                   'everything after the ExampleGen is skipped)')
+
+
 def resolve_t(cfg: config_lib.Config, snapshot_time: Optional[str]):
   """T as the ExampleGen would resolve it (the edge needs it to bootstrap)."""
   from components.example_gen import window  # TensorFlow
@@ -58,7 +64,7 @@ def resolve_t(cfg: config_lib.Config, snapshot_time: Optional[str]):
 
 
 def run_once(cfg: config_lib.Config, snapshot_time: Optional[str], bootstrap: bool,
-             label: str) -> int:
+             label: str, force: bool = False) -> int:
   from pipeline import local  # TFX
   from pipeline import report
   if bootstrap:
@@ -70,7 +76,7 @@ def run_once(cfg: config_lib.Config, snapshot_time: Optional[str], bootstrap: bo
   start = time.time()
   failure = None
   try:
-    local.run(cfg, snapshot_time=snapshot_time, bootstrap=bootstrap)
+    local.run(cfg, snapshot_time=snapshot_time, bootstrap=bootstrap, force=force)
   except Exception as e:  # pylint: disable=broad-except
     failure = e
   summary = report.summarize(cfg, label)
@@ -88,7 +94,7 @@ def cmd_run(parser, args) -> int:
   cfg = _load(parser, args)
   snapshot_time = args.snapshot_time
   if args.bootstrap:
-    return run_once(cfg, snapshot_time, True, 'bootstrap')
+    return run_once(cfg, snapshot_time, True, 'bootstrap', args.force)
   if args.auto_bootstrap:
     from pipeline import report  # TFX
     if not report.has_baseline(cfg):
@@ -100,17 +106,17 @@ def cmd_run(parser, args) -> int:
       if code:
         return code
       snapshot_time = t.isoformat()
-  return run_once(cfg, snapshot_time, False, 'run')
+  return run_once(cfg, snapshot_time, False, 'run', args.force)
 
 
 def cmd_nightly(parser, args) -> int:
   """One local night, as cron runs it: T from window.snapshot_policy (or
   --snapshot-time for a backfill); no implicit bootstrap (a pipeline without a
-  baseline fails with the bootstrap message); re-running a night whose model was
-  already pushed pushes nothing new."""
+  baseline fails with the bootstrap message); a night whose T is already served
+  skips everything after the ExampleGen unless --force."""
   cfg = _load(parser, args)
   t = resolve_t(cfg, args.snapshot_time)
-  return run_once(cfg, t.isoformat(), False, f'nightly {t.isoformat()}')
+  return run_once(cfg, t.isoformat(), False, f'nightly {t.isoformat()}', args.force)
 
 
 def _template(cfg, args) -> str:
@@ -140,7 +146,8 @@ def cmd_submit(parser, args) -> int:
   """Submits one run of a compiled pipeline to Vertex AI (aiplatform.PipelineJob)."""
   cfg = _load(parser, args)
   name = _vertex(parser, lambda v: v.submit(cfg, _template(cfg, args),
-                                            args.snapshot_time or ''))
+                                            args.snapshot_time or '',
+                                            force=args.force))
   print(f'submitted {name}')
   return 0
 
@@ -170,12 +177,14 @@ def main(argv=None) -> int:
   mode.add_argument('--auto-bootstrap', action='store_true',
                     help='if this pipeline has no baseline yet, bootstrap on the '
                     'previous night first (what make run does)')
+  _force(run)
   run.set_defaults(fn=cmd_run)
 
   nightly = subs.add_parser('nightly', help='one local night (what cron runs)',
                             description=cmd_nightly.__doc__)
   _common(nightly)
   nightly.add_argument('--snapshot-time', help='T (ISO 8601), for a backfill')
+  _force(nightly)
   nightly.set_defaults(fn=cmd_nightly)
 
   template_help = 'the compiled PipelineJob JSON (default: ' \
@@ -192,6 +201,7 @@ def main(argv=None) -> int:
   sub.add_argument('--template', help=template_help)
   sub.add_argument('--snapshot-time', help='T (ISO 8601); default: resolved when '
                    'the run starts')
+  _force(sub)
   sub.set_defaults(fn=cmd_submit)
 
   sched = subs.add_parser('schedule', help='schedule nightly Vertex AI runs',

@@ -32,7 +32,7 @@ class LocalPaths:
 
 
 def build(cfg: config_lib.Config, snapshot_time: Optional[str] = None,
-          bootstrap: bool = False) -> tfx.dsl.Pipeline:
+          bootstrap: bool = False, force: bool = False) -> tfx.dsl.Pipeline:
   """The pipeline with local paths, SQLite metadata and DirectRunner args."""
   paths = LocalPaths.from_config(cfg)
   return pipeline_lib.create_pipeline(
@@ -42,13 +42,13 @@ def build(cfg: config_lib.Config, snapshot_time: Optional[str] = None,
       metadata_connection_config=tfx.orchestration.metadata
       .sqlite_metadata_connection_config(paths.metadata),
       beam_pipeline_args=cfg.beam.args(), snapshot_time=snapshot_time,
-      enable_cache=cfg.enable_cache)
+      enable_cache=cfg.enable_cache, force=force)
 
 
 def run(cfg: config_lib.Config, snapshot_time: Optional[str] = None,
-        bootstrap: bool = False) -> str:
+        bootstrap: bool = False, force: bool = False) -> str:
   """Runs the DAG with BeamDagRunner; returns the ML Metadata path."""
-  beam_dag_runner.BeamDagRunner().run(build(cfg, snapshot_time, bootstrap))
+  beam_dag_runner.BeamDagRunner().run(build(cfg, snapshot_time, bootstrap, force))
   return LocalPaths.from_config(cfg).metadata
 
 
@@ -114,17 +114,3 @@ def custom_property(artifact, name: str):
   """A custom property's value, whatever its type."""
   value = artifact.custom_properties[name]
   return getattr(value, value.WhichOneof('value'))
-
-
-def all_outputs(metadata_path: str, pipeline_name: str, node_id: str,
-                key: str) -> List:
-  """Every artifact a node ever output under `key` (all runs)."""
-  store = _store(metadata_path)
-  ctx = store.get_context_by_type_and_name('node', f'{pipeline_name}.{node_id}')
-  if ctx is None:
-    return []
-  ids = [e.id for e in store.get_executions_by_context(ctx.id)]
-  events = [e for e in store.get_events_by_execution_ids(ids)
-            if e.type == metadata_store_pb2.Event.OUTPUT and e.path.steps and
-            e.path.steps[0].key == key]
-  return store.get_artifacts_by_id([e.artifact_id for e in events])

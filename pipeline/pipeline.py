@@ -9,11 +9,12 @@ from typing import Any, Dict, Optional, Sequence, Union
 from tfx import v1 as tfx
 from tfx.orchestration import data_types
 
-from components.baseline_check.component import BaselineCheck
 from components.data_gate.component import DataGate
 from components.example_gen.component import ConversionLogExampleGen
 from components.pusher.component import VersionedPusher
 from components.quantizer.component import Quantizer
+from components.served_baseline import executor as served_baseline
+from components.served_baseline.component import ServedBaseline
 from components.teacher_gate.component import TeacherGate
 import config as config_lib
 from models import export
@@ -53,6 +54,7 @@ def create_pipeline(
     snapshot_time: Optional[Union[str, data_types.RuntimeParameter]] = None,
     enable_cache: bool = False,
     trainer_custom_configs: Optional[Dict[str, Dict[str, Any]]] = None,
+    force: Union[bool, data_types.RuntimeParameter] = False,
 ) -> tfx.dsl.Pipeline:
   """The whole DAG: logs -> teacher -> student -> INT8 -> gate -> push.
 
@@ -71,6 +73,8 @@ def create_pipeline(
     trainer_custom_configs: per trainer id (`teacher`, `student`), the Google
       Cloud extension Trainer's custom_config (pipeline/vertex.py): that trainer
       runs as a Vertex Training job. None: both train in the executor's process.
+    force: rerun a night whose T is already served (else everything after
+      ServedBaseline is skipped); a bool, or an int RuntimeParameter on Vertex.
   """
   trainer_custom_configs = trainer_custom_configs or {}
 
@@ -92,95 +96,94 @@ def create_pipeline(
   ).with_id('ConversionLogExampleGen')
   examples = example_gen.outputs['examples']
 
-  statistics_gen = tfx.components.StatisticsGen(
-      examples=examples).with_id('StatisticsGen')
-  schema_gen = tfx.components.ImportSchemaGen(
-      schema_file=schema_path).with_id('ImportSchemaGen')
-  schema = schema_gen.outputs['schema']
-  example_validator = tfx.components.ExampleValidator(
-      statistics=statistics_gen.outputs['statistics'],
-      schema=schema).with_id('ExampleValidator')
-  data_gate = DataGate(
-      anomalies=example_validator.outputs['anomalies']).with_id('DataGate')
+  # The model in production, read from the serving directory as of this run's
+  # eval start (the same on every runner; a backfill gets the version served
+  # then). No baseline and not the bootstrap: the run stops here.
+  served = ServedBaseline(examples=examples, serving_dir=serving_dir,
+                          bootstrap=bootstrap, force=force).with_id('ServedBaseline')
+  baseline = served.outputs[served_baseline.BASELINE_KEY]
+  # A night that is already served skips everything after T is known.
+  not_served = served.outputs[served_baseline.RESULT_KEY].future()[0].custom_property(
+      served_baseline.ALREADY_SERVED) == 0
 
-  # The model in production: the latest blessed quantized model of this pipeline.
-  baseline = tfx.dsl.Resolver(
-      strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-      model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model,
-                            producer_component_id='Quantizer',
-                            output_key='quantized_model'),
-      model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing,
-                                     producer_component_id='Evaluator',
-                                     output_key='blessing'),
-  ).with_id('LatestBlessedModelResolver')
-  baseline_check = BaselineCheck(baseline=baseline.outputs['model'],
-                                 bootstrap=bootstrap).with_id('BaselineCheck')
+  with tfx.dsl.Cond(not_served):
+    statistics_gen = tfx.components.StatisticsGen(
+        examples=examples).with_id('StatisticsGen')
+    schema_gen = tfx.components.ImportSchemaGen(
+        schema_file=schema_path).with_id('ImportSchemaGen')
+    schema = schema_gen.outputs['schema']
+    example_validator = tfx.components.ExampleValidator(
+        statistics=statistics_gen.outputs['statistics'],
+        schema=schema).with_id('ExampleValidator')
+    data_gate = DataGate(
+        anomalies=example_validator.outputs['anomalies']).with_id('DataGate')
 
-  # Trainers apply the transform graph in their input pipelines, so nothing is
-  # materialised; the graph is embedded in every exported model.
-  transform = tfx.components.Transform(
-      examples=examples, schema=schema, preprocessing_fn=PREPROCESSING_FN,
-      materialize=False, disable_statistics=True).with_id('Transform')
-  transform.add_upstream_node(data_gate)
-  # No baseline and not the bootstrap: stop before anything is trained.
-  transform.add_upstream_node(baseline_check)
+    # Trainers apply the transform graph in their input pipelines, so nothing is
+    # materialised; the graph is embedded in every exported model.
+    transform = tfx.components.Transform(
+        examples=examples, schema=schema, preprocessing_fn=PREPROCESSING_FN,
+        materialize=False, disable_statistics=True).with_id('Transform')
+    transform.add_upstream_node(data_gate)
+    transform.add_upstream_node(served)
 
-  t = cfg.model.teacher
-  teacher = trainer(
-      TEACHER, run_fn=TEACHER_RUN_FN, examples=examples,
-      transform_graph=transform.outputs['transform_graph'], schema=schema,
-      train_args=tfx.proto.TrainArgs(num_steps=t.train_steps),
-      eval_args=tfx.proto.EvalArgs(num_steps=max(1, t.train_steps // 20)))
-  teacher_gate = TeacherGate(
-      model=teacher.outputs['model'], examples=examples,
-      bar=cfg.teacher_gate.to_json(),
-  ).with_id('TeacherGate')
-  bulk_inferrer = tfx.components.BulkInferrer(
-      examples=examples, model=teacher.outputs['model'],
-      model_blessing=teacher_gate.outputs['blessing'],
-      data_spec=tfx.proto.DataSpec(example_splits=SPLITS),
-      model_spec=tfx.proto.ModelSpec(
-          model_signature_name=[export.PREDICT_SIGNATURE]),
-      output_example_spec=teacher_columns_spec()).with_id('BulkInferrer')
+    t = cfg.model.teacher
+    teacher = trainer(
+        TEACHER, run_fn=TEACHER_RUN_FN, examples=examples,
+        transform_graph=transform.outputs['transform_graph'], schema=schema,
+        train_args=tfx.proto.TrainArgs(num_steps=t.train_steps),
+        eval_args=tfx.proto.EvalArgs(num_steps=max(1, t.train_steps // 20)))
+    teacher_gate = TeacherGate(
+        model=teacher.outputs['model'], examples=examples,
+        bar=cfg.teacher_gate.to_json(),
+    ).with_id('TeacherGate')
+    # The gate stops the run when the teacher fails; it emits no ModelBlessing.
+    bulk_inferrer = tfx.components.BulkInferrer(
+        examples=examples, model=teacher.outputs['model'],
+        data_spec=tfx.proto.DataSpec(example_splits=SPLITS),
+        model_spec=tfx.proto.ModelSpec(
+            model_signature_name=[export.PREDICT_SIGNATURE]),
+        output_example_spec=teacher_columns_spec()).with_id('BulkInferrer')
+    bulk_inferrer.add_upstream_node(teacher_gate)
 
-  s = cfg.model.student
-  # Warm start: the blessed baseline is a quantized model whose artifact keeps
-  # the float student it came from (run_fn finds it from the base model path).
-  student = trainer(
-      STUDENT, run_fn=STUDENT_RUN_FN,
-      examples=bulk_inferrer.outputs['output_examples'],
-      transform_graph=transform.outputs['transform_graph'], schema=schema,
-      base_model=baseline.outputs['model'] if cfg.model.student_warm_start else None,
-      train_args=tfx.proto.TrainArgs(num_steps=s.train_steps),
-      eval_args=tfx.proto.EvalArgs(num_steps=max(1, s.train_steps // 20)))
+    s = cfg.model.student
+    # Warm start: the served baseline keeps the float student's weights beside
+    # the TFLite model (run_fn finds them from the base model path).
+    student = trainer(
+        STUDENT, run_fn=STUDENT_RUN_FN,
+        examples=bulk_inferrer.outputs['output_examples'],
+        transform_graph=transform.outputs['transform_graph'], schema=schema,
+        base_model=baseline if cfg.model.student_warm_start else None,
+        train_args=tfx.proto.TrainArgs(num_steps=s.train_steps),
+        eval_args=tfx.proto.EvalArgs(num_steps=max(1, s.train_steps // 20)))
 
-  q = cfg.quantizer
-  quantizer = Quantizer(
-      model=student.outputs['model'],
-      examples=bulk_inferrer.outputs['output_examples'], mode=q.mode,
-      calibration_examples=q.calibration_examples,
-      calibration_sampling=q.calibration_sampling,
-      max_nll_increase=q.max_nll_increase, latency_samples=q.latency_samples,
-      eval_label=cfg.eval_label_spec().to_json(),
-      seed=cfg.model.seed).with_id('Quantizer')
+    q = cfg.quantizer
+    quantizer = Quantizer(
+        model=student.outputs['model'],
+        examples=bulk_inferrer.outputs['output_examples'], mode=q.mode,
+        calibration_examples=q.calibration_examples,
+        calibration_sampling=q.calibration_sampling,
+        max_nll_increase=q.max_nll_increase, latency_samples=q.latency_samples,
+        eval_label=cfg.eval_label_spec().to_json(),
+        seed=cfg.model.seed).with_id('Quantizer')
 
-  evaluator = tfx.components.Evaluator(
-      examples=bulk_inferrer.outputs['output_examples'],
-      model=quantizer.outputs['quantized_model'],
-      baseline_model=baseline.outputs['model'],
-      example_splits=['eval'],
-      eval_config=evaluation.build_eval_config(cfg)).with_id('Evaluator')
-  pusher = VersionedPusher(
-      model=quantizer.outputs['quantized_model'],
-      model_blessing=evaluator.outputs['blessing'],
-      examples=examples, push_base=serving_dir).with_id('Pusher')
+    evaluator = tfx.components.Evaluator(
+        examples=bulk_inferrer.outputs['output_examples'],
+        model=quantizer.outputs['quantized_model'],
+        baseline_model=baseline,
+        example_splits=['eval'],
+        eval_config=evaluation.build_eval_config(cfg)).with_id('Evaluator')
+    # The push follows the final decision only: the Evaluator's blessing.
+    pusher = VersionedPusher(
+        model=quantizer.outputs['quantized_model'],
+        model_blessing=evaluator.outputs['blessing'],
+        examples=examples, push_base=serving_dir).with_id('Pusher')
 
   return tfx.dsl.Pipeline(
       pipeline_name=cfg.pipeline_name,
       pipeline_root=pipeline_root,
-      components=[example_gen, statistics_gen, schema_gen, example_validator,
-                  data_gate, transform, teacher, teacher_gate, bulk_inferrer,
-                  baseline, baseline_check, student, quantizer, evaluator, pusher],
+      components=[example_gen, served, statistics_gen, schema_gen,
+                  example_validator, data_gate, transform, teacher, teacher_gate,
+                  bulk_inferrer, student, quantizer, evaluator, pusher],
       enable_cache=enable_cache,
       metadata_connection_config=metadata_connection_config,
       beam_pipeline_args=list(beam_pipeline_args))

@@ -1,11 +1,12 @@
 """What a finished local run did: wall times, the gate's verdict, the push."""
 
-import os
 from typing import Dict, Optional
 
 import tensorflow_model_analysis as tfma
 
 from components import artifacts
+from components.pusher import push
+from components.served_baseline import executor as served_baseline
 from pipeline import evaluation
 from pipeline import local
 
@@ -74,6 +75,13 @@ def summarize(cfg, run_label: str = '') -> Dict:
   if examples:
     summary['snapshot_time'] = local.custom_property(examples['examples'][0],
                                                      artifacts.SNAPSHOT_TIME)
+  served = outputs('ServedBaseline')
+  if served:
+    result = served[served_baseline.RESULT_KEY][0]
+    keys = (served_baseline.BASELINE_VERSION, served_baseline.BACKFILL,
+            served_baseline.ALREADY_SERVED, served_baseline.NEWEST_VERSION, 'reason')
+    summary['served'] = {k: local.custom_property(result, k) for k in keys
+                         if k in result.custom_properties}
   return summary
 
 
@@ -85,6 +93,15 @@ def text(summary: Dict) -> str:
   lines.append(f'{"(sum)":<38}{total:>8.1f}')
   if 'snapshot_time' in summary:
     lines.append(f'T: {summary["snapshot_time"]}')
+  served = summary.get('served', {})
+  if served.get('reason'):
+    lines.append(f'baseline: {served["reason"]}')
+  if served.get(served_baseline.ALREADY_SERVED):
+    lines.append('skipped: this T is already served; nothing after ServedBaseline '
+                 'ran (--force reruns it)')
+  elif served.get(served_baseline.BACKFILL):
+    lines.append('backfill: serving keeps the newer '
+                 f'{served.get(served_baseline.NEWEST_VERSION)}; a push lands beside it')
   gate: Optional[Dict] = summary.get('gate')
   if gate:
     for name, values in gate.items():
@@ -104,11 +121,6 @@ def text(summary: Dict) -> str:
 
 
 def has_baseline(cfg) -> bool:
-  """Whether the Evaluator of this pipeline ever blessed a model (a baseline)."""
-  paths = local.LocalPaths.from_config(cfg)
-  if not os.path.exists(paths.metadata):
-    return False
-  return any(local.custom_property(b, 'blessed') == 1
-             for b in local.all_outputs(paths.metadata, cfg.pipeline_name,
-                                        'Evaluator', 'blessing'))
+  """Whether serving serves a model yet (a complete version to gate against)."""
+  return push.newest(cfg.paths.serving_dir) is not None
 

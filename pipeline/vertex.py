@@ -23,6 +23,8 @@ import config as config_lib
 from pipeline import pipeline as pipeline_lib
 
 SNAPSHOT_PARAMETER = 'snapshot_time'
+# 1 reruns a night whose T is already served (else the run skips after T).
+FORCE_PARAMETER = 'force_rerun'
 
 
 class VertexConfigError(config_lib.ConfigError):
@@ -123,11 +125,12 @@ def build(cfg: config_lib.Config):
   # template serves every night.
   snapshot_time = data_types.RuntimeParameter(name=SNAPSHOT_PARAMETER, ptype=str,
                                               default='')
+  force = data_types.RuntimeParameter(name=FORCE_PARAMETER, ptype=int, default=0)
   return pipeline_lib.create_pipeline(
       cfg, pipeline_root=v.pipeline_root, data_root=v.data_root,
       schema_path=v.schema_path, serving_dir=v.serving_dir,
       beam_pipeline_args=beam_args(cfg), snapshot_time=snapshot_time,
-      enable_cache=cfg.enable_cache,
+      force=force, enable_cache=cfg.enable_cache,
       trainer_custom_configs={node: training_custom_config(cfg, node)
                               for node in pipeline_lib.TRAINER_IDS})
 
@@ -143,7 +146,8 @@ def compile_pipeline(cfg: config_lib.Config, output_path: str) -> str:
       output_dir=out_dir, output_filename=name)
   # The default must be baked in: TFX does not copy RuntimeParameter.default
   # into the template, and a schedule would otherwise have no value to send.
-  runner.run(build(cfg), parameter_values={SNAPSHOT_PARAMETER: ''})
+  runner.run(build(cfg), parameter_values={SNAPSHOT_PARAMETER: '',
+                                           FORCE_PARAMETER: 0})
   return os.path.join(out_dir, name)
 
 
@@ -155,7 +159,8 @@ def _init(cfg: config_lib.Config, credentials):
 
 
 def pipeline_job(cfg: config_lib.Config, template_path: str,
-                 snapshot_time: str = '', credentials=None, display_name: str = ''):
+                 snapshot_time: str = '', credentials=None, display_name: str = '',
+                 force: bool = False):
   """An aiplatform.PipelineJob of the compiled template.
 
   Args:
@@ -164,13 +169,17 @@ def pipeline_job(cfg: config_lib.Config, template_path: str,
     snapshot_time: T; '' leaves it to the run (the nightly default).
     credentials: google.auth credentials; None: application default.
     display_name: the job's name in the console.
+    force: rerun even if T is already served (else the template's default, 0).
   """
   aiplatform = _init(cfg, credentials)
   v = cfg.vertex
+  parameters = {SNAPSHOT_PARAMETER: snapshot_time or ''}
+  if force:
+    parameters[FORCE_PARAMETER] = 1
   return aiplatform.PipelineJob(
       display_name=display_name or cfg.pipeline_name,
       template_path=template_path, pipeline_root=v.pipeline_root,
-      parameter_values={SNAPSHOT_PARAMETER: snapshot_time or ''},
+      parameter_values=parameters,
       # Every night has the same (empty) T parameter: Vertex caching would reuse
       # last night's ExampleGen output, so it is off unless asked for.
       enable_caching=cfg.enable_cache,
@@ -179,9 +188,9 @@ def pipeline_job(cfg: config_lib.Config, template_path: str,
 
 
 def submit(cfg: config_lib.Config, template_path: str, snapshot_time: str = '',
-           credentials=None) -> str:
+           credentials=None, force: bool = False) -> str:
   """Submits one run; returns the job's resource name."""
-  job = pipeline_job(cfg, template_path, snapshot_time, credentials)
+  job = pipeline_job(cfg, template_path, snapshot_time, credentials, force=force)
   job.submit(service_account=cfg.vertex.service_account or None,
              network=cfg.vertex.network or None)
   return job.resource_name

@@ -5,6 +5,7 @@ import os
 
 import config as config_lib
 from pipeline import local
+from pipeline import report
 from world import generator
 
 
@@ -31,17 +32,24 @@ E2E_OVERRIDES = [
 
 
 class E2ERun:
-  """Finished local runs (nights) of one pipeline: config, paths, ML Metadata."""
+  """Finished local runs (nights) of one pipeline: config, paths, ML Metadata.
 
-  def __init__(self, cfg, world):
+  `artifact` and `outputs` read `default_night` unless told a night: the nights
+  differ in T, so "the latest execution" of different nodes may be of different
+  nights (a skipped night runs only its first two nodes).
+  """
+
+  def __init__(self, cfg, world, default_night=None):
     self.cfg = cfg
     self.world = world
     self.paths = local.LocalPaths.from_config(cfg)
     self.nights = {}  # name -> {node: execution id}
     self.states = {}  # name -> {node: execution state}
     self.serving = {}  # name -> {relative path: bytes} after that night
+    self.summaries = {}  # name -> the run summary's text (what the CLI prints)
+    self.default_night = default_night
 
-  def night(self, name, snapshot_time, bootstrap=False, overrides=()):
+  def night(self, name, snapshot_time, bootstrap=False, overrides=(), force=False):
     """Runs the DAG for one night and records its executions."""
     cfg = config_lib.from_dict(json.loads(self.cfg.to_json()))
     if overrides:
@@ -49,13 +57,15 @@ class E2ERun:
           f'paths.data_root={self.cfg.paths.data_root}',
           f'paths.output_root={self.cfg.paths.output_root}',
           f'paths.serving_dir={self.cfg.paths.serving_dir}'] + list(overrides))
-    local.run(cfg, snapshot_time=snapshot_time, bootstrap=bootstrap)
+    local.run(cfg, snapshot_time=snapshot_time, bootstrap=bootstrap, force=force)
     executions = self.executions()
     self.nights[name] = {e['node']: e['execution_id'] for e in executions}
     self.states[name] = {e['node']: e['state'] for e in executions}
     self.serving[name] = serving_listing(self.paths.serving_dir)
+    self.summaries[name] = report.text(report.summarize(cfg, name))
 
   def outputs(self, node_id, night=None):
+    night = night or self.default_night
     execution = self.nights[night][node_id] if night else None
     return local.node_outputs(self.paths.metadata, self.cfg.pipeline_name, node_id,
                               execution)

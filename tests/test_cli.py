@@ -5,6 +5,8 @@ import os
 import pytest
 
 from pipeline import cli
+from pipeline import local
+from pipeline import report
 
 
 def run(args, capsys):
@@ -22,10 +24,10 @@ def test_help_on_every_subcommand(capsys):
   for command in ('run', 'nightly', 'compile', 'submit', 'schedule'):
     assert command in out
   flags = {
-      'run': ('--snapshot-time', '--bootstrap', '--auto-bootstrap'),
-      'nightly': ('--snapshot-time',),
+      'run': ('--snapshot-time', '--bootstrap', '--auto-bootstrap', '--force'),
+      'nightly': ('--snapshot-time', '--force'),
       'compile': ('--output',),
-      'submit': ('--template', '--snapshot-time'),
+      'submit': ('--template', '--snapshot-time', '--force'),
       'schedule': ('--template',),
   }
   for command, own in flags.items():
@@ -48,3 +50,16 @@ def test_a_bad_config_stops_before_any_component_runs(override, message, capsys,
                      capsys)
   assert code == 2 and message in err
   assert not os.path.exists(out)  # no pipeline root, no ML Metadata
+
+
+@pytest.mark.parametrize('flags, force', [([], False), (['--force'], True)])
+def test_nightly_passes_force_to_the_run(flags, force, capsys, monkeypatch):
+  calls = []
+  monkeypatch.setattr(local, 'run', lambda cfg, **kwargs: calls.append(kwargs))
+  monkeypatch.setattr(report, 'summarize', lambda cfg, label: {})
+  monkeypatch.setattr(report, 'text', lambda summary: '')
+  code, _, _ = run(['nightly', '--snapshot-time', '2026-02-01T00:00:00Z'] + flags,
+                   capsys)
+  assert code == 0
+  assert calls == [{'snapshot_time': '2026-02-01T00:00:00+00:00', 'bootstrap': False,
+                    'force': force}]

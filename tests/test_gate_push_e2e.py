@@ -1,13 +1,18 @@
 """End-to-end: the Evaluator gate and the push over three nights (conftest.e2e)."""
 
+import datetime
 import os
 
 import numpy as np
 import pytest
 import tensorflow_model_analysis as tfma
+from ml_metadata.metadata_store import metadata_store
+from tfx import v1 as tfx
+from tfx.types import standard_artifacts
 
 from components.pusher import push
 from components.quantizer import convert
+from components.served_baseline import executor as served_baseline
 from models import nll
 from pipeline import local
 from pipeline import report
@@ -22,26 +27,45 @@ def prop(artifact, name):
       else None
 
 
+def served_model(e2e, night):
+  """The night's baseline (ServedBaseline's output) and its TFLite bytes."""
+  (baseline,) = e2e.outputs('ServedBaseline', night)[served_baseline.BASELINE_KEY]
+  with open(os.path.join(baseline.uri, 'Format-Serving', 'tflite'), 'rb') as f:
+    return baseline, f.read()
+
+
+def pushed_model(e2e, night):
+  """The model bytes the night pushed (read back from the serving directory)."""
+  version = prop(e2e.artifact('Pusher', 'pushed_model', night), 'pushed_version')
+  with open(os.path.join(e2e.paths.serving_dir, version, push.MODEL_FILE), 'rb') as f:
+    return version, f.read()
+
+
 def test_bootstrap_blesses_and_pushes_the_first_baseline(e2e):
   blessing = e2e.artifact('Evaluator', 'blessing', 'bootstrap')
   assert prop(blessing, 'blessed') == 1
   assert prop(blessing, 'baseline_model') is None  # nothing to compare with yet
   pushed = e2e.artifact('Pusher', 'pushed_model', 'bootstrap')
+  t = e2e.cfg.world.start() + datetime.timedelta(days=e2e.cfg.world.days - 3)
   assert prop(pushed, 'pushed') == 1
-  assert prop(pushed, 'pushed_version').startswith('20260116T000000Z-')
-  summary = e2e.artifact('BaselineCheck', 'result', 'bootstrap')
-  assert prop(summary, 'bootstrap') == 1
+  assert prop(pushed, 'pushed_version').startswith(push.t_label(t) + '-')
+  result = e2e.artifact('ServedBaseline', served_baseline.RESULT_KEY, 'bootstrap')
+  assert prop(result, 'bootstrap') == 1 and prop(result, 'baseline_version') == ''
+  assert not e2e.outputs('ServedBaseline', 'bootstrap').get(
+      served_baseline.BASELINE_KEY)
 
 
-def test_distilled_candidate_is_gated_against_the_bootstrap_and_pushed(e2e):
+def test_distilled_candidate_is_gated_against_the_served_bootstrap_and_pushed(e2e):
   blessing = e2e.artifact('Evaluator', 'blessing', 'kd')
-  bootstrap_model = e2e.artifact('Quantizer', 'quantized_model', 'bootstrap')
-  assert prop(blessing, 'baseline_model') == bootstrap_model.uri
+  baseline, model = served_model(e2e, 'kd')
+  version, served = pushed_model(e2e, 'bootstrap')
+  assert prop(blessing, 'baseline_model') == baseline.uri
+  assert model == served and prop(baseline, 'served_version') == version
   assert prop(blessing, 'blessed') == 1
   pushed = e2e.artifact('Pusher', 'pushed_model', 'kd')
-  assert prop(pushed, 'pushed') == 1
+  assert prop(pushed, 'pushed') == 1 and prop(pushed, 'backfill') == 0
   versions = push.complete_versions(e2e.paths.serving_dir)
-  assert len(versions) == 2 and versions[-1] == prop(pushed, 'pushed_version')
+  assert versions[-1] == prop(pushed, 'pushed_version')
 
   # The pushed model loads in the TFLite interpreter and predicts real examples.
   with open(os.path.join(push.latest(e2e.paths.serving_dir), push.MODEL_FILE),
@@ -60,15 +84,54 @@ def test_a_worse_candidate_is_not_blessed_and_nothing_is_pushed(e2e):
   states = e2e.states['worse']
   assert states['Evaluator'] == 'COMPLETE' and states['Pusher'] == 'COMPLETE'
   blessing = e2e.artifact('Evaluator', 'blessing', 'worse')
-  kd_model = e2e.artifact('Quantizer', 'quantized_model', 'kd')
+  baseline, model = served_model(e2e, 'worse')
+  assert prop(blessing, 'baseline_model') == baseline.uri
+  assert model == pushed_model(e2e, 'kd')[1]  # the served distilled model
   assert prop(blessing, 'blessed') == 0
-  assert prop(blessing, 'baseline_model') == kd_model.uri
   pushed = e2e.artifact('Pusher', 'pushed_model', 'worse')
   assert prop(pushed, 'pushed') == 0 and prop(pushed, 'reason') == 'not blessed'
   # The worse night has a T of its own, so not pushing is the gate's doing; the
   # serving directory is exactly as the distilled night left it.
   assert e2e.serving['worse'] == e2e.serving['kd']
-  assert len(push.complete_versions(e2e.paths.serving_dir)) == 2
+
+
+def test_after_an_unblessed_night_the_baseline_is_a_served_student_not_a_teacher(e2e):
+  # The run after the unblessed night: its baseline is a TFLite model served
+  # from the serving directory (the teacher is a SavedModel, never pushed).
+  blessing = e2e.artifact('Evaluator', 'blessing', 'backfill')
+  baseline, model = served_model(e2e, 'backfill')
+  assert prop(blessing, 'baseline_model') == baseline.uri
+  assert model in {pushed_model(e2e, n)[1] for n in ('bootstrap', 'kd')}
+  teacher = e2e.artifact('teacher', 'model', 'worse')
+  assert not os.path.exists(os.path.join(baseline.uri, 'Format-Serving',
+                                         'saved_model.pb'))
+  assert baseline.uri != teacher.uri
+  # Only the Evaluator emits ModelBlessings; the Pusher reads the final one.
+  store = metadata_store.MetadataStore(
+      tfx.orchestration.metadata.sqlite_metadata_connection_config(
+          e2e.paths.metadata))
+  blessings = store.get_artifacts_by_type(standard_artifacts.ModelBlessing.TYPE_NAME)
+  assert blessings and all('/Evaluator/' in b.uri for b in blessings)
+
+
+def test_a_backfill_is_gated_against_the_version_served_then_and_serving_keeps_newest(e2e):
+  result = e2e.artifact('ServedBaseline', served_baseline.RESULT_KEY, 'backfill')
+  bootstrap_version, bootstrap_model = pushed_model(e2e, 'bootstrap')
+  kd_version, _ = pushed_model(e2e, 'kd')
+  # As of its eval start (end - 3d) serving served the bootstrap, not the newer
+  # distilled model, which trained on the backfill's eval days.
+  assert prop(result, 'backfill') == 1
+  assert prop(result, 'baseline_version') == bootstrap_version
+  assert prop(result, 'newest_version') == kd_version
+  assert served_model(e2e, 'backfill')[1] == bootstrap_model
+  pushed = e2e.artifact('Pusher', 'pushed_model', 'backfill')
+  if prop(pushed, 'pushed'):
+    # Pushed beside the others, never what serving reads as newest.
+    assert prop(pushed, 'backfill') == 1
+    assert any(k.startswith(prop(pushed, 'pushed_version') + os.sep)
+               for k in e2e.serving['backfill'])
+  assert push.newest(e2e.paths.serving_dir) == kd_version
+  assert 'backfill: serving keeps the newer ' + kd_version in e2e.summaries['backfill']
 
 
 def test_tfma_poisson_log_loss_equals_the_reference_nll(e2e):

@@ -1,6 +1,7 @@
-"""Nightly semantics over consecutive nights (conftest.e2e, caching off).
+"""Nightly semantics over the nights of conftest.e2e (caching off).
 
-bootstrap (T = end - 2d) -> kd (end - 1d) -> worse (end) -> kd again (end - 1d).
+bootstrap (T = end - 3d) -> kd (end - 1d) -> worse (end) -> backfill (end - 2d)
+-> kd again (end - 1d, already served).
 """
 
 import datetime
@@ -10,8 +11,8 @@ import numpy as np
 import pytest
 
 from components import artifacts
-from components.pusher import push
 from components.quantizer import executor as quantizer
+from components.served_baseline import executor as served_baseline
 from models import export
 from pipeline import local
 from schemas import columns
@@ -35,7 +36,7 @@ def _t(artifact):
       local.custom_property(artifact, artifacts.SNAPSHOT_TIME))
 
 
-def test_each_night_moves_t_and_the_window_by_a_day(e2e):
+def test_each_night_moves_t_and_the_window_with_it(e2e):
   ts, starts = [], []
   for night in NIGHTS:
     artifact, rows = _examples(e2e, night)
@@ -47,8 +48,10 @@ def test_each_night_moves_t_and_the_window_by_a_day(e2e):
     assert rows[columns.CLICK_TS].min() >= starts[-1].timestamp()
     assert rows[columns.CLICK_TS].max() < t.timestamp()
   day = datetime.timedelta(days=1)
-  assert ts[1] - ts[0] == day and ts[2] - ts[1] == day
-  assert starts[1] - starts[0] == day and starts[2] - starts[1] == day
+  end = e2e.cfg.world.start() + e2e.cfg.world.days * day
+  assert ts == [end - 3 * day, end - day, end]
+  window = e2e.cfg.window.days * day
+  assert [t - s for s, t in zip(starts, ts)] == [window] * 3
 
 
 def test_labels_of_older_clicks_mature(e2e):
@@ -65,21 +68,32 @@ def test_labels_of_older_clicks_mature(e2e):
   assert grew > 0  # conversions reported during the extra day reached old clicks
 
 
-def test_student_warm_starts_from_the_previous_blessed_student(e2e):
+def test_student_warm_starts_from_the_served_student(e2e):
   def warm_start(night):
     student = e2e.artifact('student', 'model', night)
     return export.read_summary(os.path.join(student.uri, 'Format-Serving'))['warm_start']
 
-  def weights(night):
-    model = e2e.artifact('Quantizer', 'quantized_model', night)
-    return os.path.join(quantizer.float_student_path(model.uri), export.WARM_START_FILE)
+  def served(night):
+    """The weights the night's ServedBaseline took from the serving directory."""
+    baseline = e2e.artifact('ServedBaseline', served_baseline.BASELINE_KEY, night)
+    return export.warm_start_weights(os.path.join(baseline.uri, 'Format-Serving'))
 
-  assert warm_start('bootstrap') == ''  # nothing blessed yet
-  assert warm_start('kd') == weights('bootstrap') and os.path.exists(weights('bootstrap'))
-  # The worse night starts from the distilled model, the latest blessed one.
-  assert warm_start('worse') == weights('kd')
-  # Re-running the distilled night starts from the same, still latest, model.
-  assert warm_start('kd_again') == weights('kd')
+  def trained(night):
+    model = e2e.artifact('Quantizer', 'quantized_model', night)
+    with open(os.path.join(quantizer.float_student_path(model.uri),
+                           export.WARM_START_FILE), 'rb') as f:
+      return f.read()
+
+  def read(path):
+    with open(path, 'rb') as f:
+      return f.read()
+
+  assert warm_start('bootstrap') == ''  # nothing served yet
+  # Each night starts from the student serving serves as of its eval start.
+  for night, source in (('kd', 'bootstrap'), ('worse', 'kd'),
+                        ('backfill', 'bootstrap')):
+    assert warm_start(night) == served(night), night
+    assert read(served(night)) == trained(source), night
 
 
 def test_a_push_happens_only_when_the_gate_passes(e2e):
@@ -90,10 +104,16 @@ def test_a_push_happens_only_when_the_gate_passes(e2e):
     assert local.custom_property(pushed, 'pushed') == want, night
 
 
-def test_rerunning_a_night_leaves_the_serving_directory_unchanged(e2e):
-  assert e2e.states['kd_again']['Pusher'] == 'COMPLETE'
-  pushed = e2e.artifact('Pusher', 'pushed_model', 'kd_again')
-  assert local.custom_property(pushed, 'pushed') == 0
-  assert e2e.serving['kd_again'] == e2e.serving['kd']
-  assert serving_listing(e2e.paths.serving_dir) == e2e.serving['kd']
-  assert len(push.complete_versions(e2e.paths.serving_dir)) == 2
+def test_rerunning_a_served_night_skips_after_served_baseline(e2e):
+  states = e2e.states['kd_again']
+  assert states == {'ConversionLogExampleGen': 'COMPLETE',
+                    'ServedBaseline': 'COMPLETE'}, states
+  result = e2e.artifact('ServedBaseline', served_baseline.RESULT_KEY, 'kd_again')
+  kd_version = local.custom_property(
+      e2e.artifact('Pusher', 'pushed_model', 'kd'), 'pushed_version')
+  assert local.custom_property(result, 'already_served') == 1
+  assert local.custom_property(result, 'served_version') == kd_version
+  assert e2e.serving['kd_again'] == e2e.serving['backfill']
+  assert serving_listing(e2e.paths.serving_dir) == e2e.serving['backfill']
+  summary = e2e.summaries['kd_again']
+  assert 'already served' in summary and '--force' in summary

@@ -10,6 +10,7 @@ from tfx.types import standard_artifacts
 from tfx.utils import path_utils
 
 from components import artifacts
+from components.artifacts import GateResult
 from components.teacher_gate import executor as gate_executor
 from components.teacher_gate import gate
 from config import TeacherGateConfig
@@ -35,8 +36,9 @@ def by_click(cols):
 
 
 def test_every_node_completed(e2e):
-  states = {row['node']: row['state'] for row in e2e.executions()}
-  for node in ('ConversionLogExampleGen', 'StatisticsGen', 'ImportSchemaGen',
+  states = e2e.states['kd']
+  for node in ('ConversionLogExampleGen', 'ServedBaseline', 'StatisticsGen',
+               'ImportSchemaGen',
                'ExampleValidator', 'DataGate', 'Transform', 'teacher',
                'TeacherGate', 'BulkInferrer', 'student', 'Quantizer'):
     assert states.get(node) == 'COMPLETE', states
@@ -92,24 +94,24 @@ def test_bulk_inferrer_adds_teacher_columns_and_keeps_the_rest(e2e):
 
 
 def test_teacher_trained_behind_the_lag_and_says_so(e2e):
-  blessing = e2e.artifact('TeacherGate', 'blessing')
+  gate_result = e2e.artifact('TeacherGate', gate_executor.RESULT_KEY)
   t = local.custom_property(e2e.artifact('ConversionLogExampleGen', 'examples'),
                             artifacts.SNAPSHOT_TS)
   cutoff = t - int(e2e.cfg.window.teacher_lag_hours * 3600)
-  assert local.custom_property(blessing, 'cutoff_time') == snapshot.from_ts(
+  assert local.custom_property(gate_result, 'cutoff_time') == snapshot.from_ts(
       cutoff).isoformat()
-  assert local.custom_property(blessing, 'blessed') == 1
-  trained = local.custom_property(blessing, 'examples_trained_on')
+  assert local.custom_property(gate_result, 'passed') == 1
+  trained = local.custom_property(gate_result, 'examples_trained_on')
   train_rows = split_rows(e2e.artifact('ConversionLogExampleGen', 'examples'), 'train')
   # Non-vacuous: the train split has clicks newer than the cutoff (E x 24 h < lag).
   assert trained == int((train_rows[columns.CLICK_TS] <= cutoff).sum())
   assert trained < len(train_rows[columns.CLICK_TS])
-  assert local.custom_property(blessing, 'gap_closed') > 0
+  assert local.custom_property(gate_result, 'gap_closed') > 0
 
 
 def test_teacher_gate_stops_a_teacher_below_its_bar(e2e, tmp_path):
-  blessing = standard_artifacts.ModelBlessing()
-  blessing.uri = str(tmp_path)
+  result = GateResult()
+  result.uri = str(tmp_path)
   model = standard_artifacts.Model()
   model.uri = e2e.artifact('teacher', 'model').uri
   examples = standard_artifacts.Examples()
@@ -118,7 +120,7 @@ def test_teacher_gate_stops_a_teacher_below_its_bar(e2e, tmp_path):
   with pytest.raises(gate.TeacherGateError, match=r'closes .*% .* bar is 99%'):
     gate_executor.Executor().Do(
         {gate_executor.MODEL_KEY: [model], gate_executor.EXAMPLES_KEY: [examples]},
-        {gate_executor.BLESSING_KEY: [blessing]},
+        {gate_executor.RESULT_KEY: [result]},
         {gate_executor.BAR_KEY: TeacherGateConfig(
             mode='truth', min_gap_closed=0.99, min_improvement=0.0).to_json()})
 

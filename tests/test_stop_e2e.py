@@ -40,7 +40,7 @@ def test_planted_violation_stops_the_run_before_transform(tmp_path):
   plant_negative_prices(os.path.join(cfg.paths.data_root, 'clicks', 'date=2026-01-06'))
 
   with pytest.raises(Exception) as e:
-    local.run(cfg, bootstrap=True)  # the baseline check passes; the data does not
+    local.run(cfg, bootstrap=True)  # no baseline is needed; the data fails
   assert 'DataGate' in str(e.value) and 'price' in str(e.value), str(e.value)[:2000]
   assert 'Out-of-range' in str(e.value) or 'low value' in str(e.value)
 
@@ -63,11 +63,12 @@ def test_a_distilled_run_without_a_baseline_stops_with_the_bootstrap_message(tmp
   cfg = small_world(tmp_path)
   with pytest.raises(Exception) as e:
     local.run(cfg)
-  assert 'bootstrap' in str(e.value) and 'no blessed baseline' in str(e.value)
+  assert 'bootstrap' in str(e.value) and 'no served baseline' in str(e.value)
+  assert cfg.paths.serving_dir in str(e.value)
   states = {row['node']: row['state']
             for row in local.node_executions(local.LocalPaths.from_config(cfg).metadata,
                                              cfg.pipeline_name)}
-  assert states['BaselineCheck'] == 'FAILED'
+  assert states['ServedBaseline'] == 'FAILED'
   for node in ('Transform', 'teacher', 'student', 'Evaluator', 'Pusher'):
     assert node not in states, states
   assert not os.path.exists(cfg.paths.serving_dir)

@@ -17,8 +17,8 @@ from google.cloud.aiplatform_v1.services.pipeline_service.transports import grpc
 from google.cloud.aiplatform_v1.services.schedule_service.transports import grpc as schedule_grpc
 from tfx.types import standard_component_specs
 
-import config as config_lib
 from components.example_gen import executor as example_gen_executor
+import config as config_lib
 from pipeline import cli
 from pipeline import vertex
 
@@ -66,17 +66,15 @@ def test_compiled_json_has_every_node_and_the_run_time_t(template):
   job = _spec(template)
   spec = job['pipelineSpec']
   tasks = spec['root']['dag']['tasks']
-  assert {'ConversionLogExampleGen', 'StatisticsGen', 'ImportSchemaGen',
-          'ExampleValidator', 'DataGate', 'Transform', 'teacher', 'TeacherGate',
-          'BulkInferrer', 'BaselineCheck', 'student', 'Quantizer', 'Evaluator',
-          'Pusher', 'LatestBlessedModelResolver-model-resolver',
-          'LatestBlessedModelResolver-model-blessing-resolver'} == set(tasks)
+  assert {'ConversionLogExampleGen', 'ServedBaseline', 'StatisticsGen',
+          'ImportSchemaGen', 'ExampleValidator', 'DataGate', 'Transform', 'teacher',
+          'TeacherGate', 'BulkInferrer', 'student', 'Quantizer', 'Evaluator',
+          'Pusher'} == set(tasks)
   # The stops survive compilation.
-  assert {'DataGate', 'BaselineCheck'} <= set(tasks['Transform']['dependentTasks'])
+  assert {'DataGate', 'ServedBaseline'} <= set(tasks['Transform']['dependentTasks'])
+  assert 'TeacherGate' in tasks['BulkInferrer']['dependentTasks']
+  assert 'model_blessing' not in tasks['BulkInferrer']['inputs'].get('artifacts', {})
   assert 'Evaluator' in tasks['Pusher']['dependentTasks']
-  baseline = tasks['Evaluator']['inputs']['artifacts']['baseline_model']
-  assert baseline['taskOutputArtifact']['producerTask'] == \
-      'LatestBlessedModelResolver-model-resolver'
   # T is a run-time parameter, empty by default (resolved when the run starts).
   assert vertex.SNAPSHOT_PARAMETER in spec['root']['inputDefinitions']['parameters']
   gen = tasks['ConversionLogExampleGen']['inputs']['parameters'][
@@ -85,6 +83,41 @@ def test_compiled_json_has_every_node_and_the_run_time_t(template):
   assert job['runtimeConfig']['parameters'][vertex.SNAPSHOT_PARAMETER] == {
       'stringValue': ''}
   assert job['runtimeConfig']['gcsOutputDirectory'] == 'gs://test-bucket/root'
+  assert job['runtimeConfig']['parameters'][vertex.FORCE_PARAMETER] == {
+      'intValue': '0'}
+
+
+def test_the_baseline_is_what_serving_serves_and_no_blessing_query_feeds_it(template):
+  spec = _spec(template)['pipelineSpec']
+  tasks = spec['root']['dag']['tasks']
+  # No resolver task: nothing queries ML Metadata for a ModelBlessing by type.
+  assert not [t for t in tasks if 'resolver' in t.lower()]
+  for task in tasks.values():
+    for art in task['inputs'].get('artifacts', {}).values():
+      assert 'taskOutputArtifact' in art, art  # every input is a task's output
+  baseline = tasks['Evaluator']['inputs']['artifacts']['baseline_model']
+  assert baseline['taskOutputArtifact'] == {'producerTask': 'ServedBaseline',
+                                            'outputArtifactKey': 'baseline'}
+  # model.student_warm_start is off by default (the nightly config turns it on
+  # and the student then reads the same output; the local e2e run covers it).
+  assert 'base_model' not in tasks['student']['inputs']['artifacts']
+  # The only ModelBlessing is the Evaluator's, and the Pusher reads it.
+  blessing_outputs = [
+      (name, key) for name, comp in spec['components'].items()
+      for key, out in comp.get('outputDefinitions', {}).get('artifacts', {}).items()
+      if 'title: tfx.ModelBlessing' in out['artifactType'].get('instanceSchema', '')]
+  assert blessing_outputs == [('Evaluator', 'blessing')]
+  pusher_blessing = tasks['Pusher']['inputs']['artifacts']['model_blessing']
+  assert pusher_blessing['taskOutputArtifact']['producerTask'] == 'Evaluator'
+  # The serving directory is the component's parameter; a served night skips
+  # every task after it (a trigger condition on its result), unless forced.
+  params = tasks['ServedBaseline']['inputs']['parameters']
+  assert params['serving_dir']['runtimeValue']['constantValue'] == {
+      'stringValue': 'gs://test-bucket/serving'}
+  assert params['force'] == {'componentInputParameter': vertex.FORCE_PARAMETER}
+  for name in set(tasks) - {'ConversionLogExampleGen', 'ServedBaseline'}:
+    condition = tasks[name]['triggerPolicy']['condition']
+    assert "metadata['already_served']" in condition and '0.0' in condition, name
 
 
 def test_every_task_runs_the_pipeline_image_with_dataflow_args(template):
@@ -256,12 +289,23 @@ def wire():
 
 
 def _parameters(runtime_config):
-  return {k: v.string_value for k, v in runtime_config.parameters.items()}
+  out = {}
+  for k, v in runtime_config.parameters.items():
+    pb = type(v).pb(v)  # proto-plus wraps the protobuf Value
+    out[k] = getattr(pb, pb.WhichOneof('value'))
+  return out
 
 
 def _caching(pipeline_spec):
   return {t.get('cachingOptions', {}).get('enableCache', False)
           for t in dict(pipeline_spec)['root']['dag']['tasks'].values()}
+
+
+def test_submit_force_reruns_a_served_night(cfg, template, wire):
+  vertex.submit(cfg, template, credentials=AnonymousCredentials(), force=True)
+  ((_, request),) = wire
+  assert _parameters(request.pipeline_job.runtime_config) == {
+      vertex.SNAPSHOT_PARAMETER: '', vertex.FORCE_PARAMETER: 1}
 
 
 def test_submit_sends_the_template_service_account_labels_and_t(cfg, template, wire):
@@ -275,8 +319,9 @@ def test_submit_sends_the_template_service_account_labels_and_t(cfg, template, w
   assert job.service_account == SA
   assert dict(job.labels) == {'team': 'ads', 'env': 'test'}
   assert job.encryption_spec.kms_key_name == KEY
+  # The template's force_rerun default (0) goes along: a served night skips.
   assert _parameters(job.runtime_config) == {
-      vertex.SNAPSHOT_PARAMETER: '2026-02-01T00:00:00Z'}
+      vertex.SNAPSHOT_PARAMETER: '2026-02-01T00:00:00Z', vertex.FORCE_PARAMETER: 0}
   assert job.runtime_config.gcs_output_directory == 'gs://test-bucket/root'
   assert set(job.pipeline_spec['root']['dag']['tasks']) == set(
       _spec(template)['pipelineSpec']['root']['dag']['tasks'])
@@ -296,6 +341,7 @@ def test_schedule_is_nightly_in_its_time_zone_one_run_at_a_time(cfg, template, w
   assert job.service_account == SA
   assert dict(job.labels) == {'team': 'ads', 'env': 'test'}
   # T is left empty for every scheduled run: each resolves its own at start.
-  assert _parameters(job.runtime_config) == {vertex.SNAPSHOT_PARAMETER: ''}
+  assert _parameters(job.runtime_config) == {vertex.SNAPSHOT_PARAMETER: '',
+                                             vertex.FORCE_PARAMETER: 0}
   assert 'student' in job.pipeline_spec['root']['dag']['tasks']
   assert _caching(job.pipeline_spec) == {False}

@@ -1,4 +1,4 @@
-"""TeacherGate component: blesses the teacher for the BulkInferrer, or stops the run."""
+"""TeacherGate component: passes the teacher to the BulkInferrer, or stops the run."""
 
 from tfx import types
 from tfx.dsl.components.base import base_component
@@ -8,6 +8,7 @@ from tfx.types.component_spec import ChannelParameter
 from tfx.types.component_spec import ComponentSpec
 from tfx.types.component_spec import ExecutionParameter
 
+from components.artifacts import GateResult
 from components.teacher_gate import executor
 
 
@@ -20,16 +21,15 @@ class TeacherGateSpec(ComponentSpec):
       executor.MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),
       executor.EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples),
   }
-  OUTPUTS = {
-      executor.BLESSING_KEY: ChannelParameter(type=standard_artifacts.ModelBlessing),
-  }
+  OUTPUTS = {executor.RESULT_KEY: ChannelParameter(type=GateResult)}
 
 
 class TeacherGate(base_component.BaseComponent):
   """Scores the teacher on the eval split; fails the run when below the bar.
 
-  Output `blessing` (ModelBlessing, blessed=1) carries the metrics, the teacher's
-  lag cutoff and the number of examples it trained on.
+  Output `result` (GateResult, not a ModelBlessing: no resolver of models can take
+  it for a blessing) carries the metrics, the teacher's lag cutoff and the number
+  of examples it trained on. Make it an upstream node of the BulkInferrer.
   """
   SPEC_CLASS = TeacherGateSpec
   EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
@@ -37,4 +37,4 @@ class TeacherGate(base_component.BaseComponent):
   def __init__(self, model: types.BaseChannel, examples: types.BaseChannel, bar: str):
     super().__init__(spec=TeacherGateSpec(
         model=model, examples=examples, bar=bar,
-        blessing=types.Channel(type=standard_artifacts.ModelBlessing)))
+        result=types.Channel(type=GateResult)))

@@ -1,4 +1,10 @@
-"""TeacherGate executor: scores the teacher on the eval split, blesses or stops."""
+"""TeacherGate executor: scores the teacher on the eval split, passes or stops.
+
+Its record is a GateResult, not a ModelBlessing: on Vertex a blessing-based
+resolver queries every ModelBlessing by type, so a teacher's blessing could be
+taken for a served student's (docs/architecture.md §7). The BulkInferrer runs
+only after this gate passed (the gate is its upstream node).
+"""
 
 from typing import Any, Dict, List
 
@@ -18,7 +24,7 @@ from schemas import records
 
 MODEL_KEY = 'model'
 EXAMPLES_KEY = 'examples'
-BLESSING_KEY = 'blessing'
+RESULT_KEY = 'result'
 # JSON of config.TeacherGateConfig.
 BAR_KEY = 'bar'
 EVAL_SPLIT = 'eval'
@@ -65,16 +71,15 @@ class Executor(base_executor.BaseExecutor):
     logging.info('TeacherGate: %s', verdict)
 
     summary = export.read_summary(model_dir)
-    blessing = artifact_utils.get_single_instance(output_dict[BLESSING_KEY])
-    blessing.set_int_custom_property('blessed', 1)
-    blessing.set_string_custom_property('mode', mode)
-    blessing.set_string_custom_property('verdict', verdict)
-    blessing.set_int_custom_property('eval_examples', len(rates))
+    result = artifact_utils.get_single_instance(output_dict[RESULT_KEY])
+    result.set_int_custom_property('passed', 1)
+    result.set_string_custom_property('mode', mode)
+    result.set_string_custom_property('verdict', verdict)
+    result.set_int_custom_property('eval_examples', len(rates))
     for key, value in metrics.items():
-      blessing.set_float_custom_property(key, float(value))
+      result.set_float_custom_property(key, float(value))
     # The teacher's lag cutoff and training set size, visible in ML Metadata.
-    blessing.set_string_custom_property('cutoff_time', summary['cutoff_time'])
-    blessing.set_int_custom_property('examples_trained_on',
-                                     summary['examples_trained_on'])
-    blessing.set_string_custom_property('current_model', model.uri)
-    blessing.set_int_custom_property('current_model_id', model.id)
+    result.set_string_custom_property('cutoff_time', summary['cutoff_time'])
+    result.set_int_custom_property('examples_trained_on',
+                                   summary['examples_trained_on'])
+    result.set_string_custom_property('teacher_model', model.uri)

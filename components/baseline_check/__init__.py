@@ -1,1 +1,0 @@
-"""BaselineCheck: a distilled run needs a production baseline to be gated against."""
