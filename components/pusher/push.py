@@ -63,8 +63,8 @@ def complete_versions(base: str) -> List[str]:
 
 def latest(base: str) -> Optional[str]:
   """The newest complete version's directory, what a server would load."""
-  versions = complete_versions(base)
-  return _join(base, versions[-1]) if versions else None
+  name = newest(base)
+  return version_path(base, name) if name else None
 
 
 def version_path(base: str, name: str) -> str:
