@@ -60,11 +60,12 @@ class Executor(tfx_pusher_executor.Executor):
       pushed.set_string_custom_property('reason', 'not blessed')
       return
     t = snapshot.parse_utc(_prop(examples, artifacts.SNAPSHOT_TIME))
-    content = _read(os.path.join(self.GetModelPath(input_dict), 'tflite'))
+    model_path = self.GetModelPath(input_dict)
+    content = _read(os.path.join(model_path, 'tflite'))
     # The float student's weights travel with the served version, so the next
     # night's student warm-starts from what serving serves (ServedBaseline).
     extra = {}
-    weights = os.path.join(model.uri, export.FLOAT_STUDENT_DIR, export.WARM_START_FILE)
+    weights = export.warm_start_weights(model_path)
     if tf.io.gfile.exists(weights):
       extra[export.WARM_START_FILE] = _read(weights)
     metadata = {

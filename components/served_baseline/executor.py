@@ -52,7 +52,7 @@ def tflite_path(model_uri: str) -> str:
 
 def warm_start_path(model_uri: str) -> str:
   """Where export.warm_start_weights(<uri>/Format-Serving) looks."""
-  return os.path.join(model_uri, export.FLOAT_STUDENT_DIR, export.WARM_START_FILE)
+  return export.warm_start_weights(path_utils.serving_model_path(model_uri))
 
 
 def _time(examples, name: str) -> datetime.datetime:
