@@ -304,7 +304,11 @@ class DistillConfig:
   # kd: whether the hard loss uses the observability offset too.
   hard_observability: bool = True
   alpha: float = _field(0.5, min=0.0, max=1.0, doc='output distillation weight')
-  temperature: float = _field(1.0, min=0.0, min_exclusive=True)
+  # tau softens only the teacher's split of its rate over delay windows (softmax
+  # of log t / tau), never the total rate; 1 is the exact Poisson KL. By tau = 4
+  # a 10:1 split is 1.8:1, so a sweep should search 1-4.
+  temperature: float = _field(1.0, min=1.0, max=8.0,
+                              doc='soft term: tau on the split over windows')
   aux_weight: float = _field(0.5, min=0.0, doc='observed + modeled auxiliary head')
   hint_weight: float = _field(0.05, min=0.0, doc='FitNets hint (gamma)')
   tcpa_beta: float = _field(0.25, doc='distilled terms x (tCPA / reference)^beta')

@@ -118,7 +118,7 @@ def run_fn(fn_args) -> None:
   evaluation = dataset(fn_args.eval_files, tft_layer, cfg, weights, shuffle=False,
                        schema_path=schema_path)
 
-  tf.keras.utils.set_random_seed(cfg.model.seed)
+  training.set_seed(cfg.model.seed)
   strategy = distribution.get_strategy(cfg.training.strategy, cfg.training.tpu)
   tf.keras.mixed_precision.set_global_policy(cfg.training.precision)
   hint_width = schemas.hint_width(schema_path)

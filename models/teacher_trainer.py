@@ -92,7 +92,7 @@ def run_fn(fn_args) -> None:
   train = training_dataset(fn_args.train_files, tft_layer, cfg)
   evaluation = data.model_dataset(fn_args.eval_files, tft_layer, names, t.batch_size,
                                   shuffle=False)
-  tf.keras.utils.set_random_seed(cfg.model.seed)
+  training.set_seed(cfg.model.seed)
   network = towers.build_teacher(cfg)
   model = training.LossModel(network, losses.teacher_loss)
   model.compile(optimizer=training.optimizer(t, fn_args.train_steps))

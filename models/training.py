@@ -11,6 +11,7 @@ from typing import Callable, Dict, Sequence
 import tensorflow as tf
 
 from config import NetConfig
+from models import distill
 
 LossFn = Callable[[Dict[str, tf.Tensor], Dict[str, tf.Tensor]], Dict[str, tf.Tensor]]
 
@@ -20,6 +21,10 @@ class LossModel(tf.keras.Model):
 
   `term_names` are the keys `loss_fn` returns; each is tracked as a running mean
   over the epoch (Keras reports a model's metrics, not the last step's values).
+  `loss_fn`'s 'loss' must be this replica's share of the global batch's loss (the
+  replicas' shares add up to it, as tf.nn.compute_average_loss and
+  distill.student_loss return); it is differentiated as is and reported summed
+  over replicas. Every other term is reported as returned, so must be global.
   """
 
   def __init__(self, network: tf.keras.Model, loss_fn: LossFn,
@@ -37,6 +42,9 @@ class LossModel(tf.keras.Model):
     return self.network(features, training=training)
 
   def _track(self, terms):
+    # Each replica's tracker averages what it is given, and Keras averages the
+    # replicas: a share would be reported as global / replicas.
+    terms = dict(terms, loss=distill.global_sum(terms['loss']))
     for name, tracker in self.trackers.items():
       tracker.update_state(terms[name])
     return {name: tracker.result() for name, tracker in self.trackers.items()}
@@ -56,6 +64,17 @@ class LossModel(tf.keras.Model):
   def test_step(self, data):
     features, targets = data
     return self._track(self.loss_fn(targets, self(features, training=False)))
+
+
+def set_seed(seed: int) -> None:
+  """Seeds Python, NumPy and TensorFlow, and makes TensorFlow's ops deterministic.
+
+  With the same seed and the same files, two runs train the same weights (op
+  determinism also fixes the order of tf.data's parallel maps and of reductions).
+  It holds for the rest of the process, and random ops without a seed then raise.
+  """
+  tf.keras.utils.set_random_seed(seed)
+  tf.config.experimental.enable_op_determinism()
 
 
 def optimizer(net_cfg: NetConfig, train_steps: int) -> tf.keras.optimizers.Optimizer:

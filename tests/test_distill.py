@@ -6,8 +6,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import config as config_lib
 from models import distill
 from models import losses
+from models import student_trainer
+from schemas import columns
 
 W = 3
 
@@ -35,8 +38,31 @@ def batch(mask, tcpa=None, seed=0, n=None, hint_width=4):
   return targets, outputs
 
 
+def features(names, n, rng):
+  """Random transformed features: bucket ids and standard normal numerics."""
+  out = {}
+  for name in names:
+    col = columns.BY_NAME[name]
+    out[name] = (rng.integers(0, col.buckets, (n, 1)) if col.buckets
+                 else rng.normal(size=(n, 1)).astype(np.float32))
+  return out
+
+
 def nll(y, mu):
   return mu - (y * math.log(mu) if y else 0.0) + math.lgamma(y + 1)
+
+
+def soft_reference(t, s, tau):
+  """soft_i from teacher rates t_w and student log-rates s_w, in plain Python."""
+  rates = [math.exp(x) for x in s]
+  total_t, total_s = sum(t), sum(rates)
+  kl = total_t * math.log(total_t / total_s) - total_t + total_s
+
+  def softmax(logits):
+    z = [math.exp(x / tau) for x in logits]
+    return [x / sum(z) for x in z]
+  p, q = softmax([math.log(x) for x in t]), softmax(s)
+  return kl + tau**2 * total_t * sum(a * math.log(a / b) for a, b in zip(p, q))
 
 
 def reference(targets, outputs, w: distill.DistillWeights):
@@ -49,6 +75,9 @@ def reference(targets, outputs, w: distill.DistillWeights):
     m = float(targets[distill.TEACHER_MASK][i, 0])
     v = (float(targets[distill.TCPA][i, 0]) / w.tcpa_reference)**w.tcpa_beta
     m_total += m
+    soft += m * v * soft_reference(targets[distill.TEACHER_RATES][i].tolist(),
+                                   outputs[distill.LOG_RATES][i].tolist(),
+                                   w.temperature)
     for k in range(W):
       y = float(targets[losses.COUNTS][i, k])
       e = float(targets[losses.EXPOSURES][i, k])
@@ -57,8 +86,6 @@ def reference(targets, outputs, w: distill.DistillWeights):
       a = float(outputs[distill.AUX_LOG_RATES][i, k])
       o = f * e if w.hard_observability else e
       hard += nll(y, o * math.exp(s))
-      lt, ls = math.exp(math.log(t) / w.temperature), math.exp(s / w.temperature)
-      soft += m * v * w.temperature**2 * (lt * math.log(lt / ls) - lt + ls)
       target = y + (1 - f) * e * t
       aux += m * v * (e * math.exp(a) - target * (math.log(e) + a) + math.lgamma(target + 1))
     diff = targets[distill.TEACHER_HINT][i] - outputs[distill.HINT_PROJECTION][i]
@@ -100,13 +127,75 @@ def test_masked_terms_contribute_exactly_zero():
   base = compute(targets, outputs, FULL)
   # Garbage (even non-finite) teacher columns on masked examples change nothing.
   for key in (distill.TEACHER_RATES, distill.TEACHER_HINT):
-    targets[key][[1, 3]] = np.nan
+    targets[key][1] = np.nan
+    targets[key][3] = np.inf
+    targets[key][3, 0] = -np.inf
   assert compute(targets, outputs, FULL) == base
   # Everything masked: only the hard term is left.
   targets, outputs = batch([0, 0, 0, 0])
   got = compute(targets, outputs, FULL)
   assert got['soft'] == got['aux'] == got['hint'] == 0.0
   assert got['loss'] == pytest.approx((1 - FULL.alpha) * got['hard'])
+
+
+def student_gradients(network, feats, targets, w, scale=1.0):
+  """Dense gradients of scale * student_loss for every trainable variable."""
+  with tf.GradientTape() as tape:
+    loss = scale * distill.student_loss(
+        {k: tf.constant(v) for k, v in targets.items()}, network(feats), w)['loss']
+  grads = tape.gradient(loss, network.trainable_variables,
+                        unconnected_gradients=tf.UnconnectedGradients.ZERO)
+  return [tf.convert_to_tensor(g).numpy() for g in grads]
+
+
+def test_masked_terms_give_exactly_zero_gradients():
+  cfg = config_lib.load_config(None, ['model.student.hidden_units=[16,8]'])
+  network = student_trainer.build_network(cfg, FULL, hint_width=4)
+  mask = [1, 0, 1, 0, 0, 1]
+  masked = [1, 3, 4]
+  feats = features(columns.SERVING_FEATURES, len(mask), np.random.default_rng(1))
+  targets, _ = batch(mask)
+  want = student_gradients(network, feats, targets, FULL)
+
+  def with_masked(rates, hint, tcpa):
+    out = {k: v.copy() for k, v in targets.items()}
+    out[distill.TEACHER_RATES][masked] = rates
+    out[distill.TEACHER_HINT][masked] = hint
+    out[distill.TCPA][masked] = tcpa
+    return out
+  garbage = with_masked([[np.nan, np.inf, 1.0], [np.inf, np.inf, np.inf],
+                         [-np.inf, np.nan, 0.0]],
+                        [[np.nan] * 4, [np.inf, -np.inf, 0.0, 1.0], [-np.inf] * 4],
+                        [[np.nan], [0.0], [np.inf]])
+  finite = with_masked(123.0, -7.0, 5.0)
+  for changed in (garbage, finite):
+    got = student_gradients(network, feats, changed, FULL)
+    assert all(np.isfinite(g).all() for g in got)
+    assert all(np.array_equal(a, b) for a, b in zip(got, want))
+  # Every row masked: the gradient of (1 - alpha) * the hard loss.
+  garbage[distill.TEACHER_MASK][:] = 0.0
+  garbage[distill.TEACHER_RATES][:] = np.nan
+  garbage[distill.TEACHER_HINT][:] = np.inf
+  got = student_gradients(network, feats, garbage, FULL)
+  hard = student_gradients(network, feats, garbage, distill.DistillWeights(),
+                           scale=1.0 - FULL.alpha)
+  assert all(np.isfinite(g).all() for g in got)
+  assert all(np.array_equal(a, b) for a, b in zip(got, hard))
+
+
+def test_non_finite_teacher_columns_mask_their_example():
+  targets, outputs = batch([1, 1, 0, 1])
+  masked = {k: v.copy() for k, v in targets.items()}
+  masked[distill.TEACHER_MASK][1] = 0.0
+  for key in (distill.TEACHER_RATES, distill.TEACHER_HINT):
+    broken = {k: v.copy() for k, v in targets.items()}
+    broken[key][1, 0] = np.nan if key == distill.TEACHER_RATES else np.inf
+    assert compute(broken, outputs, FULL) == compute(masked, outputs, FULL)
+  # A column no weighted term reads masks nothing.
+  broken = {k: v.copy() for k, v in targets.items()}
+  broken[distill.TEACHER_HINT][1, 0] = np.nan
+  w = distill.DistillWeights(alpha=0.5)
+  assert compute(broken, outputs, w) == compute(targets, outputs, w)
 
 
 def test_no_teacher_terms_reduce_to_the_hard_loss():
@@ -129,6 +218,48 @@ def test_poisson_kl_is_zero_when_student_equals_teacher(temperature):
   assert compute(targets, outputs, w)['soft'] == pytest.approx(0.0, abs=1e-7)
   kl = distill.poisson_kl(tf.constant([-3.0, 0.0, 1.0]), tf.constant([-2.0, 0.5, 1.0]))
   assert (kl.numpy()[:2] > 0).all() and kl.numpy()[2] == 0.0
+
+
+def test_soft_term_at_temperature_one_is_the_poisson_kl_over_windows():
+  rng = np.random.default_rng(3)
+  lt = rng.normal(-3.0, 1.5, (64, W)).astype(np.float32)
+  ls = rng.normal(-3.0, 1.5, (64, W)).astype(np.float32)
+  got = distill.soft_kl(tf.constant(lt), tf.constant(ls), 1.0).numpy()
+  want = tf.reduce_sum(distill.poisson_kl(tf.constant(lt), tf.constant(ls)),
+                       axis=1).numpy()
+  np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6 * want.max())
+  # And in float64 (the identity, not float32 rounding).
+  got = distill.soft_kl(tf.constant(lt, tf.float64), tf.constant(ls, tf.float64))
+  want = tf.reduce_sum(distill.poisson_kl(tf.constant(lt, tf.float64),
+                                          tf.constant(ls, tf.float64)), axis=1)
+  np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-12)
+
+
+@pytest.mark.parametrize('temperature', [1.0, 2.0, 4.0, 8.0])
+def test_soft_term_is_non_negative_and_zero_only_at_the_teacher(temperature):
+  rng = np.random.default_rng(4)
+  lt = rng.normal(-3.0, 1.5, (64, W)).astype(np.float32)
+  ls = rng.normal(-3.0, 1.5, (64, W)).astype(np.float32)
+  kl = distill.soft_kl(tf.constant(lt), tf.constant(ls), temperature).numpy()
+  assert (kl > 0).all()
+  assert (distill.soft_kl(tf.constant(lt), tf.constant(lt), temperature).numpy()
+          == 0.0).all()
+  # The total rate is matched exactly: only the split over windows is tempered.
+  lt = lt.astype(np.float64)
+  scaled = distill.soft_kl(tf.constant(lt), tf.constant(lt + 0.5), temperature)
+  total = np.exp(lt).sum(1) * (-0.5 + np.exp(0.5) - 1.0)
+  np.testing.assert_allclose(scaled.numpy(), total, rtol=1e-9)
+
+
+def test_temperature_softens_the_split_over_windows():
+  targets, _ = batch([1] * 8)
+  log_t = np.log(targets[distill.TEACHER_RATES])
+
+  def entropy(tau):
+    p = tf.nn.softmax(log_t / tau, axis=1).numpy()
+    return -(p * np.log(p)).sum(1)
+  assert (entropy(2.0) > entropy(1.0)).all()
+  assert (entropy(4.0) > entropy(2.0)).all()
 
 
 def test_tcpa_weights_scale_only_the_distilled_terms():
