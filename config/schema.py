@@ -257,13 +257,24 @@ class TeacherGateConfig:
   """The teacher's bar (§7); a teacher below it stops the run.
 
   truth (synthetic data): close at least `min_gap_closed` of the gap between the
-  best constant rate and the Bayes floor on eval. observed (real logs): beat
-  per-window constant rates on the thinned likelihood by `min_improvement`.
-  auto: truth when the eval examples carry truth columns.
+  best constant rate and the Bayes floor on eval, and keep each delay window's
+  calibration sum(predicted rate_w) / sum(true rate_w) on eval within
+  [1 - `calibration_band`, 1 + `calibration_band`] (0: not checked), since the
+  gap bar alone passes a teacher that over-predicts a window by 13%. observed
+  (real logs): beat per-window constant rates on the thinned likelihood by
+  `min_improvement`; without truth the band is not checked. auto: truth when the
+  eval examples carry truth columns.
   """
   mode: str = _field('auto', choices=TEACHER_GATE_MODES)
   min_gap_closed: float = _field(0.5, min=0.0, max=1.0)
   min_improvement: float = _field(0.02, min=0.0, max=1.0)
+  calibration_band: float = _field(0.10, min=0.0, max=1.0)
+
+  def check(self, key: str) -> None:
+    # _field bounds are inclusive; a band of 1 would accept a teacher predicting 0.
+    if self.calibration_band >= 1.0:
+      raise ConfigError(f'{key}.calibration_band: {self.calibration_band!r} is out '
+                        'of range (must be < 1.0)')
 
   def to_json(self) -> str:
     """The TeacherGate's `bar` parameter."""

@@ -47,6 +47,19 @@ def test_json_round_trip():
   assert again.window.snapshot().isoformat() == '2026-02-05T00:00:00+00:00'
 
 
+def test_teacher_gate_json_without_calibration_band_loads_the_default():
+  # Stored pipelines carry the bar (and the whole config) from before the key.
+  old = {'mode': 'truth', 'min_gap_closed': 0.6, 'min_improvement': 0.02}
+  bar = config_lib.TeacherGateConfig.from_json(json.dumps(old))
+  assert bar.calibration_band == 0.10 and bar.min_gap_closed == 0.6
+  assert config_lib.TeacherGateConfig.from_json(bar.to_json()) == bar
+  data = json.loads(config_lib.Config().to_json())
+  del data['teacher_gate']['calibration_band']
+  assert config_lib.from_json(json.dumps(data)).teacher_gate.calibration_band == 0.10
+  cfg = config_lib.load_config(None, ['teacher_gate.calibration_band=0'])
+  assert cfg.teacher_gate.calibration_band == 0.0
+
+
 @pytest.mark.parametrize('override, message', [
     ('world.foo=1', 'unknown config key world.foo'),
     ('windw.days=3', 'unknown config key windw'),
@@ -68,6 +81,10 @@ def test_json_round_trip():
     ('world.browser_shares_mobile=[0.5, 0.5]', 'world.browser_shares_mobile'),
     ('world.num_clicks=true', 'world.num_clicks: expected an integer'),
     ('model.student.hidden_units=[64, 0]', 'model.student.hidden_units'),
+    ('teacher_gate.calibration_band=-0.1',
+     'teacher_gate.calibration_band: -0.1 is out of range (must be >= 0.0)'),
+    ('teacher_gate.calibration_band=1',
+     'teacher_gate.calibration_band: 1.0 is out of range (must be < 1.0)'),
 ])
 def test_bad_values_name_the_key(override, message):
   with pytest.raises(config_lib.ConfigError) as e:

@@ -59,9 +59,12 @@ class Executor(base_executor.BaseExecutor):
       if not has_truth:
         raise ValueError('teacher gate mode "truth" needs the truth columns, which '
                          'the eval examples lack (real logs: use "observed")')
-      metrics = gate.truth_metrics(
-          cols[columns.TRUE_CONVERSIONS], rates.sum(1),
-          sum(cols[c].astype(np.float64) for c in columns.TRUE_RATES))
+      true_rates = np.stack([cols[c] for c in columns.TRUE_RATES],
+                            1).astype(np.float64)
+      metrics = gate.truth_metrics(cols[columns.TRUE_CONVERSIONS], rates.sum(1),
+                                   true_rates.sum(1))
+      # calibration_<window> and calibration_total become properties below.
+      metrics.update(gate.truth_calibration(rates, true_rates))
     else:
       counts = np.stack([cols[c] for c in columns.LABELS], 1)
       offsets = np.stack([cols[c] for c in columns.EXPOSURES], 1) * cols[
@@ -75,6 +78,10 @@ class Executor(base_executor.BaseExecutor):
     result.set_int_custom_property('passed', 1)
     result.set_string_custom_property('mode', mode)
     result.set_string_custom_property('verdict', verdict)
+    # Observed mode has no truth to calibrate against: say so rather than omit it.
+    result.set_int_custom_property('calibration_checked',
+                                   int(gate.calibration_checked(mode, bar)))
+    result.set_float_custom_property('calibration_band', bar.calibration_band)
     result.set_int_custom_property('eval_examples', len(rates))
     for key, value in metrics.items():
       result.set_float_custom_property(key, float(value))

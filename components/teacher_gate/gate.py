@@ -7,14 +7,28 @@ the true total conversions of the eval split:
 Real logs (no truth): the exact thinned likelihood of the reported per-window
 counts, teacher vs the best per-window constant rates under the same offsets; the
 teacher must improve on it by at least `min_improvement` (relative).
+
+Synthetic data also bounds the teacher's calibration per delay window: on eval,
+    calibration_w = sum(predicted rate_w) / sum(true rate_w)
+must lie within [1 - `calibration_band`, 1 + `calibration_band`] for every window
+(0 disables it). Real logs have no truth to calibrate against, so there the band
+is recorded as not checked.
 """
 
-from typing import Dict
+from typing import Dict, List, Tuple
 
 import numpy as np
 
 from config import TeacherGateConfig
 from models import nll
+from schemas import columns
+
+CALIBRATION_TOTAL = 'calibration_total'
+
+
+def calibration_key(window: str) -> str:
+  """The metric (and GateResult property) name of a window's calibration."""
+  return f'calibration_{window}'
 
 
 class TeacherGateError(RuntimeError):
@@ -33,6 +47,67 @@ def truth_metrics(y_true: np.ndarray, pconvs: np.ndarray,
   m['gap_closed'] = (m['constant_nll'] - m['teacher_nll']) / (
       m['constant_nll'] - m['floor_nll'])
   return m
+
+
+def truth_calibration(rates: np.ndarray,
+                      true_rates: np.ndarray) -> Dict[str, float]:
+  """Calibration per delay window against the true rates.
+
+  Args:
+    rates: [n, windows] the teacher's rate per window.
+    true_rates: [n, windows] the true rates (true_rate_<w>), same window order.
+
+  Returns:
+    calibration_<window> = sum(rates_w) / sum(true_rates_w) for each window of
+    columns.WINDOW_NAMES, and calibration_total over all windows; inf (or nan)
+    where a window's true rates sum to 0.
+  """
+  rates = np.asarray(rates, dtype=np.float64)
+  true_rates = np.asarray(true_rates, dtype=np.float64)
+  shape = (rates.shape[0], len(columns.WINDOW_NAMES))
+  if rates.shape != shape or true_rates.shape != shape:
+    raise ValueError(f'expected [n, {shape[1]}] rates and true rates (windows '
+                     f'{list(columns.WINDOW_NAMES)}), got {rates.shape} and '
+                     f'{true_rates.shape}')
+  with np.errstate(divide='ignore', invalid='ignore'):
+    per_window = rates.sum(0) / true_rates.sum(0)
+    total = rates.sum() / true_rates.sum()
+  m = {calibration_key(w): float(c)
+       for w, c in zip(columns.WINDOW_NAMES, per_window)}
+  m[CALIBRATION_TOTAL] = float(total)
+  return m
+
+
+def calibration_checked(mode: str, bar: TeacherGateConfig) -> bool:
+  """Whether `decide` holds the per-window calibration to the band."""
+  return mode == 'truth' and bar.calibration_band > 0
+
+
+def _calibration(metrics: Dict[str, float],
+                 bar: TeacherGateConfig) -> Tuple[str, List[str]]:
+  """The truth-mode calibration clause of the verdict and the problems found."""
+  band = bar.calibration_band
+  keys = [calibration_key(w) for w in columns.WINDOW_NAMES] + [CALIBRATION_TOTAL]
+  missing = [k for k in keys if k not in metrics]
+  if missing and band > 0:
+    # A caller bug, not a bad teacher: an unmeasured band must not pass.
+    raise ValueError(f'calibration_band {band} needs {missing} in the metrics '
+                     '(gate.truth_calibration)')
+  if missing:
+    return 'per-window calibration not checked (calibration_band 0)', []
+  lo, hi = 1.0 - band, 1.0 + band
+  figures = ', '.join(f'{w} {metrics[calibration_key(w)]:.3f}'
+                      for w in columns.WINDOW_NAMES)
+  text = (f'calibration (predicted / true rate) per window {figures}, total '
+          f'{metrics[CALIBRATION_TOTAL]:.3f}')
+  if band <= 0:
+    return text + ' (not checked: calibration_band 0)', []
+  # `not lo <= c <= hi` also catches nan.
+  problems = [f'window {w} calibration {metrics[calibration_key(w)]:.3f} is '
+              f'outside the band [{lo:.4g}, {hi:.4g}] (calibration_band {band:g})'
+              for w in columns.WINDOW_NAMES
+              if not lo <= metrics[calibration_key(w)] <= hi]
+  return text + f'; the band is [{lo:.4g}, {hi:.4g}]', problems
 
 
 def observed_metrics(counts: np.ndarray, offsets: np.ndarray,
@@ -57,21 +132,31 @@ def observed_metrics(counts: np.ndarray, offsets: np.ndarray,
 
 
 def decide(mode: str, metrics: Dict[str, float], bar: TeacherGateConfig) -> str:
-  """The verdict's explanation; raises TeacherGateError when the teacher fails."""
+  """The verdict's explanation; raises TeacherGateError when the teacher fails.
+
+  Truth mode fails below `min_gap_closed` or, with a `calibration_band`, when any
+  window's calibration (metrics from `truth_calibration`) is outside the band;
+  the error names each such window.
+  """
+  problems = []
   if mode == 'truth':
     ok = metrics['gap_closed'] >= bar.min_gap_closed
     text = (f"teacher eval NLL {metrics['teacher_nll']:.5f} closes "
             f"{metrics['gap_closed']:.1%} of the gap between the constant rate "
             f"({metrics['constant_nll']:.5f}) and the Bayes floor "
             f"({metrics['floor_nll']:.5f}); the bar is {bar.min_gap_closed:.0%}")
+    calibration, problems = _calibration(metrics, bar)
+    text += '; ' + calibration
   elif mode == 'observed':
     ok = metrics['improvement'] >= bar.min_improvement
     text = (f"teacher thinned eval NLL {metrics['teacher_nll']:.5f} improves on "
             f"constant rates ({metrics['constant_nll']:.5f}) by "
-            f"{metrics['improvement']:.2%}; the bar is {bar.min_improvement:.2%}")
+            f"{metrics['improvement']:.2%}; the bar is {bar.min_improvement:.2%}"
+            '; per-window calibration not checked (no truth in observed mode)')
   else:
     raise ValueError(f'unknown teacher gate mode {mode!r}')
-  if not ok:
+  if not ok or problems:
     raise TeacherGateError('TeacherGate: the teacher is not good enough, stopping '
-                           'before it distils into the student: ' + text)
+                           'before it distils into the student: ' +
+                           ''.join(p + '; ' for p in problems) + text)
   return text
