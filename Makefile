@@ -40,7 +40,7 @@ $(STAMP): constraints.txt pyproject.toml scripts/find_python310.sh
 	  rm -rf $(VENV); echo "creating $(VENV) with $$py310"; "$$py310" -m venv $(VENV); \
 	fi
 	$(PY) -m pip install --quiet --upgrade "pip<25" wheel
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test,bench]'
 	@touch $@
 
 data: setup  ## Generate the synthetic world named by CONFIG if it is not there yet.
@@ -96,7 +96,7 @@ bench-quant: setup  ## The Quantizer on the benchmark's KD student: size, error,
 lock:  ## Rebuild constraints.txt from the direct pins in pyproject.toml.
 	@py310=$$(scripts/find_python310.sh); tmp=$$(mktemp -d); \
 	"$$py310" -m venv $$tmp/venv; $$tmp/venv/bin/pip install --quiet --upgrade "pip<25" wheel; \
-	$$tmp/venv/bin/pip install --quiet -e '.[test]'; \
+	$$tmp/venv/bin/pip install --quiet -e '.[test,bench]'; \
 	{ sed -n '1,4p' constraints.txt; $$tmp/venv/bin/pip freeze --exclude-editable | grep -v ' @ '; } > constraints.txt.new; \
 	mv constraints.txt.new constraints.txt; rm -rf $$tmp
 
