@@ -166,3 +166,33 @@ def test_serving_only_rate_lies_between_the_floor_and_the_glm(logs):
   # Same serving features, same expected rate: the Monte Carlo is over z only.
   again = world.serving_rate(clicks, samples=128, seed=1)
   assert np.corrcoef(serving, again)[0, 1] > 0.95
+
+
+def test_scoring_clicks_are_the_same_world_with_clicks_never_logged(logs):
+  """The quality bench scores on new clicks of the logged world (issue 13)."""
+  cfg, clicks, _, _, _ = logs
+  world = generator.World(cfg)
+  day = int(cfg.world.start().timestamp()) + (cfg.world.days - 1) * 86400
+  scoring = world.scoring_clicks(20_000, day)
+  assert set(columns.CLICK_LOG_COLUMNS) <= set(scoring)
+  # The same advertiser table: every advertiser's tCPA is the logged one.
+  logged_tcpa = dict(zip(clicks['advertiser_id'], clicks[columns.TARGET_CPA]))
+  shared = [a for a in np.unique(scoring['advertiser_id']) if a in logged_tcpa]
+  assert len(shared) > 10
+  first = {a: t for a, t in zip(scoring['advertiser_id'][::-1],
+                                scoring[columns.TARGET_CPA][::-1])}
+  for a in shared:
+    assert first[a] == logged_tcpa[a]
+  # The same rate mechanics: the truth is the world's log-rate of the features.
+  np.testing.assert_allclose(
+      sum(scoring[c].astype(np.float64) for c in columns.TRUE_RATES),
+      np.exp(world.log_rate(scoring)), rtol=1e-5)
+  # No click in common: ids cannot collide and no feature row repeats a logged one.
+  assert (scoring[columns.CLICK_ID] < 0).all()
+  key = lambda d: set(zip(d[columns.CLICK_TS].tolist(), d['user_engagement'].tolist()))
+  assert not key(scoring) & key(clicks)
+  # A separate stream: deterministic, and another stream gives other clicks.
+  again = world.scoring_clicks(20_000, day)
+  np.testing.assert_array_equal(again['user_engagement'], scoring['user_engagement'])
+  other = world.scoring_clicks(20_000, day, stream=1)
+  assert not np.array_equal(other['user_engagement'], scoring['user_engagement'])

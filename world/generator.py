@@ -220,6 +220,22 @@ class World:
     f['_counts'] = counts
     return f
 
+  def scoring_clicks(self, n: int, day_start: int, stream: int = 0,
+                     first_id: int = -1) -> Dict[str, np.ndarray]:
+    """n new clicks of the same world on the day starting at `day_start`.
+
+    The world's structure (advertisers, tables) comes from the stream
+    [seed, 0] and the logs' clicks from [seed, 1, day, part]; these come from
+    [seed, 4, stream], so they share the world but never a click with the logs.
+    Their ids count down from `first_id` (negative), so they cannot collide with
+    a logged click's id either.
+    """
+    rng = np.random.default_rng([self.cfg.world.seed, 4, stream])
+    f = self.clicks(rng, n, day_start, 0)
+    f[columns.CLICK_ID] = first_id - np.arange(n, dtype=np.int64)
+    del f['_counts']
+    return f
+
   def conversions(self, rng: np.random.Generator,
                   clicks: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
     """Every true conversion of `clicks` with its time and whether it is observed."""
@@ -257,6 +273,15 @@ def _world_params(cfg: config_lib.Config) -> Dict:
       'observability': [b.__dict__ for b in cfg.observability.browsers],
       'delay': cfg.delay.__dict__,
   }
+
+
+def spec_hash(cfg: config_lib.Config) -> str:
+  """SHA-256 of the world's parameters except its seed and size: the same for
+  every world a benchmark draws from one spec."""
+  params = _world_params(cfg)
+  params['world'] = {k: v for k, v in params['world'].items()
+                     if k not in ('seed', 'num_clicks')}
+  return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
 
 
 def generate(cfg: config_lib.Config, out_dir: str, log=print) -> Dict:
