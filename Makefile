@@ -82,13 +82,14 @@ test: setup  ## Run the whole suite (unit, executor, end-to-end, compile tests).
 test-fast: setup  ## Run the suite without the end-to-end DAG tests.
 	$(PY) -m pytest -m "not e2e" $(PYTEST_ARGS)
 
-bench: bench-world bench-quality bench-quant  ## All benchmarks (about an hour on 2 cores); results in bench/results/.
+bench: bench-world bench-quality bench-quant  ## All benchmarks (hours on 2 cores: see the README); quality results in bench/reported/.
 
 bench-world: setup  ## Generator throughput and memory; difficulty (GLM vs floor).
 	$(PY) -m bench.world_bench $(ARGS)
 
-bench-quality: setup  ## Poisson NLL of every recipe on the 640k-click world (the pipeline, then each student).
+bench-quality: setup  ## Every recipe on 5 worlds x 3 training seeds, float and INT8, with CIs (ARGS=--quick: minutes).
 	$(PY) -m bench.quality_bench $(ARGS)
+	$(PY) -m bench.readme
 
 bench-quant: setup  ## The Quantizer on the benchmark's KD student: size, error, NLL, latency per mode.
 	$(PY) -m bench.quant_bench $(ARGS)

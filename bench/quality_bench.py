@@ -1,41 +1,63 @@
-"""Quality benchmark: Poisson NLL of every recipe on one fixed world (issue 4).
+"""Quality benchmark: every recipe on several worlds and training seeds, paired,
+scored against the true rates on a large held-out scoring set (docs/architecture.md §12).
 
-  python -m bench.quality_bench [--clicks 640000] [--seeds 0] [--reuse]
+  python -m bench.quality_bench [--quick] [--worlds 5] [--seeds 3] [--resume]
 
-1. Generates the benchmark world (if absent) and runs the pipeline (the same
-   create_pipeline, BeamDagRunner) up to the teacher's columns.
-2. Trains each student recipe with the pipeline's own student run_fn on the
-   BulkInferrer's examples.
-3. Scores everything on the eval split against the true total conversions with the
-   reference NLL (models/nll.py): overall, tCPA > 250 and low observability; the
-   relative change vs the production recipe, and the share of the teacher's gain
-   over production each recovers.
-Writes bench/results/quality.json (seed, config, git SHA) and a Markdown table.
+Per world seed:
+1. Generates the world and runs the whole DAG once as a bootstrap (the same
+   create_pipeline, BeamDagRunner): ExampleGen, Transform, the teacher, its gate
+   and the BulkInferrer's examples with the teacher's columns.
+2. Draws the scoring set: `--scoring-clicks` new clicks of the same world
+   (generator.World.scoring_clicks: the world's tables, a separate click stream),
+   never trained on.
+3. Fits the peers on the train split (a Poisson GLM and LightGBM, both with the
+   observability offset) and scores the teacher.
+4. Trains every student recipe under each training seed with the pipeline's own
+   student run_fn on the BulkInferrer's examples, quantizes it to INT8 with the
+   Quantizer's own executor, and scores the float student and the INT8 model.
+   The A/A row trains the default recipe under a disjoint set of seeds.
+
+Predictions are kept under bench/results/quality/<size>/ (`--resume` reuses
+finished models); bench/quality_report.py turns them into the committed JSON
+(bench/reported/quality.json) with hierarchical CIs, and bench/readme.py writes
+the README's table from that JSON.
 """
 
 import argparse
+import dataclasses
+import json
 import os
+import shutil
 import sys
+import time
 import types
-from typing import Dict, List
+from typing import Dict, List, Sequence
 
 import numpy as np
 import tensorflow as tf
+from tfx.types import artifact_utils
+from tfx.types import standard_artifacts
 from tfx.utils import path_utils
 
 from bench import common
+from bench import lgbm_peer
+from bench import quality_report
+from components.quantizer import convert
+from components.quantizer import executor
 import config as config_lib
 from models import export
 from models import glm as glm_lib
-from models import nll
 from models import student_trainer
 from observation import labels
 from pipeline import local
+from schemas import codec
 from schemas import columns
 from schemas import records
 from world import generator
 
-RESULTS = 'bench/results'
+RESULTS = 'bench/results/quality'
+REPORTED = 'bench/reported/quality.json'
+SECONDS_PER_DAY = generator.SECONDS_PER_DAY
 # Each recipe: config overrides on top of the benchmark config.
 KD_OFF = ['distill.aux_weight=0', 'distill.hint_weight=0', 'distill.tcpa_beta=0']
 RECIPES = {
@@ -46,60 +68,116 @@ RECIPES = {
     'kd_aux_hint': ['distill.recipe=kd', 'distill.tcpa_beta=0'],
     'kd_full': ['distill.recipe=kd'],
 }
-LABELS = {
-    'floor': 'Bayes floor (true rate)',
-    'serving_floor': 'serving-only Bayes floor (E[rate | serving features])',
-    'glm': 'Poisson GLM (serving features, observability offset)',
-    'teacher': 'teacher (serving + teacher-only features)',
-    'production': 'student: production recipe (no teacher, no observability)',
-    'offset': 'student: observability offset, no teacher',
-    'kd_output': 'student: KD, output distillation',
-    'kd_aux': 'student: KD + auxiliary head',
-    'kd_aux_hint': 'student: KD + aux + hint',
-    'kd_full': 'student: KD + aux + hint + tCPA weights (default)',
+# The recipe whose seeds are split in two for the A/A row.
+AA_RECIPE = 'kd_full'
+
+
+@dataclasses.dataclass(frozen=True)
+class Size:
+  """How big a benchmark run is."""
+  name: str  # its results go to bench/results/quality/<name>/
+  worlds: int
+  seeds: int
+  clicks: int
+  scoring_clicks: int
+  teacher_steps: int
+  student_steps: int
+
+
+SIZES = {
+    # Fits a working session on 2 cores (the README states its run time).
+    # The default world and training steps, so the bench measures what `make run`
+    # trains.
+    'full': Size(name='full', worlds=5, seeds=3, clicks=100_000, scoring_clicks=200_000,
+                 teacher_steps=2000, student_steps=2000),
+    # For development: every code path, numbers too noisy to quote.
+    'quick': Size(name='quick', worlds=2, seeds=2, clicks=30_000, scoring_clicks=100_000,
+                  teacher_steps=400, student_steps=300),
 }
+FIRST_WORLD_SEED = 42
 
 
-# The benchmark's training recipe, the same for every model (found by sweeps on
-# this world; the default config keeps make run short): longer training, a higher
-# student learning rate, lighter L2.
-TRAINING = [
-    'model.teacher.train_steps=8000', 'model.teacher.l2=1e-4',
-    'model.student.train_steps=8000', 'model.student.learning_rate=0.003',
-    'model.student.l2=3e-5',
-]
+def training_overrides(size: Size) -> List[str]:
+  """The training recipe, the same for every model and world."""
+  return [f'model.teacher.train_steps={size.teacher_steps}',
+          f'model.student.train_steps={size.student_steps}']
 
 
-def bench_config(clicks: int, extra=()):
+def bench_config(size: Size, world_seed: int, extra: Sequence[str] = ()):
+  root = f'{RESULTS}/{size.name}/world-{world_seed}'
   return config_lib.load_config('pipeline/configs/default.yaml', [
-      f'world.num_clicks={clicks}',
-      f'paths.data_root={RESULTS}/data/world-{clicks}',
-      f'paths.output_root={RESULTS}/outputs-{clicks}',
-      f'paths.serving_dir={RESULTS}/serving-{clicks}',
-      'beam.direct_running_mode=multi_processing',
-  ] + TRAINING + list(extra))
+      f'world.seed={world_seed}', f'world.num_clicks={size.clicks}',
+      f'paths.data_root={root}/data', f'paths.output_root={root}/outputs',
+      f'paths.serving_dir={root}/serving',
+      # The bench measures the teacher's calibration per window (the report's
+      # teacher_calibration) rather than stopping on it.
+      'teacher_gate.calibration_band=0',
+  ] + training_overrides(size) + list(extra))
 
 
-def run_pipeline(cfg, reuse: bool):
-  """Generates the world and runs the whole DAG as a bootstrap (the production
-  recipe, quantized, evaluated and pushed); returns the run's artifacts."""
+def run_pipeline(cfg) -> Dict:
+  """Generates the world and runs the DAG as a bootstrap unless a run of it
+  already produced the BulkInferrer's examples; returns the artifacts the
+  students and peers need."""
   paths = local.LocalPaths.from_config(cfg)
   if generator.read_manifest(cfg.paths.data_root) is None:
     generator.generate(cfg, cfg.paths.data_root)
-  if not (reuse and os.path.exists(paths.metadata)):
-    local.run(cfg, bootstrap=True)
+
+  def outputs(node):
+    if not os.path.exists(paths.metadata):
+      return {}
+    return local.node_outputs(paths.metadata, cfg.pipeline_name, node)
+  if not outputs('BulkInferrer').get('output_examples'):
+    local.run(cfg, bootstrap=True)  # cached nodes of an earlier attempt are reused
 
   def artifact(node, key):
-    (a,) = local.node_outputs(paths.metadata, cfg.pipeline_name, node)[key]
+    (a,) = outputs(node)[key]
     return a
+  gate = artifact('TeacherGate', 'result')
   return {
       'inferred': artifact('BulkInferrer', 'output_examples').uri,
       'transform': artifact('Transform', 'transform_graph').uri,
       'schema': os.path.join(artifact('ImportSchemaGen', 'schema').uri, 'schema.pbtxt'),
       'teacher': artifact('teacher', 'model').uri,
-      'gate': dict(artifact('TeacherGate', 'result').custom_properties),
+      'gate': {k: local.custom_property(gate, k) for k in gate.custom_properties},
       'executions': local.node_executions(paths.metadata, cfg.pipeline_name),
   }
+
+
+def scoring_set(cfg, n: int) -> Dict[str, np.ndarray]:
+  """n new clicks of the world on its last day (the eval day), with the slice
+  columns the report needs."""
+  world = generator.World(cfg)
+  day_start = int(cfg.world.start().timestamp()) + (cfg.world.days - 1) * SECONDS_PER_DAY
+  rows = world.scoring_clicks(n, day_start)
+  spec = cfg.label_spec()
+  rows[columns.OBSERVED_FRACTION] = labels.observed_fraction(
+      rows[columns.BROWSER], spec).astype(np.float32)
+  prefix = quality_report.SLICE_PREFIX
+  rows[prefix + 'tcpa_gt_250'] = labels.tcpa_bucket(
+      rows[columns.TARGET_CPA]) == labels.HIGH_TCPA_BUCKET
+  rows[prefix + 'low_observability'] = labels.observability_bucket(
+      rows[columns.OBSERVED_FRACTION], spec) == labels.LOW_OBSERVABILITY_BUCKET
+  # E[rate | serving features]: the best any serving-only model can predict.
+  rows['serving_rate'] = world.serving_rate(rows)
+  return rows
+
+
+def serialized(rows: Dict[str, np.ndarray]) -> List[bytes]:
+  """The scoring clicks as tf.Examples with every model feature."""
+  return codec.encode({c: rows[c] for c in columns.SERVING_FEATURES +
+                       columns.TEACHER_ONLY_FEATURES})
+
+
+def predict_saved_model(model_dir: str, examples: List[bytes],
+                        outputs: Sequence[str] = (export.PCONVS,)) -> np.ndarray:
+  """[n, len(outputs)] from a SavedModel's serving signature."""
+  serve = tf.saved_model.load(model_dir).signatures[export.SERVING_SIGNATURE]
+  out = []
+  for i in range(0, len(examples), 8192):
+    got = serve(examples=tf.constant(examples[i:i + 8192]))
+    out.append(np.stack([got[k].numpy() for k in outputs], 1))
+  return np.concatenate(out).astype(np.float64)
 
 
 def train_student(cfg, artifacts, out_dir: str) -> str:
@@ -111,134 +189,200 @@ def train_student(cfg, artifacts, out_dir: str) -> str:
       eval_steps=max(1, cfg.model.student.train_steps // 20),
       transform_graph_path=artifacts['transform'], schema_path=artifacts['schema'],
       serving_model_dir=out_dir, base_model=None,
-      custom_config={'config': cfg.to_json()})
+      custom_config=config_lib.trainer_custom_config(cfg))
   student_trainer.run_fn(fn_args)
   return out_dir
 
 
-def predict(model_dir: str, serialized: List[bytes]) -> np.ndarray:
-  serve = tf.saved_model.load(model_dir).signatures[export.SERVING_SIGNATURE]
-  return np.concatenate([
-      serve(examples=tf.constant(serialized[i:i + 8192]))[export.PCONVS].numpy()
-      for i in range(0, len(serialized), 8192)]).astype(np.float64)
+def quantize(artifacts, student_dir: str, mode: str, out_dir: str, cfg,
+             latency_samples: int) -> dict:
+  student = standard_artifacts.Model()
+  # A Trainer's Model artifact holds the SavedModel at <uri>/Format-Serving; the
+  # quality bench wrote it to student_dir, so link it into that layout.
+  student.uri = os.path.join(out_dir, 'student')
+  serving = path_utils.serving_model_dir(student.uri)
+  if not os.path.exists(serving):
+    os.makedirs(student.uri, exist_ok=True)
+    os.symlink(os.path.abspath(student_dir), serving)
+  examples = standard_artifacts.Examples()
+  examples.uri = artifacts['inferred']
+  examples.split_names = artifact_utils.encode_split_names(['train', 'eval'])
+  out, report = standard_artifacts.Model(), standard_artifacts.Model()
+  out.uri, report.uri = os.path.join(out_dir, 'model'), os.path.join(out_dir, 'report')
+  executor.Executor().Do(
+      {executor.MODEL_KEY: [student], executor.EXAMPLES_KEY: [examples]},
+      {executor.QUANTIZED_KEY: [out], executor.REPORT_KEY: [report]},
+      {executor.MODE_KEY: mode,
+       executor.CALIBRATION_EXAMPLES_KEY: cfg.quantizer.calibration_examples,
+       executor.CALIBRATION_SAMPLING_KEY: cfg.quantizer.calibration_sampling,
+       executor.MAX_NLL_INCREASE_KEY: 1.0,
+       executor.LATENCY_SAMPLES_KEY: latency_samples,
+       executor.EVAL_LABEL_KEY: cfg.eval_label_spec().to_json(),
+       executor.SEED_KEY: cfg.model.seed})
+  with open(os.path.join(report.uri, executor.REPORT_FILE)) as f:
+    return json.load(f)
 
 
-def glm_predictions(artifacts, eval_rows) -> np.ndarray:
+def glm_predictions(train: Dict[str, np.ndarray], rows) -> np.ndarray:
   """Per-window Poisson GLMs with the observability offset, L2 chosen on the last
   two days of the train split against their reported counts."""
-  train = records.read_examples(os.path.join(artifacts['inferred'], 'Split-train'))
-  valid = train[columns.CLICK_TS] >= train[columns.CLICK_TS].max() - 2 * 86400
+  valid = train[columns.CLICK_TS] >= train[columns.CLICK_TS].max() - 2 * SECONDS_PER_DAY
   fit = {k: v[~valid] for k, v in train.items()}
   hold = {k: v[valid] for k, v in train.items()}
   total = 0.0
   for label, exposure in zip(columns.LABELS, columns.EXPOSURES):
-    o_fit = fit[exposure] * fit[columns.OBSERVED_FRACTION]
-    o_hold = hold[exposure] * hold[columns.OBSERVED_FRACTION]
-    glm = glm_lib.best_glm(fit, fit[label], hold, hold[label],
-                           columns.SERVING_FEATURES, exposure=o_fit,
-                           valid_exposure=o_hold)
-    total = total + glm.predict(eval_rows)
+    glm = glm_lib.best_glm(
+        fit, fit[label], hold, hold[label], columns.SERVING_FEATURES,
+        exposure=fit[exposure] * fit[columns.OBSERVED_FRACTION],
+        valid_exposure=hold[exposure] * hold[columns.OBSERVED_FRACTION])
+    total = total + glm.predict(rows)
   return total
 
 
-def score(pred: np.ndarray, eval_rows) -> Dict[str, float]:
-  y = eval_rows[columns.TRUE_CONVERSIONS].astype(np.float64)
-  rate = sum(eval_rows[c].astype(np.float64) for c in columns.TRUE_RATES)
-  slices = {
-      'overall': np.ones(len(y), bool),
-      'tcpa_gt_250': eval_rows[columns.TCPA_BUCKET] == labels.HIGH_TCPA_BUCKET,
-      'low_observability': eval_rows[columns.BROWSER_OBSERVABILITY] ==
-                           labels.LOW_OBSERVABILITY_BUCKET,
-  }
-  out = {}
-  for name, mask in slices.items():
-    out[name] = nll.poisson_nll(y[mask], pred[mask])
-    out[f'{name}_examples'] = int(mask.sum())
-  out['calibration'] = float(pred.mean() / rate.mean())
-  return out
+class WorldRun:
+  """One world's models and their predictions on its scoring set, on disk."""
 
+  def __init__(self, size: Size, world_seed: int, overrides: Sequence[str]):
+    self.size = size
+    self.seed = world_seed
+    self.overrides = list(overrides)
+    self.cfg = bench_config(size, world_seed, overrides)
+    self.dir = os.path.join(RESULTS, size.name, f'world-{world_seed}')
+    self.pred_dir = os.path.join(self.dir, 'predictions')
+    os.makedirs(self.pred_dir, exist_ok=True)
 
-def relative(result: Dict) -> None:
-  """Adds change vs production and share of the teacher's gain recovered."""
-  prod, teacher = result['rows']['production'], result['rows']['teacher']
-  for row in result['rows'].values():
-    for s in ('overall', 'tcpa_gt_250', 'low_observability'):
-      row[f'{s}_vs_production'] = nll.relative_change(row[s], prod[s])
-      gain = prod[s] - teacher[s]
-      row[f'{s}_teacher_gain_recovered'] = (prod[s] - row[s]) / gain if gain else None
+  def path(self, name: str) -> str:
+    return os.path.join(self.pred_dir, name + '.npy')
 
+  def have(self, name: str) -> bool:
+    return os.path.exists(self.path(name))
 
-def markdown(result: Dict) -> str:
-  lines = [
-      f'World: {result["clicks"]:,} clicks (seed {result["seed"]}); eval split: '
-      f'{result["rows"]["floor"]["overall_examples"]:,} clicks, '
-      f'{result["rows"]["floor"]["tcpa_gt_250_examples"]:,} with tCPA > 250, '
-      f'{result["rows"]["floor"]["low_observability_examples"]:,} on low-observability '
-      'browsers. Poisson NLL per click against the true total conversions '
-      '(lower is better); change vs the production recipe; share of the '
-      'teacher\'s gain over production recovered. The serving-only floor is the '
-      'best any model without the teacher-only signals can reach.', '',
-      '| model | NLL | vs prod | tCPA > 250 | vs prod | low obs. | vs prod | '
-      'teacher gain recovered | calibration |',
-      '|---|---:|---:|---:|---:|---:|---:|---:|---:|']
-  for key, row in result['rows'].items():
-    rec = row.get('overall_teacher_gain_recovered')
-    lines.append(
-        f'| {LABELS[key]} | {row["overall"]:.5f} | {100 * row["overall_vs_production"]:+.2f}% '
-        f'| {row["tcpa_gt_250"]:.5f} | {100 * row["tcpa_gt_250_vs_production"]:+.2f}% '
-        f'| {row["low_observability"]:.5f} | '
-        f'{100 * row["low_observability_vs_production"]:+.2f}% | '
-        f'{"" if rec is None else f"{100 * rec:.0f}%"} | {row["calibration"]:.3f} |')
-  return '\n'.join(lines)
+  def save(self, name: str, pred: np.ndarray) -> None:
+    np.save(self.path(name) + '.tmp.npy', np.asarray(pred, np.float32))
+    os.replace(self.path(name) + '.tmp.npy', self.path(name))
+
+  def run(self, recipes: Sequence[str], seeds: Sequence[int],
+          aa_seeds: Sequence[int], log=print) -> Dict:
+    """Trains and scores whatever is not on disk yet; returns the world's record."""
+    t0 = time.time()
+    # The pipeline's own student is not scored (every recipe is trained below),
+    # so it trains briefly.
+    artifacts = run_pipeline(bench_config(self.size, self.seed, self.overrides + [
+        'model.student.train_steps=100']))
+    rows = scoring_set(self.cfg, self.size.scoring_clicks)
+    np.savez(os.path.join(self.dir, 'scoring.npz'), **rows)
+    examples = None
+    if not self.have('teacher'):
+      examples = serialized(rows)
+      teacher = predict_saved_model(
+          path_utils.serving_model_path(artifacts['teacher']), examples,
+          export.RATE_OUTPUTS)
+      self.save('teacher', teacher.sum(1))
+      self.save('teacher_windows', teacher)
+    train = None
+    for name, fit in (('glm', glm_predictions), ('lgbm', None)):
+      if self.have(name):
+        continue
+      if train is None:
+        train = records.read_examples(os.path.join(artifacts['inferred'], 'Split-train'))
+      if name == 'lgbm':
+        pred, info = lgbm_peer.fit_predict(train, rows, seed=self.seed)
+        with open(os.path.join(self.dir, 'lgbm.json'), 'w') as f:
+          json.dump(info, f, indent=1, sort_keys=True, default=str)
+      else:
+        pred = fit(train, rows)
+      self.save(name, pred)
+    quant = {}
+    jobs = [(r, s) for s in seeds for r in recipes] + [(AA_RECIPE, s) for s in aa_seeds]
+    for recipe, seed in jobs:
+      name = f'{recipe}-s{seed}'
+      if self.have(name + '-int8'):
+        continue
+      cfg = bench_config(self.size, self.seed, self.overrides + RECIPES[recipe] +
+                         [f'model.seed={seed}'])
+      model_dir = os.path.join(self.dir, 'students', name)
+      t = time.time()
+      train_student(cfg, artifacts, model_dir)
+      seconds = time.time() - t
+      if examples is None:
+        examples = serialized(rows)
+      self.save(name + '-float', predict_saved_model(model_dir, examples)[:, 0])
+      report = quantize(artifacts, model_dir, 'int8',
+                                    os.path.join(self.dir, 'int8', name), cfg,
+                                    latency_samples=100)
+      tflite = os.path.join(path_utils.serving_model_path(
+          os.path.join(self.dir, 'int8', name, 'model')), 'tflite')
+      with open(tflite, 'rb') as f:
+        self.save(name + '-int8', convert.predict(f.read(), rows))
+      quant[name] = {'train_seconds': seconds,
+                     'summary': export.read_summary(model_dir),
+                     'int8_bytes': report['quantized_bytes'],
+                     'size_ratio': report['size_ratio']}
+      log(f'world {self.seed} {name}: trained in {seconds:.0f}s')
+    record = {
+        'world_seed': self.seed,
+        'world_spec_sha256': generator.spec_hash(self.cfg),
+        'gate': artifacts['gate'],
+        'pipeline_seconds': {e['node']: e['seconds'] for e in artifacts['executions']},
+        'seconds': time.time() - t0,
+    }
+    meta = os.path.join(self.dir, 'record.json')
+    if os.path.exists(meta):
+      with open(meta) as f:
+        old = json.load(f)
+      quant = {**old.get('students', {}), **quant}
+    record['students'] = quant
+    with open(meta, 'w') as f:
+      json.dump(record, f, indent=1, sort_keys=True, default=str)
+    return record
 
 
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(prog='python -m bench.quality_bench',
                                    description=__doc__.splitlines()[0])
-  parser.add_argument('--clicks', type=int, default=640_000,
-                      help='world size (the 28-day window holds 80%%)')
-  parser.add_argument('--recipes', nargs='+', default=list(RECIPES))
+  parser.add_argument('--quick', action='store_true',
+                      help='the development size (2 worlds x 2 seeds, small)')
+  parser.add_argument('--worlds', type=int, help='number of world seeds')
+  parser.add_argument('--seeds', type=int, help='training seeds per recipe')
+  parser.add_argument('--recipes', nargs='+', default=list(RECIPES),
+                      choices=list(RECIPES))
   parser.add_argument('--set', dest='overrides', action='append', default=[],
                       metavar='KEY=VALUE', help='extra config overrides (all runs)')
-  parser.add_argument('--reuse', action='store_true',
-                      help='reuse an existing pipeline run of the same world')
-  parser.add_argument('--out', default=f'{RESULTS}/quality.json')
+  parser.add_argument('--resume', action='store_true',
+                      help='keep finished models under bench/results/quality/<size> '
+                      '(default: start from scratch)')
+  parser.add_argument('--out', help=f'result JSON (default {REPORTED}; --quick: '
+                      f'{RESULTS}/quick/quality.json)')
   args = parser.parse_args(argv)
-  cfg = bench_config(args.clicks, args.overrides)
-  # The pipeline's own student is not scored: every recipe is trained below.
-  artifacts = run_pipeline(
-      bench_config(args.clicks, args.overrides + RECIPES['production']), args.reuse)
-  eval_dir = os.path.join(artifacts['inferred'], 'Split-eval')
-  serialized = records.read_records(eval_dir)
-  eval_rows = records.read_examples(eval_dir)
-
-  rows = {'floor': score(sum(eval_rows[c].astype(np.float64)
-                             for c in columns.TRUE_RATES), eval_rows),
-          # E[rate | serving features]: the best any student could do.
-          'serving_floor': score(generator.World(cfg).serving_rate(eval_rows),
-                                 eval_rows)}
-  rows['glm'] = score(glm_predictions(artifacts, eval_rows), eval_rows)
-  rows['teacher'] = score(predict(path_utils.serving_model_path(artifacts['teacher']),
-                                  serialized), eval_rows)
-  summaries = {}
-  for name in args.recipes:
-    recipe_cfg = bench_config(args.clicks, args.overrides + RECIPES[name])
-    model_dir = train_student(recipe_cfg, artifacts,
-                              os.path.join(RESULTS, 'students', name))
-    rows[name] = score(predict(model_dir, serialized), eval_rows)
-    summaries[name] = export.read_summary(model_dir)
-    print(f'{name}: {rows[name]}', flush=True)
-  result = {**common.provenance(cfg), 'clicks': args.clicks, 'rows': rows,
-            'recipes': {k: RECIPES[k] for k in args.recipes},
-            'student_summaries': summaries,
-            'pipeline_seconds': {e['node']: e['seconds'] for e in artifacts['executions']}}
-  if 'production' in rows:
-    relative(result)
-    text = markdown(result)
-    with open(args.out.replace('.json', '.md'), 'w') as f:
-      f.write(text + '\n')
-    print(text)
-  common.write_json(args.out, result)
+  size = SIZES['quick' if args.quick else 'full']
+  size = dataclasses.replace(size, worlds=args.worlds or size.worlds,
+                             seeds=args.seeds or size.seeds)
+  results = os.path.join(RESULTS, size.name)
+  if not args.resume and os.path.exists(results):
+    shutil.rmtree(results)
+  seeds = list(range(size.seeds))
+  aa_seeds = list(range(size.seeds, 2 * size.seeds))
+  t0 = time.time()
+  worlds = []
+  for i in range(size.worlds):
+    run = WorldRun(size, FIRST_WORLD_SEED + i, args.overrides)
+    worlds.append(run.run(args.recipes, seeds, aa_seeds))
+  cfg = bench_config(size, FIRST_WORLD_SEED, args.overrides)
+  result = quality_report.build(
+      [os.path.join(results, f'world-{w["world_seed"]}') for w in worlds],
+      recipes=args.recipes, seeds=seeds, aa_seeds=aa_seeds, aa_recipe=AA_RECIPE)
+  result.update(common.provenance(cfg))
+  result.update({
+      'size': dataclasses.asdict(size), 'quick': args.quick,
+      'world_seeds': [w['world_seed'] for w in worlds],
+      'training_seeds': seeds, 'aa_seeds': aa_seeds,
+      'recipes': {k: RECIPES[k] for k in args.recipes},
+      'overrides': training_overrides(size) + args.overrides,
+      'worlds': worlds, 'seconds': time.time() - t0,
+  })
+  out = args.out or (f'{results}/quality.json' if args.quick else REPORTED)
+  common.write_json(out, result)
+  print(quality_report.markdown(result))
   return 0
 
 

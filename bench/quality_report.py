@@ -1,0 +1,268 @@
+"""The quality benchmark's numbers, from the predictions it saved (docs/architecture.md §12).
+
+Everything is scored on each world's scoring set (new clicks of that world) in
+three slices: overall, tCPA > 250 and low-observability browsers:
+
+- NLL: Poisson NLL per click against the sampled true total conversions;
+- excess risk: E[NLL] minus the Bayes floor's, in closed form from the true rates,
+  mean(l log(l/mu) - l + mu) (models/nll.py): no count-sampling noise;
+- calibration: sum(pConvs) / sum(true rate), and the NLL and excess risk after one
+  global recalibration (pConvs times the one factor sum(y) / sum(pConvs) per model),
+  so bias and ranking are seen apart;
+- gap closed: the share of the reachable gap, production's excess risk minus the
+  serving-only floor's, that a model closes.
+
+Every figure carries a 95% CI from bench/stats.py: the world is the top-level
+unit, each world's value pools its training seeds and scoring clicks, and the
+interval is a t-interval over worlds. Differences are paired: the same world,
+scoring clicks and training seeds on both sides.
+"""
+
+import json
+import os
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from bench import stats
+from models import nll
+from schemas import columns
+
+SLICES = ('overall', 'tcpa_gt_250', 'low_observability')
+# scoring.npz holds a boolean column per slice other than overall.
+SLICE_PREFIX = 'slice_'
+INT8 = '_int8'  # the model name suffix of a recipe's INT8 model
+# Models with one prediction per world (not trained per seed).
+REFERENCES = ('floor', 'serving_floor', 'glm', 'lgbm', 'teacher')
+LABELS = {
+    'floor': 'Bayes floor (true rate)',
+    'serving_floor': 'serving-only floor (E[rate | serving features])',
+    'glm': 'Poisson GLM, observability offset',
+    'lgbm': 'LightGBM Poisson, observability offset',
+    'teacher': 'teacher (serving + teacher-only features)',
+    'production': 'student: production recipe (no teacher, no observability)',
+    'offset': 'student: observability offset, no teacher',
+    'kd_output': 'student: KD, output distillation',
+    'kd_aux': 'student: KD + auxiliary head',
+    'kd_aux_hint': 'student: KD + aux + hint',
+    'kd_full': 'student: KD + aux + hint + tCPA weights (default)',
+}
+
+
+def _ci(mean: float, lo: float, hi: float) -> Dict:
+  return {'mean': float(mean), 'ci95': [float(lo), float(hi)]}
+
+
+class World:
+  """One world's scoring set and every model's predictions, [seeds, clicks]."""
+
+  def __init__(self, path: str):
+    with np.load(os.path.join(path, 'scoring.npz')) as z:
+      self.rows = {k: z[k] for k in z.files}
+    self.path = path
+    self.y = self.rows[columns.TRUE_CONVERSIONS].astype(np.float64)
+    self.rate = sum(self.rows[c].astype(np.float64) for c in columns.TRUE_RATES)
+    self.masks = {'overall': np.ones(len(self.y), bool),
+                  **{s: self.rows[SLICE_PREFIX + s].astype(bool) for s in SLICES[1:]}}
+
+  def load(self, name: str) -> np.ndarray:
+    return np.load(os.path.join(self.path, 'predictions', name + '.npy')).astype(
+        np.float64)
+
+  def predictions(self, model: str, seeds: Sequence[int]) -> np.ndarray:
+    """[S, N] predictions of `model` ('<recipe>' float, '<recipe>_int8')."""
+    if model == 'floor':
+      return self.rate[None]
+    if model == 'serving_floor':
+      return self.rows['serving_rate'][None].astype(np.float64)
+    if model in REFERENCES:
+      return self.load(model)[None]
+    if model.endswith(INT8):
+      recipe, kind = model[:-len(INT8)], 'int8'
+    else:
+      recipe, kind = model, 'float'
+    return np.stack([self.load(f'{recipe}-s{s}-{kind}') for s in seeds])
+
+
+def _losses(world: World, pred: np.ndarray, mask: np.ndarray) -> Dict[str, np.ndarray]:
+  """Per-click NLL and excess risk, [S, n] on `mask`, raw and recalibrated."""
+  scale = world.y.sum() / pred.sum(axis=1, keepdims=True)  # one global factor
+  y, rate, p = world.y[mask], world.rate[mask], pred[:, mask]
+  y, rate = np.broadcast_to(y, p.shape), np.broadcast_to(rate, p.shape)
+
+  def shaped(fn, truth, mu):  # models/nll.py works on flat arrays
+    return fn(truth, mu).reshape(p.shape)
+  return {
+      'nll': shaped(nll.poisson_nll_per_example, y, p),
+      'excess_risk': shaped(nll.excess_risk_per_example, rate, p),
+      'recalibrated_nll': shaped(nll.poisson_nll_per_example, y, p * scale),
+      'recalibrated_excess_risk': shaped(nll.excess_risk_per_example, rate, p * scale),
+  }
+
+
+class Scorer:
+  """Caches per-click losses per (world, model, slice)."""
+
+  def __init__(self, worlds: List[World], seeds: Sequence[int]):
+    self.worlds = worlds
+    self.seeds = list(seeds)
+    self._cache = {}
+
+  def losses(self, model: str, slice_name: str, seeds=None) -> List[Dict]:
+    seeds = list(seeds or self.seeds)
+    key = (model, slice_name, tuple(seeds))
+    if key not in self._cache:
+      self._cache[key] = [_losses(w, w.predictions(model, seeds), w.masks[slice_name])
+                          for w in self.worlds]
+    return self._cache[key]
+
+  def absolute(self, model: str, slice_name: str) -> Dict:
+    out = {}
+    per_world = self.losses(model, slice_name)
+    for metric in ('nll', 'excess_risk', 'recalibrated_nll', 'recalibrated_excess_risk'):
+      out[metric] = _ci(*stats.interval([l[metric].mean() for l in per_world]))
+    cal = []
+    for w in self.worlds:
+      p = w.predictions(model, self.seeds)[:, w.masks[slice_name]]
+      cal.append(float(np.mean(p.sum(axis=1)) / w.rate[w.masks[slice_name]].sum()))
+    out['calibration'] = _ci(*stats.interval(cal))
+    return out
+
+  def paired(self, model: str, reference: str, slice_name: str,
+             metrics=('nll', 'excess_risk'), seeds=None, reference_seeds=None) -> Dict:
+    a = self.losses(model, slice_name, seeds)
+    b = self.losses(reference, slice_name, reference_seeds)
+    out = {}
+    for metric in metrics:
+      sa, sb = [x[metric] for x in a], [x[metric] for x in b]
+      # A one-per-world model against a per-seed one: the same values for every seed.
+      sa = [np.broadcast_to(x, np.broadcast_shapes(x.shape, y.shape)) for x, y in zip(sa, sb)]
+      sb = [np.broadcast_to(y, x.shape) for x, y in zip(sa, sb)]
+      out[metric] = stats.paired_relative(sa, sb)
+    return out
+
+  def gap_closed(self, model: str, slice_name: str) -> Dict:
+    """(ER_production - ER_model) / (ER_production - ER_serving_floor), per world."""
+    er = {m: [l['excess_risk'].mean() for l in self.losses(m, slice_name)]
+          for m in (model, 'production', 'serving_floor')}
+    values = [(p - m) / (p - f) for m, p, f in
+              zip(er[model], er['production'], er['serving_floor'])]
+    return _ci(*stats.interval(values))
+
+
+def teacher_calibration(worlds: List[World]) -> Dict:
+  """The teacher's calibration per delay window, per world and over worlds."""
+  per_world = []
+  for w in worlds:
+    rates = w.load('teacher_windows')
+    per_world.append({name: float(rates[:, i].sum() / w.rows[c].astype(np.float64).sum())
+                      for i, (name, c) in enumerate(zip(columns.WINDOW_NAMES,
+                                                        columns.TRUE_RATES))})
+    per_world[-1]['total'] = float(rates.sum() / w.rate.sum())
+  keys = list(per_world[0])
+  return {'per_world': per_world,
+          'mean': {k: _ci(*stats.interval([p[k] for p in per_world])) for k in keys}}
+
+
+def build(world_dirs: Sequence[str], recipes: Sequence[str], seeds: Sequence[int],
+          aa_seeds: Sequence[int], aa_recipe: str) -> Dict:
+  """Every figure of the quality table, with CIs, as a JSON-able dict."""
+  worlds = [World(d) for d in world_dirs]
+  scorer = Scorer(worlds, seeds)
+  students = [r + v for r in recipes for v in ('', INT8)]
+  models = list(REFERENCES) + students
+  result = {
+      'scoring_clicks': [int(len(w.y)) for w in worlds],
+      'slice_clicks': {s: [int(w.masks[s].sum()) for w in worlds] for s in SLICES},
+      'models': {}, 'vs_production': {}, 'vs_offset': {}, 'int8_vs_float': {},
+  }
+  for m in models:
+    result['models'][m] = {s: scorer.absolute(m, s) for s in SLICES}
+    if 'production' in recipes:
+      for s in SLICES:
+        result['models'][m][s]['gap_closed'] = scorer.gap_closed(m, s)
+  for ref in ('production', 'offset'):
+    if ref not in recipes:
+      continue
+    for m in models:
+      if m != ref:
+        result[f'vs_{ref}'][m] = {s: scorer.paired(m, ref, s) for s in SLICES}
+  for r in recipes:
+    result['int8_vs_float'][r] = {s: scorer.paired(r + INT8, r, s) for s in SLICES}
+  if aa_seeds and aa_recipe in recipes:
+    result['aa'] = {
+        'recipe': aa_recipe, 'seeds': list(seeds), 'other_seeds': list(aa_seeds),
+        **{s: scorer.paired(aa_recipe, aa_recipe, s, seeds=aa_seeds,
+                            reference_seeds=seeds) for s in SLICES}}
+  result['teacher_calibration'] = teacher_calibration(worlds)
+  return result
+
+
+def _pct(ci: Dict) -> str:
+  lo, hi = ci['ci95']
+  return f'{100 * ci["mean"]:+.2f}% [{100 * lo:+.2f}, {100 * hi:+.2f}]'
+
+
+def _num(ci: Dict, digits: int = 5) -> str:
+  return f'{ci["mean"]:.{digits}f}'
+
+
+def label(model: str) -> str:
+  if model.endswith(INT8):
+    return LABELS[model[:-len(INT8)]] + ', INT8'
+  return LABELS[model]
+
+
+def markdown(result: Dict) -> str:
+  """The README's quality tables, generated from the JSON."""
+  size = result['size']
+  lines = [
+      f'{len(result["world_seeds"])} worlds (seeds {result["world_seeds"][0]}-'
+      f'{result["world_seeds"][-1]}, {size["clicks"]:,} clicks each) x '
+      f'{len(result["training_seeds"])} training seeds per recipe, paired; each world '
+      f'scored on {result["scoring_clicks"][0]:,} new clicks of that world '
+      f'({int(np.mean(result["slice_clicks"]["tcpa_gt_250"])):,} with tCPA > 250, '
+      f'{int(np.mean(result["slice_clicks"]["low_observability"])):,} on '
+      'low-observability browsers). Excess risk: expected Poisson NLL per click '
+      'above the Bayes floor, in closed form from the true rates (lower is '
+      'better). Differences are relative and paired, with 95% CIs over worlds '
+      '(each pooling its seeds and clicks). Gap closed: share of production\'s '
+      'excess risk above the serving-only floor that the model removes.', '',
+      '| model | NLL | excess risk | vs production | vs offset student | '
+      'tCPA > 250 vs production | tCPA > 250 vs offset | low obs. vs offset | '
+      'gap closed | calibration | excess risk, recalibrated |',
+      '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
+  for m, row in result['models'].items():
+    if m == 'floor':
+      continue
+
+    def vs(ref, s):
+      d = result.get(f'vs_{ref}', {}).get(m)
+      return _pct(d[s]['excess_risk']) if d else ''
+    gap = row['overall'].get('gap_closed')
+    lines.append(
+        f'| {label(m)} | {_num(row["overall"]["nll"])} | '
+        f'{_num(row["overall"]["excess_risk"])} | {vs("production", "overall")} | '
+        f'{vs("offset", "overall")} | {vs("production", "tcpa_gt_250")} | '
+        f'{vs("offset", "tcpa_gt_250")} | {vs("offset", "low_observability")} | '
+        f'{_pct(gap) if gap else ""} | {row["overall"]["calibration"]["mean"]:.3f} | '
+        f'{_num(row["overall"]["recalibrated_excess_risk"])} |')
+  if 'aa' in result:
+    aa = result['aa']
+    lines += ['', f'A/A: {label(aa["recipe"])} under seeds {aa["other_seeds"]} vs '
+              f'{aa["seeds"]}: excess risk {_pct(aa["overall"]["excess_risk"])} overall, '
+              f'{_pct(aa["tcpa_gt_250"]["excess_risk"])} on tCPA > 250; NLL '
+              f'{_pct(aa["overall"]["nll"])}.']
+  cal = result['teacher_calibration']['mean']
+  lines += ['', 'Teacher calibration (sum of predicted / true rate) per delay window, '
+            'mean over worlds [95% CI]: ' + ', '.join(
+                f'{k} {v["mean"]:.3f} [{v["ci95"][0]:.3f}, {v["ci95"][1]:.3f}]'
+                for k, v in cal.items()) + '.']
+  return '\n'.join(lines)
+
+
+def load(path: str) -> Optional[Dict]:
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)

@@ -1,0 +1,127 @@
+"""The quality benchmark's scoring and README tables, on saved predictions with a
+known answer (issue 13). The training side is the pipeline's own run_fn, tested
+elsewhere; here the numbers a reader sees are checked."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from bench import quality_report
+from bench import readme
+from schemas import columns
+
+N = 6000
+SEEDS, AA_SEEDS = [0, 1], [2, 3]
+RECIPES = ['production', 'offset', 'kd_full']
+SCALE = {'production': 0.7, 'offset': 1.0, 'kd_full': 1.0}
+TEACHER_WINDOW_SCALE = (1.0, 1.0, 1.2)
+
+
+def _world(path, seed):
+  rng = np.random.default_rng(seed)
+  shares = np.array([0.5, 0.3, 0.2])
+  total = np.exp(-3.0 + 0.8 * rng.standard_normal(N))
+  rows = {columns.TRUE_RATES[w]: (total * shares[w]).astype(np.float32)
+          for w in range(3)}
+  rate = sum(rows[c].astype(np.float64) for c in columns.TRUE_RATES)
+  rows[columns.TRUE_CONVERSIONS] = rng.poisson(rate)
+  rows['serving_rate'] = rate * np.exp(0.1 * rng.standard_normal(N))
+  rows[quality_report.SLICE_PREFIX + 'tcpa_gt_250'] = rng.random(N) < 0.1
+  rows[quality_report.SLICE_PREFIX + 'low_observability'] = rng.random(N) < 0.4
+  os.makedirs(os.path.join(path, 'predictions'))
+  np.savez(os.path.join(path, 'scoring.npz'), **rows)
+
+  def save(name, pred):
+    np.save(os.path.join(path, 'predictions', name + '.npy'), pred.astype(np.float32))
+  teacher = np.stack([rows[c] * k for c, k in zip(columns.TRUE_RATES,
+                                                  TEACHER_WINDOW_SCALE)], 1)
+  save('teacher', teacher.sum(1))
+  save('teacher_windows', teacher)
+  save('glm', rate * np.exp(0.5 * rng.standard_normal(N)))
+  save('lgbm', rate * np.exp(0.4 * rng.standard_normal(N)))
+  for recipe in RECIPES:
+    for s in SEEDS + AA_SEEDS:
+      noise = 0.2 if recipe != 'kd_full' else 0.15
+      pred = SCALE[recipe] * rate * np.exp(noise * rng.standard_normal(N))
+      save(f'{recipe}-s{s}-float', pred)
+      save(f'{recipe}-s{s}-int8', pred * (1 + 0.01 * rng.standard_normal(N)))
+
+
+@pytest.fixture(scope='module')
+def result(tmp_path_factory):
+  root = tmp_path_factory.mktemp('quality')
+  dirs = []
+  for w in range(4):
+    dirs.append(str(root / f'world-{w}'))
+    _world(dirs[-1], w)
+  out = quality_report.build(dirs, RECIPES, SEEDS, AA_SEEDS, 'kd_full')
+  out.update({'size': {'clicks': 1000}, 'world_seeds': [0, 1, 2, 3],
+              'training_seeds': SEEDS})
+  return json.loads(json.dumps(out))  # what the committed JSON holds
+
+
+def test_the_floor_has_no_excess_risk_and_models_are_scored_per_slice(result):
+  floor = result['models']['floor']
+  for s in quality_report.SLICES:
+    assert floor[s]['excess_risk']['mean'] == pytest.approx(0.0, abs=1e-12)
+    assert floor[s]['calibration']['mean'] == pytest.approx(1.0, rel=1e-6)
+  assert result['models']['kd_full']['overall']['excess_risk']['mean'] > 0
+  assert set(result['models']) >= {'glm', 'lgbm', 'teacher', 'kd_full_int8'}
+
+
+def test_calibration_and_recalibration_separate_bias_from_ranking(result):
+  prod = result['models']['production']['overall']
+  assert prod['calibration']['mean'] == pytest.approx(0.7 * np.exp(0.02), rel=0.03)
+  # A global factor removes the bias; only the ranking noise is left.
+  assert prod['recalibrated_excess_risk']['mean'] < 0.5 * prod['excess_risk']['mean']
+  offset = result['models']['offset']['overall']
+  assert prod['recalibrated_excess_risk']['mean'] == pytest.approx(
+      offset['recalibrated_excess_risk']['mean'], rel=0.1)
+
+
+def test_paired_differences_carry_cis_that_order_real_effects(result):
+  d = result['vs_production']['offset']['overall']['excess_risk']
+  lo, hi = d['ci95']
+  assert lo <= d['mean'] <= hi < 0  # the offset student is really better
+  kd = result['vs_offset']['kd_full']['overall']['excess_risk']
+  assert kd['ci95'][1] < 0  # less noise than the offset student
+  gap = result['models']['offset']['overall']['gap_closed']
+  assert 0 < gap['mean'] <= 1.5
+
+
+def test_aa_row_contains_zero(result):
+  aa = result['aa']
+  assert aa['other_seeds'] == AA_SEEDS
+  for s in quality_report.SLICES:
+    lo, hi = aa[s]['excess_risk']['ci95']
+    assert lo <= 0 <= hi, (s, lo, hi)
+
+
+def test_teacher_calibration_is_reported_per_window(result):
+  cal = result['teacher_calibration']['mean']
+  for name, k in zip(columns.WINDOW_NAMES, TEACHER_WINDOW_SCALE):
+    assert cal[name]['mean'] == pytest.approx(k, rel=1e-5)
+  assert len(result['teacher_calibration']['per_world']) == 4
+
+
+def test_readme_table_is_generated_from_the_json(result, tmp_path):
+  path = tmp_path / 'quality.json'
+  path.write_text(json.dumps(result))
+  tables = {'quality': (str(path), quality_report.markdown)}
+  text = 'intro\n' + readme.block('quality', 'stale') + '\noutro\n'
+  new = readme.render(text, tables)
+  assert new.startswith('intro\n') and new.endswith('\noutro\n')
+  assert 'stale' not in new
+  assert quality_report.label('kd_full_int8') in new
+  # Every number comes from the JSON: the offset row's excess-risk change.
+  d = result['vs_production']['offset']['overall']['excess_risk']
+  assert f'{100 * d["mean"]:+.2f}%' in new
+  assert readme.render(new, tables) == new
+  with pytest.raises(ValueError, match='quality:begin'):
+    readme.render('no markers', tables)
+
+
+def test_committed_readme_matches_the_committed_json():
+  assert readme.main(['--check']) == 0
