@@ -70,6 +70,8 @@ RECIPES = {
 }
 # The recipe whose seeds are split in two for the A/A row.
 AA_RECIPE = 'kd_full'
+# Suffix of a model trained a second time with the same seed (reproducibility).
+REPEAT = 'r'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -262,7 +264,7 @@ class WorldRun:
     os.replace(self.path(name) + '.tmp.npy', self.path(name))
 
   def run(self, recipes: Sequence[str], seeds: Sequence[int],
-          aa_seeds: Sequence[int], log=print) -> Dict:
+          aa_seeds: Sequence[int], repeat: bool = False, log=print) -> Dict:
     """Trains and scores whatever is not on disk yet; returns the world's record."""
     t0 = time.time()
     # The pipeline's own student is not scored (every recipe is trained below),
@@ -293,9 +295,12 @@ class WorldRun:
         pred = fit(train, rows)
       self.save(name, pred)
     quant = {}
-    jobs = [(r, s) for s in seeds for r in recipes] + [(AA_RECIPE, s) for s in aa_seeds]
-    for recipe, seed in jobs:
-      name = f'{recipe}-s{seed}'
+    jobs = [(r, s, '') for s in seeds for r in recipes] + [
+        (AA_RECIPE, s, '') for s in aa_seeds]
+    if repeat:  # the same command again: does training reproduce?
+      jobs.append((AA_RECIPE, seeds[0], REPEAT))
+    for recipe, seed, suffix in jobs:
+      name = f'{recipe}-s{seed}{suffix}'
       if self.have(name + '-int8'):
         continue
       cfg = bench_config(self.size, self.seed, self.overrides + RECIPES[recipe] +
@@ -366,11 +371,12 @@ def main(argv=None) -> int:
   worlds = []
   for i in range(size.worlds):
     run = WorldRun(size, FIRST_WORLD_SEED + i, args.overrides)
-    worlds.append(run.run(args.recipes, seeds, aa_seeds))
+    worlds.append(run.run(args.recipes, seeds, aa_seeds, repeat=i == 0))
   cfg = bench_config(size, FIRST_WORLD_SEED, args.overrides)
   result = quality_report.build(
       [os.path.join(results, f'world-{w["world_seed"]}') for w in worlds],
-      recipes=args.recipes, seeds=seeds, aa_seeds=aa_seeds, aa_recipe=AA_RECIPE)
+      recipes=args.recipes, seeds=seeds, aa_seeds=aa_seeds, aa_recipe=AA_RECIPE,
+      repeat=f'{AA_RECIPE}-s{seeds[0]}{REPEAT}')
   result.update(common.provenance(cfg))
   result.update({
       'size': dataclasses.asdict(size), 'quick': args.quick,

@@ -164,9 +164,23 @@ def teacher_calibration(worlds: List[World]) -> Dict:
           'mean': {k: _ci(*stats.interval([p[k] for p in per_world])) for k in keys}}
 
 
+def reproducibility(world: World, first: str, again: str) -> Dict:
+  """How far a model trained twice by the same command, same seed, differs."""
+  a, b = world.load(first), world.load(again)
+  rel = np.abs(b - a) / np.maximum(a, 1e-12)
+  er = [nll.excess_risk(world.rate, p) for p in (a, b)]
+  return {'models': [first, again], 'max_relative_prediction_difference': float(rel.max()),
+          'mean_relative_prediction_difference': float(rel.mean()),
+          'excess_risk': er, 'identical': bool(np.array_equal(a, b))}
+
+
 def build(world_dirs: Sequence[str], recipes: Sequence[str], seeds: Sequence[int],
-          aa_seeds: Sequence[int], aa_recipe: str) -> Dict:
-  """Every figure of the quality table, with CIs, as a JSON-able dict."""
+          aa_seeds: Sequence[int], aa_recipe: str, repeat: str = '') -> Dict:
+  """Every figure of the quality table, with CIs, as a JSON-able dict.
+
+  `repeat` names a model of the first world trained again with the same seed as
+  `<aa_recipe>-s<seeds[0]>` (its float predictions are compared).
+  """
   worlds = [World(d) for d in world_dirs]
   scorer = Scorer(worlds, seeds)
   students = [r + v for r in recipes for v in ('', INT8)]
@@ -195,6 +209,9 @@ def build(world_dirs: Sequence[str], recipes: Sequence[str], seeds: Sequence[int
         **{s: scorer.paired(aa_recipe, aa_recipe, s, seeds=aa_seeds,
                             reference_seeds=seeds) for s in SLICES}}
   result['teacher_calibration'] = teacher_calibration(worlds)
+  if repeat:
+    result['reproducibility'] = reproducibility(
+        worlds[0], f'{aa_recipe}-s{seeds[0]}-float', f'{repeat}-float')
   return result
 
 
@@ -253,6 +270,13 @@ def markdown(result: Dict) -> str:
               f'{aa["seeds"]}: excess risk {_pct(aa["overall"]["excess_risk"])} overall, '
               f'{_pct(aa["tcpa_gt_250"]["excess_risk"])} on tCPA > 250; NLL '
               f'{_pct(aa["overall"]["nll"])}.']
+  rep = result.get('reproducibility')
+  if rep:
+    lines += ['', 'Reproducibility: the same command trained ' + (
+        'identical models' if rep['identical'] else
+        f'models whose predictions differ by {100 * rep["mean_relative_prediction_difference"]:.3f}% '
+        f'on average (at most {100 * rep["max_relative_prediction_difference"]:.2f}%)') +
+        f' ({rep["models"][0]} twice, first world).']
   cal = result['teacher_calibration']['mean']
   lines += ['', 'Teacher calibration (sum of predicted / true rate) per delay window, '
             'mean over worlds [95% CI]: ' + ', '.join(
