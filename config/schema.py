@@ -259,8 +259,10 @@ class TeacherGateConfig:
   truth (synthetic data): close at least `min_gap_closed` of the gap between the
   best constant rate and the Bayes floor on eval, and keep each delay window's
   calibration sum(predicted rate_w) / sum(true rate_w) on eval within
-  [1 - `calibration_band`, 1 + `calibration_band`] (0: not checked), since the
-  gap bar alone passes a teacher that over-predicts a window by 13%. observed
+  1 +- (`calibration_band` + 2 / sqrt(n_w)), n_w the reported conversions of
+  window w the teacher was fit to (0: not checked): the gap bar alone passes a
+  teacher that over-predicts a window by 13%, and a head fit to n_w counts is
+  calibrated only up to their Poisson noise. observed
   (real logs): beat per-window constant rates on the thinned likelihood by
   `min_improvement`; without truth the band is not checked. auto: truth when the
   eval examples carry truth columns.

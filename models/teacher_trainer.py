@@ -31,9 +31,11 @@ def lag_summary(patterns: Sequence[str], lag_hours: float) -> Dict:
   Raises:
     ValueError: no example is older than the cutoff, or the examples disagree on T.
   """
-  ds = data.raw_dataset(patterns, [columns.CLICK_TS, columns.SNAPSHOT_TS], 8192,
+  ds = data.raw_dataset(patterns, [columns.CLICK_TS, columns.SNAPSHOT_TS] +
+                        list(columns.LABELS), 8192,
                         shuffle=False, repeat=False, drop_remainder=False)
   total = kept = 0
+  conversions = np.zeros(len(columns.LABELS), np.int64)
   latest_kept = -1
   snapshots = set()
   lag = snapshot.hours_to_seconds(lag_hours)
@@ -44,6 +46,7 @@ def lag_summary(patterns: Sequence[str], lag_hours: float) -> Dict:
     keep = ts <= snap - lag
     total += len(ts)
     kept += int(keep.sum())
+    conversions += [int(batch[c][keep].sum()) for c in columns.LABELS]
     if keep.any():
       latest_kept = max(latest_kept, int(ts[keep].max()))
   if len(snapshots) != 1:
@@ -63,6 +66,10 @@ def lag_summary(patterns: Sequence[str], lag_hours: float) -> Dict:
       'examples_trained_on': kept,
       'latest_click_trained_on': snapshot.from_ts(latest_kept).isoformat(),
       'latest_click_ts_trained_on': latest_kept,
+      # Per window: how many reported conversions its head is fit to, which
+      # bounds how well calibrated it can be (the TeacherGate's tolerance).
+      'reported_conversions_trained_on': dict(zip(columns.WINDOW_NAMES,
+                                                  conversions.tolist())),
   }
 
 

@@ -51,6 +51,7 @@ class Executor(base_executor.BaseExecutor):
     model = artifact_utils.get_single_instance(input_dict[MODEL_KEY])
     examples = artifact_utils.get_single_instance(input_dict[EXAMPLES_KEY])
     model_dir = path_utils.serving_model_path(model.uri)
+    summary = export.read_summary(model_dir)
     rates, cols = score(model_dir, [
         artifact_utils.get_split_uri([examples], EVAL_SPLIT) + '/*'])
     has_truth = all(c in cols for c in columns.TRUTH_COLUMNS)
@@ -65,6 +66,9 @@ class Executor(base_executor.BaseExecutor):
                                    true_rates.sum(1))
       # calibration_<window> and calibration_total become properties below.
       metrics.update(gate.truth_calibration(rates, true_rates))
+      # The label noise the calibration tolerance admits (teacher's summary).
+      trained = summary.get('reported_conversions_trained_on', {})
+      metrics.update({gate.conversions_key(w): float(n) for w, n in trained.items()})
     else:
       counts = np.stack([cols[c] for c in columns.LABELS], 1)
       offsets = np.stack([cols[c] for c in columns.EXPOSURES], 1) * cols[
@@ -73,7 +77,6 @@ class Executor(base_executor.BaseExecutor):
     verdict = gate.decide(mode, metrics, bar)  # raises on failure
     logging.info('TeacherGate: %s', verdict)
 
-    summary = export.read_summary(model_dir)
     result = artifact_utils.get_single_instance(output_dict[RESULT_KEY])
     result.set_int_custom_property('passed', 1)
     result.set_string_custom_property('mode', mode)
