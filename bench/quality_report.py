@@ -36,7 +36,7 @@ INT8 = '_int8'  # the model name suffix of a recipe's INT8 model
 REFERENCES = ('floor', 'serving_floor', 'glm', 'lgbm', 'teacher')
 LABELS = {
     'floor': 'Bayes floor (true rate)',
-    'serving_floor': 'serving-only floor (E[rate | serving features])',
+    'serving_floor': 'serving-only floor (E[rate given the serving features])',
     'glm': 'Poisson GLM, observability offset',
     'lgbm': 'LightGBM Poisson, observability offset',
     'teacher': 'teacher (serving + teacher-only features)',
@@ -230,9 +230,21 @@ def label(model: str) -> str:
   return LABELS[model]
 
 
+def _vs(result: Dict, model: str, ref: str, slice_name: str,
+        metric: str = 'excess_risk') -> str:
+  d = result.get(f'vs_{ref}', {}).get(model)
+  return _pct(d[slice_name][metric]) if d else ''
+
+
+DEFAULT_RECIPE = 'kd_full'
+
+
 def markdown(result: Dict) -> str:
   """The README's quality tables, generated from the JSON."""
   size = result['size']
+  models = [m for m in result['models'] if m != 'floor' and
+            (not m.endswith(INT8) or m == DEFAULT_RECIPE + INT8)]
+  floor_nll = result['models']['floor']['overall']['nll']['mean']
   lines = [
       f'{len(result["world_seeds"])} worlds (seeds {result["world_seeds"][0]}-'
       f'{result["world_seeds"][-1]}, {size["clicks"]:,} clicks each) x '
@@ -240,46 +252,59 @@ def markdown(result: Dict) -> str:
       f'scored on {result["scoring_clicks"][0]:,} new clicks of that world '
       f'({int(np.mean(result["slice_clicks"]["tcpa_gt_250"])):,} with tCPA > 250, '
       f'{int(np.mean(result["slice_clicks"]["low_observability"])):,} on '
-      'low-observability browsers). Excess risk: expected Poisson NLL per click '
-      'above the Bayes floor, in closed form from the true rates (lower is '
-      'better). Differences are relative and paired, with 95% CIs over worlds '
-      '(each pooling its seeds and clicks). Gap closed: share of production\'s '
-      'excess risk above the serving-only floor that the model removes.', '',
-      '| model | NLL | excess risk | vs production | vs offset student | '
-      'tCPA > 250 vs production | tCPA > 250 vs offset | low obs. vs offset | '
-      'gap closed | calibration | excess risk, recalibrated |',
-      '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
-  for m, row in result['models'].items():
-    if m == 'floor':
-      continue
-
-    def vs(ref, s):
-      d = result.get(f'vs_{ref}', {}).get(m)
-      return _pct(d[s]['excess_risk']) if d else ''
-    gap = row['overall'].get('gap_closed')
+      'low-observability browsers, on average). **Excess risk**: expected Poisson '
+      'NLL per click above the Bayes floor, in closed form from the true rates '
+      f'(the floor\'s NLL is {floor_nll:.5f}); lower is better. Changes are relative '
+      'and paired, mean [95% CI] over worlds, each world pooling its seeds and '
+      'clicks. **Gap closed**: the share of the production recipe\'s excess risk '
+      'above the serving-only floor that a model removes. **Recalibrated**: excess '
+      'risk after scaling pConvs by one global factor, so ranking is seen apart '
+      'from bias.', '',
+      '| model | NLL | excess risk | vs production | vs offset student | gap closed | '
+      'calibration | recalibrated |',
+      '|---|---:|---:|---:|---:|---:|---:|---:|']
+  for m in models:
+    row = result['models'][m]['overall']
+    gap = row.get('gap_closed')
     lines.append(
-        f'| {label(m)} | {_num(row["overall"]["nll"])} | '
-        f'{_num(row["overall"]["excess_risk"])} | {vs("production", "overall")} | '
-        f'{vs("offset", "overall")} | {vs("production", "tcpa_gt_250")} | '
-        f'{vs("offset", "tcpa_gt_250")} | {vs("offset", "low_observability")} | '
-        f'{_pct(gap) if gap else ""} | {row["overall"]["calibration"]["mean"]:.3f} | '
-        f'{_num(row["overall"]["recalibrated_excess_risk"])} |')
+        f'| {label(m)} | {_num(row["nll"])} | {_num(row["excess_risk"])} | '
+        f'{_vs(result, m, "production", "overall")} | '
+        f'{_vs(result, m, "offset", "overall")} | {_pct(gap) if gap else ""} | '
+        f'{row["calibration"]["mean"]:.3f} | {_num(row["recalibrated_excess_risk"])} |')
+  lines += ['', 'Excess risk by slice, change vs the production recipe and vs the '
+            'offset student:', '',
+            '| model | tCPA > 250 vs production | tCPA > 250 vs offset | '
+            'low obs. vs production | low obs. vs offset |', '|---|---:|---:|---:|---:|']
+  for m in models:
+    lines.append(f'| {label(m)} | {_vs(result, m, "production", "tcpa_gt_250")} | '
+                 f'{_vs(result, m, "offset", "tcpa_gt_250")} | '
+                 f'{_vs(result, m, "production", "low_observability")} | '
+                 f'{_vs(result, m, "offset", "low_observability")} |')
+  lines += ['', 'The INT8 model the pipeline would push against its float student '
+            '(excess risk, paired):', '',
+            '| recipe | overall | tCPA > 250 | low obs. |', '|---|---:|---:|---:|']
+  for r, d in result['int8_vs_float'].items():
+    lines.append(f'| {LABELS[r]} | {_pct(d["overall"]["excess_risk"])} | '
+                 f'{_pct(d["tcpa_gt_250"]["excess_risk"])} | '
+                 f'{_pct(d["low_observability"]["excess_risk"])} |')
   if 'aa' in result:
     aa = result['aa']
-    lines += ['', f'A/A: {label(aa["recipe"])} under seeds {aa["other_seeds"]} vs '
+    lines += ['', f'**A/A**: {label(aa["recipe"])} under seeds {aa["other_seeds"]} vs '
               f'{aa["seeds"]}: excess risk {_pct(aa["overall"]["excess_risk"])} overall, '
-              f'{_pct(aa["tcpa_gt_250"]["excess_risk"])} on tCPA > 250; NLL '
-              f'{_pct(aa["overall"]["nll"])}.']
+              f'{_pct(aa["tcpa_gt_250"]["excess_risk"])} on tCPA > 250, '
+              f'{_pct(aa["low_observability"]["excess_risk"])} on low observability; '
+              f'NLL {_pct(aa["overall"]["nll"])}.']
   rep = result.get('reproducibility')
   if rep:
-    lines += ['', 'Reproducibility: the same command trained ' + (
+    lines += ['', '**Reproducibility**: the same command trained ' + (
         'identical models' if rep['identical'] else
-        f'models whose predictions differ by {100 * rep["mean_relative_prediction_difference"]:.3f}% '
-        f'on average (at most {100 * rep["max_relative_prediction_difference"]:.2f}%)') +
+        'models whose predictions differ by '
+        f'{100 * rep["mean_relative_prediction_difference"]:.3f}% on average (at most '
+        f'{100 * rep["max_relative_prediction_difference"]:.2f}%)') +
         f' ({rep["models"][0]} twice, first world).']
   cal = result['teacher_calibration']['mean']
-  lines += ['', 'Teacher calibration (sum of predicted / true rate) per delay window, '
-            'mean over worlds [95% CI]: ' + ', '.join(
+  lines += ['', '**Teacher calibration** (sum of predicted / true rate) per delay '
+            'window, mean over worlds [95% CI]: ' + ', '.join(
                 f'{k} {v["mean"]:.3f} [{v["ci95"][0]:.3f}, {v["ci95"][1]:.3f}]'
                 for k, v in cal.items()) + '.']
   return '\n'.join(lines)

@@ -47,6 +47,8 @@ def _world(path, seed):
       pred = SCALE[recipe] * rate * np.exp(noise * rng.standard_normal(N))
       save(f'{recipe}-s{s}-float', pred)
       save(f'{recipe}-s{s}-int8', pred * (1 + 0.01 * rng.standard_normal(N)))
+      if recipe == 'kd_full' and s == SEEDS[0]:
+        save(f'{recipe}-s{s}r-float', pred)  # trained again, reproduced exactly
 
 
 @pytest.fixture(scope='module')
@@ -56,7 +58,8 @@ def result(tmp_path_factory):
   for w in range(4):
     dirs.append(str(root / f'world-{w}'))
     _world(dirs[-1], w)
-  out = quality_report.build(dirs, RECIPES, SEEDS, AA_SEEDS, 'kd_full')
+  out = quality_report.build(dirs, RECIPES, SEEDS, AA_SEEDS, 'kd_full',
+                             repeat='kd_full-s0r')
   out.update({'size': {'clicks': 1000}, 'world_seeds': [0, 1, 2, 3],
               'training_seeds': SEEDS})
   return json.loads(json.dumps(out))  # what the committed JSON holds
@@ -97,6 +100,12 @@ def test_aa_row_contains_zero(result):
   for s in quality_report.SLICES:
     lo, hi = aa[s]['excess_risk']['ci95']
     assert lo <= 0 <= hi, (s, lo, hi)
+
+
+def test_reproducibility_compares_the_model_trained_twice(result):
+  rep = result['reproducibility']
+  assert rep['identical'] and rep['max_relative_prediction_difference'] == 0.0
+  assert rep['models'] == ['kd_full-s0-float', 'kd_full-s0r-float']
 
 
 def test_teacher_calibration_is_reported_per_window(result):
