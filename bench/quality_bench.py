@@ -356,6 +356,11 @@ def main(argv=None) -> int:
   parser.add_argument('--resume', action='store_true',
                       help='keep finished models under bench/results/quality/<size> '
                       '(default: start from scratch)')
+  parser.add_argument('--world-index', type=int, nargs='+', metavar='I',
+                      help='train and score only these worlds (0-based), with no '
+                      'report: to split one run across processes or machines')
+  parser.add_argument('--report-only', action='store_true',
+                      help='write the report from the predictions on disk')
   parser.add_argument('--out', help=f'result JSON (default {REPORTED}; --quick: '
                       f'{RESULTS}/quick/quality.json)')
   args = parser.parse_args(argv)
@@ -363,15 +368,22 @@ def main(argv=None) -> int:
   size = dataclasses.replace(size, worlds=args.worlds or size.worlds,
                              seeds=args.seeds or size.seeds)
   results = os.path.join(RESULTS, size.name)
-  if not args.resume and os.path.exists(results):
+  if not (args.resume or args.report_only or args.world_index) and os.path.exists(
+      results):
     shutil.rmtree(results)
   seeds = list(range(size.seeds))
   aa_seeds = list(range(size.seeds, 2 * size.seeds))
   t0 = time.time()
   worlds = []
-  for i in range(size.worlds):
+  for i in args.world_index or range(size.worlds):
     run = WorldRun(size, FIRST_WORLD_SEED + i, args.overrides)
-    worlds.append(run.run(args.recipes, seeds, aa_seeds, repeat=i == 0))
+    if args.report_only:
+      with open(os.path.join(run.dir, 'record.json')) as f:
+        worlds.append(json.load(f))
+    else:
+      worlds.append(run.run(args.recipes, seeds, aa_seeds, repeat=i == 0))
+  if args.world_index:
+    return 0
   cfg = bench_config(size, FIRST_WORLD_SEED, args.overrides)
   result = quality_report.build(
       [os.path.join(results, f'world-{w["world_seed"]}') for w in worlds],
@@ -384,7 +396,9 @@ def main(argv=None) -> int:
       'training_seeds': seeds, 'aa_seeds': aa_seeds,
       'recipes': {k: RECIPES[k] for k in args.recipes},
       'overrides': training_overrides(size) + args.overrides,
-      'worlds': worlds, 'seconds': time.time() - t0,
+      'worlds': worlds,
+      'seconds': sum(w['seconds'] for w in worlds) if args.report_only else
+                 time.time() - t0,
   })
   out = args.out or (f'{results}/quality.json' if args.quick else REPORTED)
   common.write_json(out, result)
