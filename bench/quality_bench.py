@@ -241,6 +241,35 @@ def glm_predictions(train: Dict[str, np.ndarray], rows) -> np.ndarray:
   return total
 
 
+def teacher_fit(cfg, inferred: str) -> Dict:
+  """Where the teacher's per-window calibration comes from, on the clicks it
+  trained on (train split, click_ts <= T - lag), per window:
+
+  conversions: the reported conversions its head was fit to (n_w);
+  fit_to_labels: sum(o t) / sum(y), the teacher against its own labels;
+  labels_vs_truth: sum(y) / sum(o l), those labels against their expectation
+    (Poisson noise, about 1 / sqrt(n_w));
+  calibration: sum(t) / sum(l) against the truth, the product of the two when
+    the teacher's errors do not depend on the offset o.
+  """
+  rows = records.read_examples(os.path.join(inferred, 'Split-train'))
+  keep = rows[columns.CLICK_TS] <= rows[columns.SNAPSHOT_TS] - (
+      cfg.window.teacher_lag_seconds())
+  out = {}
+  for name, label, exposure, teacher, true in zip(
+      columns.WINDOW_NAMES, columns.LABELS, columns.EXPOSURES,
+      columns.TEACHER_RATES, columns.TRUE_RATES):
+    o = (rows[exposure] * rows[columns.OBSERVED_FRACTION])[keep].astype(np.float64)
+    y = rows[label][keep].astype(np.float64)
+    t = rows[teacher][keep].astype(np.float64)
+    lam = rows[true][keep].astype(np.float64)
+    out[name] = {'conversions': int(y.sum()),
+                 'fit_to_labels': float((o * t).sum() / y.sum()),
+                 'labels_vs_truth': float(y.sum() / (o * lam).sum()),
+                 'calibration': float(t.sum() / lam.sum())}
+  return out
+
+
 class WorldRun:
   """One world's models and their predictions on its scoring set, on disk."""
 
@@ -326,6 +355,7 @@ class WorldRun:
       log(f'world {self.seed} {name}: trained in {seconds:.0f}s')
     record = {
         'world_seed': self.seed,
+        'teacher_fit': teacher_fit(self.cfg, artifacts['inferred']),
         'world_spec_sha256': generator.spec_hash(self.cfg),
         'gate': artifacts['gate'],
         'pipeline_seconds': {e['node']: e['seconds'] for e in artifacts['executions']},
@@ -380,6 +410,8 @@ def main(argv=None) -> int:
     if args.report_only:
       with open(os.path.join(run.dir, 'record.json')) as f:
         worlds.append(json.load(f))
+      worlds[-1]['teacher_fit'] = teacher_fit(
+          run.cfg, run_pipeline(run.cfg)['inferred'])
     else:
       worlds.append(run.run(args.recipes, seeds, aa_seeds, repeat=i == 0))
   if args.world_index:

@@ -304,9 +304,22 @@ def markdown(result: Dict) -> str:
         f' ({rep["models"][0]} twice, first world).']
   cal = result['teacher_calibration']['mean']
   lines += ['', '**Teacher calibration** (sum of predicted / true rate) per delay '
-            'window, mean over worlds [95% CI]: ' + ', '.join(
+            'window on the scoring clicks, mean over worlds [95% CI]: ' + ', '.join(
                 f'{k} {v["mean"]:.3f} [{v["ci95"][0]:.3f}, {v["ci95"][1]:.3f}]'
                 for k, v in cal.items()) + '.']
+  fits = [w['teacher_fit'] for w in result.get('worlds', []) if 'teacher_fit' in w]
+  if fits:
+    lines += ['', 'Where it comes from, on the clicks the teacher trained on (per '
+              'world, in world order): reported conversions per window, the '
+              'teacher against them (fit), and they against their expectation '
+              '(label noise):', '',
+              '| window | conversions | fit to labels | labels vs truth | '
+              'calibration |', '|---|---:|---:|---:|---:|']
+    for name in fits[0]:
+      cells = [', '.join(f'{f[name][k]:{fmt}}' for f in fits) for k, fmt in (
+          ('conversions', ',d'), ('fit_to_labels', '.3f'),
+          ('labels_vs_truth', '.3f'), ('calibration', '.3f'))]
+      lines.append(f'| {name} | ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines)
 
 

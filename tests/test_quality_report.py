@@ -134,3 +134,39 @@ def test_readme_table_is_generated_from_the_json(result, tmp_path):
 
 def test_committed_readme_matches_the_committed_json():
   assert readme.main(['--check']) == 0
+
+
+def test_teacher_fit_separates_label_noise_from_the_teachers_own_fit(tmp_path):
+  """On the clicks the teacher trained on: its fit to its labels and their noise."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import config as config_lib  # pylint: disable=g-import-not-at-top
+  from bench import quality_bench  # pylint: disable=g-import-not-at-top
+  from schemas import codec  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(3)
+  n, snap = 20_000, 1_000_000
+  cfg = config_lib.load_config(None, ['window.teacher_lag_hours=40'])
+  rows = {columns.CLICK_TS: rng.integers(snap - 20 * 86400, snap, n),
+          columns.SNAPSHOT_TS: np.full(n, snap, np.int64),
+          columns.OBSERVED_FRACTION: rng.choice([0.5, 1.0], n).astype(np.float32)}
+  for label, exposure, teacher, true in zip(columns.LABELS, columns.EXPOSURES,
+                                            columns.TEACHER_RATES, columns.TRUE_RATES):
+    lam = rng.uniform(0.01, 0.1, n)
+    rows[true] = lam.astype(np.float32)
+    rows[exposure] = rng.uniform(0, 1, n).astype(np.float32)
+    rows[label] = rng.poisson(lam * rows[exposure] * rows[columns.OBSERVED_FRACTION])
+    rows[teacher] = (1.1 * lam).astype(np.float32)  # 10% over everywhere
+  split = tmp_path / 'Split-train'
+  split.mkdir()
+  with tf.io.TFRecordWriter(str(split / 'data.gz'), options='GZIP') as w:
+    for record in codec.encode(rows):
+      w.write(record)
+  fit = quality_bench.teacher_fit(cfg, str(tmp_path))
+  keep = rows[columns.CLICK_TS] <= snap - 40 * 3600
+  for name, label in zip(columns.WINDOW_NAMES, columns.LABELS):
+    f = fit[name]
+    assert f['conversions'] == rows[label][keep].sum()
+    assert f['calibration'] == pytest.approx(1.1, rel=1e-5)
+    # A uniform error: calibration = fit to labels x labels vs truth (noise).
+    assert f['fit_to_labels'] * f['labels_vs_truth'] == pytest.approx(
+        f['calibration'], rel=1e-6)
+    assert abs(f['labels_vs_truth'] - 1) < 4 / np.sqrt(f['conversions'])
