@@ -107,6 +107,8 @@ def warm_start_from(network: tf.keras.Model, base_model) -> str:
 def run_fn(fn_args) -> None:
   """TFX Trainer entry point for the student."""
   cfg = config_lib.from_trainer_custom_config(fn_args.custom_config)
+  # Before any dataset exists (see training.set_seed).
+  training.set_seed(cfg.model.seed)
   weights = distill.DistillWeights.from_config(cfg.distill)
   logging.info('student: recipe %s, loss weights %s', cfg.distill.recipe, weights)
   tft_layer = tft.TFTransformOutput(
@@ -118,7 +120,6 @@ def run_fn(fn_args) -> None:
   evaluation = dataset(fn_args.eval_files, tft_layer, cfg, weights, shuffle=False,
                        schema_path=schema_path)
 
-  training.set_seed(cfg.model.seed)
   strategy = distribution.get_strategy(cfg.training.strategy, cfg.training.tpu)
   tf.keras.mixed_precision.set_global_policy(cfg.training.precision)
   hint_width = schemas.hint_width(schema_path)

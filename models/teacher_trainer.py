@@ -87,6 +87,8 @@ def training_dataset(patterns: Sequence[str], tft_layer, cfg: config_lib.Config,
 def run_fn(fn_args) -> None:
   """TFX Trainer entry point for the teacher."""
   cfg = config_lib.from_trainer_custom_config(fn_args.custom_config)
+  # Before any dataset exists (see training.set_seed).
+  training.set_seed(cfg.model.seed)
   t = cfg.model.teacher
   summary = lag_summary(fn_args.train_files, cfg.window.teacher_lag_hours)
   logging.info('teacher: trains on %d of %d train-split examples (clicks up to the '
@@ -99,7 +101,6 @@ def run_fn(fn_args) -> None:
   train = training_dataset(fn_args.train_files, tft_layer, cfg)
   evaluation = data.model_dataset(fn_args.eval_files, tft_layer, names, t.batch_size,
                                   shuffle=False)
-  training.set_seed(cfg.model.seed)
   network = towers.build_teacher(cfg)
   model = training.LossModel(network, losses.teacher_loss)
   model.compile(optimizer=training.optimizer(t, fn_args.train_steps))

@@ -72,6 +72,10 @@ def set_seed(seed: int) -> None:
   With the same seed and the same files, two runs train the same weights (op
   determinism also fixes the order of tf.data's parallel maps and of reductions).
   It holds for the rest of the process, and random ops without a seed then raise.
+  Call it before building the datasets: tf.data's seeded shuffles combine their
+  seed with the process's global seed, so a dataset built before it would
+  shuffle by whatever seed an earlier Trainer in the same process (BeamDagRunner
+  runs them in one) left behind.
   """
   tf.keras.utils.set_random_seed(seed)
   tf.config.experimental.enable_op_determinism()
