@@ -362,10 +362,11 @@ class WorldRun:
         'seconds': time.time() - t0,
     }
     meta = os.path.join(self.dir, 'record.json')
-    if os.path.exists(meta):
+    if os.path.exists(meta):  # a resumed world: keep what earlier runs did
       with open(meta) as f:
         old = json.load(f)
       quant = {**old.get('students', {}), **quant}
+      record['seconds'] += old.get('seconds', 0.0)
     record['students'] = quant
     with open(meta, 'w') as f:
       json.dump(record, f, indent=1, sort_keys=True, default=str)
