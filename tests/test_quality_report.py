@@ -90,6 +90,8 @@ def test_paired_differences_carry_cis_that_order_real_effects(result):
   assert lo <= d['mean'] <= hi < 0  # the offset student is really better
   kd = result['vs_offset']['kd_full']['overall']['excess_risk']
   assert kd['ci95'][1] < 0  # less noise than the offset student
+  # Against the tabular peer too (one LightGBM per world, every seed paired to it).
+  assert result['vs_lgbm']['kd_full']['overall']['excess_risk']['ci95'][1] < 0
   gap = result['models']['offset']['overall']['gap_closed']
   assert 0 < gap['mean'] <= 1.5
 
