@@ -310,19 +310,15 @@ class WorldRun:
           export.RATE_OUTPUTS)
       self.save('teacher', teacher.sum(1))
       self.save('teacher_windows', teacher)
-    train = None
-    for name, fit in (('glm', glm_predictions), ('lgbm', None)):
-      if self.have(name):
-        continue
-      if train is None:
-        train = records.read_examples(os.path.join(artifacts['inferred'], 'Split-train'))
-      if name == 'lgbm':
+    if not (self.have('glm') and self.have('lgbm')):
+      train = records.read_examples(os.path.join(artifacts['inferred'], 'Split-train'))
+      if not self.have('glm'):
+        self.save('glm', glm_predictions(train, rows))
+      if not self.have('lgbm'):
         pred, info = lgbm_peer.fit_predict(train, rows, seed=self.seed)
         with open(os.path.join(self.dir, 'lgbm.json'), 'w') as f:
           json.dump(info, f, indent=1, sort_keys=True, default=str)
-      else:
-        pred = fit(train, rows)
-      self.save(name, pred)
+        self.save('lgbm', pred)
     quant = {}
     jobs = [(r, s, '') for s in seeds for r in recipes] + [
         (AA_RECIPE, s, '') for s in aa_seeds]

@@ -10,7 +10,7 @@ Non-integer targets (observed + modeled conversions) use the Gamma generalisatio
 excess_risk is the closed-form expected NLL above that floor, given true rates.
 """
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import numpy as np
 from scipy import special
@@ -25,6 +25,15 @@ def _as_array(name: str, values) -> np.ndarray:
   return a
 
 
+def _pair(name: str, values, pred) -> Tuple[np.ndarray, np.ndarray]:
+  """`values` (named `name`) and predictions as checked arrays of one shape."""
+  a = _as_array(name, values)
+  mu = _as_array('predictions', pred)
+  if a.shape != mu.shape:
+    raise ValueError(f'{name} {a.shape} and predictions {mu.shape} differ in shape')
+  return a, mu
+
+
 def poisson_nll_per_example(y, mu) -> np.ndarray:
   """Exact Poisson NLL per example; +inf where mu == 0 < y.
 
@@ -35,10 +44,7 @@ def poisson_nll_per_example(y, mu) -> np.ndarray:
   Raises:
     ValueError: shapes differ, or a value is negative, NaN or infinite.
   """
-  y = _as_array('labels', y)
-  mu = _as_array('predictions', mu)
-  if y.shape != mu.shape:
-    raise ValueError(f'labels {y.shape} and predictions {mu.shape} differ in shape')
+  y, mu = _pair('labels', y, mu)
   with np.errstate(divide='ignore'):
     return mu - special.xlogy(y, mu) + special.gammaln(y + 1.0)
 
@@ -78,10 +84,7 @@ def excess_risk_per_example(true_rate, pred) -> np.ndarray:
   Raises:
     ValueError: shapes differ, or a value is negative, NaN or infinite.
   """
-  lam = _as_array('true rates', true_rate)
-  mu = _as_array('predictions', pred)
-  if lam.shape != mu.shape:
-    raise ValueError(f'true rates {lam.shape} and predictions {mu.shape} differ in shape')
+  lam, mu = _pair('true rates', true_rate, pred)
   pos = lam > 0
   safe_lam = np.where(pos, lam, 1.0)
   with np.errstate(divide='ignore', invalid='ignore', over='ignore'):

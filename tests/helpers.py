@@ -2,11 +2,25 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import config as config_lib
 from pipeline import local
 from pipeline import report
 from world import generator
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_module_json(module: str):
+  """Runs `python -m module` in a fresh process (e.g. one that must set logical
+  devices before TensorFlow starts) and returns the JSON of its last line."""
+  out = subprocess.run([sys.executable, '-m', module], cwd=ROOT, check=True,
+                       capture_output=True, text=True,
+                       env={**os.environ, 'TF_USE_LEGACY_KERAS': '1'})
+  return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def make_world(root, overrides=()):

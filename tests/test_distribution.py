@@ -1,11 +1,6 @@
 """Distribution and XLA: the student's loss is strategy-independent; the
 XLA-compiled train step runs on CPU."""
 
-import json
-import os
-import subprocess
-import sys
-
 import numpy as np
 import tensorflow as tf
 
@@ -15,16 +10,12 @@ from models import distribution
 from models import student_trainer
 import schemas
 from tests.distribution_check import features
+from tests.helpers import run_module_json
 from tests.test_distill import batch
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_two_replicas_with_unequal_masks_match_one_device():
-  out = subprocess.run([sys.executable, '-m', 'tests.distribution_check'], cwd=ROOT,
-                       check=True, capture_output=True, text=True,
-                       env={**os.environ, 'TF_USE_LEGACY_KERAS': '1'})
-  result = json.loads(out.stdout.strip().splitlines()[-1])
+  result = run_module_json('tests.distribution_check')
   assert result['replicas'] == 2
   assert result['loss_diff'] <= 1e-5 * abs(result['single_loss'])
   assert result['grad_diff'] <= 1e-5 * result['grad_scale'] + 1e-7

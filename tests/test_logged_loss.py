@@ -7,10 +7,8 @@ and prints JSON; the test compares its numbers.
 
 import json
 import os
-import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Unequal teacher-available counts across the two replicas' halves.
 MASK = [1, 1, 1, 0, 1, 0, 0, 0]
 
@@ -83,10 +81,9 @@ def main():
 
 
 def test_logged_loss_under_two_replicas_is_the_global_loss():
-  out = subprocess.run([sys.executable, '-m', 'tests.test_logged_loss'], cwd=ROOT,
-                       check=True, capture_output=True, text=True,
-                       env={**os.environ, 'TF_USE_LEGACY_KERAS': '1'})
-  result = json.loads(out.stdout.strip().splitlines()[-1])
+  # Imported here: the module's own process must not load the pipeline.
+  from tests.helpers import run_module_json  # pylint: disable=g-import-not-at-top
+  result = run_module_json('tests.test_logged_loss')
   assert result['replicas'] == 2
   for model in ('student', 'teacher'):
     got = result[model]
