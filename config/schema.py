@@ -136,6 +136,13 @@ class WorldConfig:
   # Multiplies the teacher-only features' effect on the true rate; 0 removes it.
   privileged_scale: float = _field(1.0, min=0.0)
   mobile_share: float = _field(0.55, min=0.0, max=1.0)
+  # docs/observability-world.md: 0 reports each conversion with its browser's
+  # observed fraction (the world before spec 1); 1 by click-level consent,
+  # cookie caps and tag coverage. The spec's default world is 1.0 with a 0.03
+  # panel; these defaults stay 0 until the pipeline reads priors and the panel.
+  observability_heterogeneity: float = _field(0.0, min=0.0, max=1.0)
+  # Share of clicks in the fully observed measurement panel (`in_panel`).
+  panel_share: float = _field(0.0, min=0.0, max=0.5)
   # Browser shares by device class, indexed by browser id.
   browser_shares_desktop: List[float] = _field(
       default_factory=lambda: [0.60, 0.0, 0.15, 0.15, 0.10])

@@ -11,6 +11,8 @@ Roles:
   label:        conversions reported by T, per delay window.
   exposure:     per-window exposure at T and the browser's observed fraction.
   slice:        evaluation slice keys.
+  panel:        offline-only measurement-panel membership (every conversion of a
+                panel click is reported); in the click log, never a model input.
   truth:        synthetic ground truth; no model reads it.
   teacher:      columns the BulkInferrer writes (schema environment DISTILL).
 """
@@ -27,6 +29,7 @@ class Role(str, enum.Enum):
   LABEL = 'label'
   EXPOSURE = 'exposure'
   SLICE = 'slice'
+  PANEL = 'panel'
   TRUTH = 'truth'
   TEACHER = 'teacher'
 
@@ -79,6 +82,10 @@ CONVERSION_TS = 'conversion_ts'  # conversion log only
 
 BROWSER = 'browser'
 TARGET_CPA = 'target_cpa'
+# An advertiser setting known at serving time: it sends first-party (server-side)
+# conversions, so browser cookie caps do not apply (docs/observability-world.md).
+ADVERTISER_FIRST_PARTY = 'advertiser_first_party'
+IN_PANEL = 'in_panel'
 
 LABELS = _w('conversions')
 EXPOSURES = _w('exposure')
@@ -87,6 +94,9 @@ TCPA_BUCKET = 'tcpa_bucket'
 BROWSER_OBSERVABILITY = 'browser_observability'
 TRUE_RATES = _w('true_rate')
 TRUE_CONVERSIONS = 'true_conversions'
+# The report probability of a conversion in each window given the click's hidden
+# state (synthetic only; what an observability estimate is scored against).
+TRUE_OBSERVABILITY = _w('true_observability')
 TEACHER_RATES = _w('teacher_rate')
 # Its width (value count) is declared in schema.pbtxt; `schemas.hint_width()` reads
 # it, and the config check requires the teacher's hint layer to match.
@@ -112,6 +122,7 @@ COLUMNS: Tuple[Column, ...] = (
     Column('product_category', _S, 'int', _CAT, buckets=128, group='product'),
     Column('price', _S, 'float', _LOG, group='product'),
     Column(TARGET_CPA, _S, 'float', _LOG, group='product'),
+    Column(ADVERTISER_FIRST_PARTY, _S, 'int', _CAT, buckets=2, group='product'),
     # Offline signals the serving path does not have.
     Column('user_intent', _T, 'float', _NUM),
     Column('landing_page_quality', _T, 'float', _NUM),
@@ -121,8 +132,10 @@ COLUMNS: Tuple[Column, ...] = (
     Column(OBSERVED_FRACTION, Role.EXPOSURE, 'float'),
     Column(TCPA_BUCKET, Role.SLICE, 'bytes'),
     Column(BROWSER_OBSERVABILITY, Role.SLICE, 'bytes'),
+    Column(IN_PANEL, Role.PANEL, 'int'),
     *(Column(n, Role.TRUTH, 'float') for n in TRUE_RATES),
     Column(TRUE_CONVERSIONS, Role.TRUTH, 'int'),
+    *(Column(n, Role.TRUTH, 'float') for n in TRUE_OBSERVABILITY),
     *(Column(n, Role.TEACHER, 'float') for n in TEACHER_RATES),
     Column(TEACHER_HINT, Role.TEACHER, 'float', width=None),
 )
@@ -141,9 +154,10 @@ SERVING_FEATURES = names(Role.SERVING)
 TEACHER_ONLY_FEATURES = names(Role.TEACHER_ONLY)
 TRUTH_COLUMNS = names(Role.TRUTH)
 
-# Columns of the click log: identity, features and (synthetic only) truth.
+# Columns of the click log: identity, features, panel membership and (synthetic
+# only) truth.
 CLICK_LOG_COLUMNS = (CLICK_ID, CLICK_TS) + SERVING_FEATURES + (
-    TEACHER_ONLY_FEATURES + TRUTH_COLUMNS)
+    TEACHER_ONLY_FEATURES + names(Role.PANEL) + TRUTH_COLUMNS)
 # Columns of the conversion log.
 CONVERSION_LOG_COLUMNS = (CLICK_ID, CONVERSION_TS)
 # Columns the ExampleGen writes: everything but the teacher's.

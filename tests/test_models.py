@@ -37,6 +37,12 @@ def test_teacher_reads_teacher_only_features_and_the_student_does_not(cfg):
   student_inputs = set(towers.build_student_tower(cfg).input)
   assert set(columns.TEACHER_ONLY_FEATURES) <= teacher_inputs
   assert student_inputs == set(columns.SERVING_FEATURES)
+  # Panel membership and the truth are offline-only: no model reads them as a
+  # feature (the teacher may use the panel in its likelihood, never as an input).
+  offline = set(columns.names(columns.Role.PANEL) + columns.TRUTH_COLUMNS)
+  assert columns.IN_PANEL in offline
+  assert not offline & (teacher_inputs | student_inputs)
+  assert columns.ADVERTISER_FIRST_PARTY in student_inputs
 
 
 def test_hint_width_and_heads(cfg):

@@ -14,9 +14,13 @@ Mechanics (docs/architecture.md §3), all seeded and streamed day by day in chun
   - per-window rates: the total split over 0-2d / 2-7d / 7-90d by the configured
     shares, tilted towards later windows for expensive products;
   - delays inside each window from the shared DelayModel;
-  - browser-dependent observability: each conversion is reported with probability
-    f_b; unreported conversions are absent from the conversion log, and the truth
-    columns (true_rate_<w>, true_conversions) count them.
+  - observability (world/observability.py, docs/observability-world.md): each
+    conversion is reported with probability f_b of its browser at
+    `world.observability_heterogeneity` 0, and by click-level consent, cookie caps
+    and tag coverage as the knob rises; every conversion of a click in the
+    measurement panel (`world.panel_share`) is reported. Unreported conversions are
+    absent from the conversion log; the truth columns (true_rate_<w>,
+    true_conversions, true_observability_<w>) count them.
 Every categorical is an int64 id and every feature a dense scalar.
 
 Usage: python -m world.generator --config pipeline/configs/default.yaml [--help]
@@ -30,6 +34,7 @@ os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import argparse
+import dataclasses
 import datetime
 import hashlib
 import json
@@ -46,8 +51,11 @@ from observation import snapshot
 from schemas import codec
 from schemas import columns
 from schemas import layout
+from world import observability as obs
 
-GENERATOR_VERSION = 2  # 2: teacher-only features drawn after the serving ones
+# 2: teacher-only features drawn after the serving ones; 3: the observability
+# world (advertiser_first_party, in_panel, true_observability_<w>).
+GENERATOR_VERSION = 3
 MANIFEST = 'manifest.json'
 SECONDS_PER_DAY = 86400
 HOUR = snapshot.SECONDS_PER_HOUR
@@ -111,6 +119,84 @@ class World:
     for _ in range(50):
       shares = (rate * self.window_shares(calib)).sum(0) / rate.sum()
       self.log_shares += np.log(np.maximum(target, 1e-12) / np.maximum(shares, 1e-12))
+    # The observability world (docs/observability-world.md). Its draws come from
+    # streams of their own, so the knob never moves a click or a true conversion.
+    self.heterogeneity = w.observability_heterogeneity
+    self.panel_share = w.panel_share
+    self.residual = np.ones(len(self.observed_fraction))
+    self._calib = calib
+    self.residual = self._calibrate_residual()
+
+  def _calibrate_residual(self) -> np.ndarray:
+    """r_b = min(1, f_b / m_b): m_b is the conversion-weighted mean of the named
+    mechanisms over browser b's clicks of the calibration sample."""
+    f = self._calib
+    lat = self.latents(np.random.default_rng([self.cfg.world.seed, 7]), f,
+                       panel_share=0.0)
+    mech = (self._mechanism_by_window(f, lat) * self.window_shares(f)).sum(1)
+    rate = np.exp(self.log_rate(f))
+    b = f[columns.BROWSER]
+    n_b = len(self.observed_fraction)
+    mean = np.bincount(b, rate * mech, n_b) / np.maximum(np.bincount(b, rate, n_b),
+                                                         1e-300)
+    return np.minimum(1.0, self.observed_fraction / np.maximum(mean, 1e-12))
+
+  @property
+  def obs_tables(self) -> obs.AdvertiserTables:
+    """Per-advertiser observability tables (stream [seed, 6])."""
+    if not hasattr(self, '_obs_tables'):
+      self._obs_tables = obs.advertiser_tables(
+          np.random.default_rng([self.cfg.world.seed, 6]), len(self.adv_popularity))
+    return self._obs_tables
+
+  def latents(self, rng: np.random.Generator, f: Dict[str, np.ndarray],
+              panel_share: Optional[float] = None) -> Dict[str, np.ndarray]:
+    """The clicks' hidden observability state: consent, link decoration, panel."""
+    rate = self.obs_tables.consent_rate(f['advertiser_id'], f['country'])
+    share = self.panel_share if panel_share is None else panel_share
+    return obs.click_latents(rng, len(rate), rate, share)
+
+  def _cap(self, f, lat) -> np.ndarray:
+    return obs.cap_hours(f[columns.BROWSER], f[columns.ADVERTISER_FIRST_PARTY],
+                         lat['decorated'])
+
+  def _mechanism_by_window(self, f, lat) -> np.ndarray:
+    """[n, W] p_mech averaged over the delay inside each window."""
+    adv = f['advertiser_id']
+    return obs.mechanism(
+        self.residual[f[columns.BROWSER]][:, None], lat['consent'][:, None],
+        self.obs_tables.tag_coverage[adv][:, None],
+        obs.window_survival(self.delay, self._cap(f, lat)))
+
+  def observability_by_window(self, f, lat) -> np.ndarray:
+    """[n, W] the report probability of a conversion in each window given the
+    click's hidden state (the truth columns true_observability_<w>)."""
+    f_b = self.observed_fraction[f[columns.BROWSER]][:, None]
+    mech = self._mechanism_by_window(f, lat)
+    return obs.report_probability(f_b, mech, lat['in_panel'][:, None],
+                                  self.heterogeneity)
+
+  def observability_priors(self) -> Dict:
+    """The population priors a measurement study would report: the observed share
+    of true conversions by browser x first-party flag x window, on the calibration
+    sample, outside the panel (the pipeline knows only these; the spec, 'What the
+    pipeline may know')."""
+    f = self._calib
+    lat = self.latents(np.random.default_rng([self.cfg.world.seed, 7]), f,
+                       panel_share=0.0)
+    p = self.observability_by_window(f, lat)
+    weight = np.exp(self.log_rate(f))[:, None] * self.window_shares(f)
+    out = []
+    for b in range(len(self.observed_fraction)):
+      for fp in (0, 1):
+        sel = (f[columns.BROWSER] == b) & (f[columns.ADVERTISER_FIRST_PARTY] == fp)
+        w = weight[sel]
+        total = w.sum(0)
+        share = np.where(total > 0, (w * p[sel]).sum(0) / np.maximum(total, 1e-300),
+                         np.nan)
+        out.append({'browser': b, 'first_party': fp,
+                    'observed_share': [round(float(x), 6) for x in share]})
+    return {'windows': list(columns.WINDOW_NAMES), 'priors': out}
 
   def features(self, rng: np.random.Generator, n: int,
                day_start: int) -> Dict[str, np.ndarray]:
@@ -148,6 +234,7 @@ class World:
         'price': (self.adv_price[adv] * np.exp(0.3 * rng.standard_normal(n))).astype(
             np.float32),
         columns.TARGET_CPA: self.adv_tcpa[adv].astype(np.float32),
+        columns.ADVERTISER_FIRST_PARTY: self.obs_tables.first_party[adv],
         **self.teacher_only(rng, engagement, adv),
     }
 
@@ -204,8 +291,10 @@ class World:
     return e / e.sum(axis=1, keepdims=True)
 
   def clicks(self, rng: np.random.Generator, n: int, day_start: int,
-             first_id: int) -> Dict[str, np.ndarray]:
-    """n clicks with features and truth, sorted by time."""
+             first_id: int, latent_rng: np.random.Generator
+             ) -> Dict[str, np.ndarray]:
+    """n clicks with features and truth, sorted by time; their hidden
+    observability state from `latent_rng`."""
     f = self.features(rng, n, day_start)
     order = np.argsort(f[columns.CLICK_TS], kind='stable')
     f = {k: v[order] for k, v in f.items()}
@@ -218,6 +307,11 @@ class World:
     counts = rng.poisson(np.stack([f[n] for n in columns.TRUE_RATES], axis=1))
     f[columns.TRUE_CONVERSIONS] = counts.sum(axis=1).astype(np.int64)
     f['_counts'] = counts
+    lat = self.latents(latent_rng, f)
+    f[columns.IN_PANEL] = lat['in_panel']
+    for name, p in zip(columns.TRUE_OBSERVABILITY, self.observability_by_window(f, lat).T):
+      f[name] = p.astype(np.float32)
+    f['_latents'] = lat
     return f
 
   def scoring_clicks(self, n: int, day_start: int, stream: int = 0,
@@ -231,9 +325,10 @@ class World:
     a logged click's id either.
     """
     rng = np.random.default_rng([self.cfg.world.seed, 4, stream])
-    f = self.clicks(rng, n, day_start, 0)
+    f = self.clicks(rng, n, day_start, 0,
+                    np.random.default_rng([self.cfg.world.seed, 8, stream]))
     f[columns.CLICK_ID] = first_id - np.arange(n, dtype=np.int64)
-    del f['_counts']
+    del f['_counts'], f['_latents']
     return f
 
   def conversions(self, rng: np.random.Generator,
@@ -247,12 +342,24 @@ class World:
     delay_h = self.delay.sample(rng, window)
     ts = clicks[columns.CLICK_TS][click_pos] + np.floor(delay_h * HOUR).astype(
         np.int64)
-    f = self.observed_fraction[clicks[columns.BROWSER][click_pos]]
+    browser = clicks[columns.BROWSER][click_pos]
+    lat = {k: v[click_pos] for k, v in clicks['_latents'].items()}
+    adv = clicks['advertiser_id'][click_pos]
+    cap = obs.cap_hours(browser, clicks[columns.ADVERTISER_FIRST_PARTY][click_pos],
+                        lat['decorated'])
+    mech = obs.mechanism(self.residual[browser], lat['consent'],
+                         self.obs_tables.tag_coverage[adv],
+                         obs.cookie_survival(delay_h, cap))
+    p = obs.report_probability(self.observed_fraction[browser], mech,
+                               lat['in_panel'], self.heterogeneity)
     return {
         columns.CLICK_ID: clicks[columns.CLICK_ID][click_pos],
         columns.CONVERSION_TS: ts,
         'window': window,
-        'observed': rng.random(len(ts)) < f,
+        # One uniform per conversion, as in every generator version: at
+        # heterogeneity 0 and no panel, p is f_b and the same conversions are
+        # reported.
+        'observed': rng.random(len(ts)) < p,
     }
 
 
@@ -271,6 +378,7 @@ def _world_params(cfg: config_lib.Config) -> Dict:
       'generator_version': GENERATOR_VERSION,
       'world': json.loads(json.dumps(cfg.world.__dict__)),
       'observability': [b.__dict__ for b in cfg.observability.browsers],
+      'observability_spec': json.loads(json.dumps(dataclasses.asdict(obs.SPEC))),
       'delay': cfg.delay.__dict__,
   }
 
@@ -300,7 +408,8 @@ def generate(cfg: config_lib.Config, out_dir: str, log=print) -> Dict:
   os.makedirs(tmp)
   writers: Dict[datetime.date, 'tf.io.TFRecordWriter'] = {}
   stats = {'clicks': 0, 'true_conversions': 0, 'observed_conversions': 0,
-           'logged_conversions': 0, 'conversions_after_horizon': 0}
+           'logged_conversions': 0, 'conversions_after_horizon': 0,
+           'panel_clicks': 0}
   clicks_per_day = _daily_counts(w.num_clicks, w.days)
   t0 = time.time()
   next_id = 0
@@ -318,7 +427,8 @@ def generate(cfg: config_lib.Config, out_dir: str, log=print) -> Dict:
     for part, lo in enumerate(range(0, int(n_day), w.chunk_size)):
       n = min(w.chunk_size, int(n_day) - lo)
       rng = np.random.default_rng([w.seed, 1, day_index, part])
-      clicks = world.clicks(rng, n, day_start, next_id)
+      clicks = world.clicks(rng, n, day_start, next_id,
+                            np.random.default_rng([w.seed, 5, day_index, part]))
       next_id += n
       convs = world.conversions(rng, clicks)
       path = os.path.join(click_dir, f'part-{part:05d}.tfrecord.gz')
@@ -326,6 +436,7 @@ def generate(cfg: config_lib.Config, out_dir: str, log=print) -> Dict:
         for record in codec.encode({c: clicks[c] for c in columns.CLICK_LOG_COLUMNS}):
           writer.write(record)
       stats['clicks'] += n
+      stats['panel_clicks'] += int(clicks[columns.IN_PANEL].sum())
       stats['true_conversions'] += len(convs[columns.CONVERSION_TS])
       observed = convs['observed']
       stats['observed_conversions'] += int(observed.sum())
@@ -372,6 +483,9 @@ def generate(cfg: config_lib.Config, out_dir: str, log=print) -> Dict:
       'start': datetime.datetime.fromtimestamp(start, datetime.timezone.utc).isoformat(),
       'end': datetime.datetime.fromtimestamp(end, datetime.timezone.utc).isoformat(),
       'counts': stats,
+      # What a measurement study would tell the pipeline (the spec, "What the
+      # pipeline may know").
+      'observability_priors': world.observability_priors(),
       'files': files,
   }
   with open(os.path.join(tmp, MANIFEST), 'w') as f:

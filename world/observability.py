@@ -138,6 +138,7 @@ def report_probability(f_b, p_mech, in_panel, heterogeneity: float) -> np.ndarra
   reproduced exactly.
   """
   h = float(heterogeneity)
-  f_b = np.asarray(f_b, dtype=np.float64)
-  p = f_b if h == 0.0 else (1.0 - h) * f_b + h * np.asarray(p_mech, np.float64)
+  f_b, p_mech = np.broadcast_arrays(np.asarray(f_b, np.float64),
+                                    np.asarray(p_mech, np.float64))
+  p = f_b if h == 0.0 else (1.0 - h) * f_b + h * p_mech
   return np.where(np.asarray(in_panel) == 1, 1.0, p)

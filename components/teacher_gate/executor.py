@@ -54,7 +54,9 @@ class Executor(base_executor.BaseExecutor):
     summary = export.read_summary(model_dir)
     rates, cols = score(model_dir, [
         artifact_utils.get_split_uri([examples], EVAL_SPLIT) + '/*'])
-    has_truth = all(c in cols for c in columns.TRUTH_COLUMNS)
+    # The rate truth (true_observability_<w> is not needed here).
+    has_truth = all(c in cols
+                    for c in columns.TRUE_RATES + (columns.TRUE_CONVERSIONS,))
     mode = bar.mode if bar.mode != 'auto' else ('truth' if has_truth else 'observed')
     if mode == 'truth':
       if not has_truth:
