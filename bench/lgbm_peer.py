@@ -1,7 +1,8 @@
 """A LightGBM Poisson peer for the quality benchmark: the tabular peer of DESIGN §12.
 
 Gradient-boosted trees on the serving features, fitted to the reported counts with
-the same offsets as the `offset` student (o_w = f_b * e_w, docs/architecture.md §4)
+the same offsets as the `offset` student (the observed exposure o_w,
+docs/architecture.md §4)
 and no teacher. Beside the `offset` student it tells how much of a student's NLL
 comes from the network and how much from the recipe; beside the Poisson GLM, how
 much a flexible tabular model gains on the same features.
@@ -80,7 +81,7 @@ def fit_predict(train: Dict[str, np.ndarray], score: Dict[str, np.ndarray],
                 params: Optional[dict] = None) -> Tuple[np.ndarray, Dict]:
   """Fits one Poisson booster per window on `train`; predicts on `score`.
 
-  Per window, rows with o_w = f_b * e_w == 0 carry no information and are
+  Per window, rows with o_w == 0 (the observed exposure) carry no information and are
   dropped. Of the rest, the last `valid_days` days by click_ts are held out for
   early stopping. The cut is per window: the newest training clicks are too young
   for the later windows (e_w == 0 until a click is 7 days old for 7_90d), so one
@@ -88,7 +89,7 @@ def fit_predict(train: Dict[str, np.ndarray], score: Dict[str, np.ndarray],
 
   Args:
     train: column name -> array: the serving features, columns.LABELS,
-      columns.EXPOSURES, columns.OBSERVED_FRACTION and columns.CLICK_TS.
+      columns.OBSERVED_EXPOSURES and columns.CLICK_TS.
     score: column name -> array with at least the serving features.
     seed: LightGBM's seed.
     valid_days: days of the newest informative clicks held out per window.
@@ -108,16 +109,15 @@ def fit_predict(train: Dict[str, np.ndarray], score: Dict[str, np.ndarray],
   x_all = _matrix(train)
   x_score = _matrix(score)
   ts = np.asarray(train[columns.CLICK_TS], dtype=np.int64)
-  f_b = np.asarray(train[columns.OBSERVED_FRACTION], dtype=np.float64)
   total = np.zeros(len(x_score))
   info = {'params': params, 'best_iteration': {}, 'base_log_rate': {},
           'train_rows': {}, 'valid_rows': {}}
   for name, label, exposure in zip(columns.WINDOW_NAMES, columns.LABELS,
-                                   columns.EXPOSURES):
-    offset = f_b * np.asarray(train[exposure], dtype=np.float64)
+                                   columns.OBSERVED_EXPOSURES):
+    offset = np.asarray(train[exposure], dtype=np.float64)
     keep = offset > 0
     if not keep.any():
-      raise ValueError(f'window {name}: no training rows with f_b * e_w > 0')
+      raise ValueError(f'window {name}: no training rows with o_w > 0')
     hold = ts >= ts[keep].max() - valid_days * DAY_SECONDS
     fit, valid = keep & ~hold, keep & hold
     y = np.asarray(train[label], dtype=np.float64)

@@ -232,11 +232,10 @@ def glm_predictions(train: Dict[str, np.ndarray], rows) -> np.ndarray:
   fit = {k: v[~valid] for k, v in train.items()}
   hold = {k: v[valid] for k, v in train.items()}
   total = 0.0
-  for label, exposure in zip(columns.LABELS, columns.EXPOSURES):
+  for label, exposure in zip(columns.LABELS, columns.OBSERVED_EXPOSURES):
     glm = glm_lib.best_glm(
         fit, fit[label], hold, hold[label], columns.SERVING_FEATURES,
-        exposure=fit[exposure] * fit[columns.OBSERVED_FRACTION],
-        valid_exposure=hold[exposure] * hold[columns.OBSERVED_FRACTION])
+        exposure=fit[exposure], valid_exposure=hold[exposure])
     total = total + glm.predict(rows)
   return total
 
@@ -257,9 +256,9 @@ def teacher_fit(cfg, inferred: str) -> Dict:
       cfg.window.teacher_lag_seconds())
   out = {}
   for name, label, exposure, teacher, true in zip(
-      columns.WINDOW_NAMES, columns.LABELS, columns.EXPOSURES,
+      columns.WINDOW_NAMES, columns.LABELS, columns.OBSERVED_EXPOSURES,
       columns.TEACHER_RATES, columns.TRUE_RATES):
-    o = (rows[exposure] * rows[columns.OBSERVED_FRACTION])[keep].astype(np.float64)
+    o = rows[exposure][keep].astype(np.float64)
     y = rows[label][keep].astype(np.float64)
     t = rows[teacher][keep].astype(np.float64)
     lam = rows[true][keep].astype(np.float64)

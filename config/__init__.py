@@ -27,6 +27,7 @@ from config.schema import ModelConfig
 from config.schema import NetConfig
 from config.schema import ObservabilityConfig
 from config.schema import PathsConfig
+from config.schema import PriorConfig
 from config.schema import QuantizerConfig
 from config.schema import RECIPES
 from config.schema import ScheduleConfig
@@ -63,6 +64,7 @@ __all__ = [
     'NetConfig',
     'ObservabilityConfig',
     'PathsConfig',
+    'PriorConfig',
     'QuantizerConfig',
     'ScheduleConfig',
     'TeacherGateConfig',

@@ -12,7 +12,8 @@ import dataclasses
 import datetime
 import json
 import math
-from typing import Dict, List, Optional
+import os
+from typing import Dict, List, Optional, Tuple
 
 from observation import delay as delay_lib
 from observation import eval_labels
@@ -65,9 +66,36 @@ def _default_browsers() -> List[BrowserConfig]:
 
 
 @dataclasses.dataclass
+class PriorConfig:
+  """A measurement study's observed share of true conversions for one browser x
+  first-party flag, per delay segment (observation/labels.py SEGMENT_EDGES_HOURS:
+  [0, 24), [24, 48), [48, 168), [168, 2160) hours)."""
+  browser: int = _field(0, min=0)
+  first_party: int = _field(0, min=0, max=1)
+  segment_shares: List[float] = _field(
+      default_factory=lambda: [1.0] * labels.N_SEGMENTS)
+
+  def check(self, key: str) -> None:
+    shares = self.segment_shares
+    if len(shares) != labels.N_SEGMENTS or not all(0.0 < x <= 1.0 for x in shares):
+      raise ConfigError(f'{key}.segment_shares: needs {labels.N_SEGMENTS} values in '
+                        f'(0, 1], one per delay segment, got {shares}')
+
+
+PRIOR_SOURCES = ('config', 'world_manifest')
+
+
+@dataclasses.dataclass
 class ObservabilityConfig:
-  """Observed fraction f_b per browser (production: from measurement studies)."""
+  """What the pipeline knows of observability: population priors, as measurement
+  studies give them. `browsers` has f_b per browser; `priors`, when given, the
+  observed share per browser x first-party flag x delay segment (every pair);
+  without them every segment of browser b is f_b. `priors_source:
+  world_manifest` takes both from the synthetic world's manifest.json under
+  paths.data_root (what the generator computed as a measurement study would)."""
   browsers: List[BrowserConfig] = _field(default_factory=_default_browsers)
+  priors: List[PriorConfig] = _field(default_factory=list)
+  priors_source: str = _field('config', choices=PRIOR_SOURCES)
   # browser_observability slice: 'full' if f >= full_threshold, 'low' if
   # f < low_threshold, else 'partial'.
   full_threshold: float = _field(0.95, min=0.0, max=1.0)
@@ -83,6 +111,20 @@ class ObservabilityConfig:
     if self.low_threshold > self.full_threshold:
       raise ConfigError(f'{key}.low_threshold: {self.low_threshold} is above '
                         f'{key}.full_threshold {self.full_threshold}')
+    if self.priors:
+      pairs = [(p.browser, p.first_party) for p in self.priors]
+      want = [(b, fp) for b in ids for fp in (0, 1)]
+      if sorted(pairs) != sorted(want):
+        missing = sorted(set(want) - set(pairs))
+        extra = sorted(set(pairs) - set(want))
+        raise ConfigError(
+            f'{key}.priors: needs exactly one entry per browser x first_party '
+            f'(missing {missing}, unknown or repeated {extra or sorted(pairs)})')
+
+  def segment_priors(self) -> Tuple[Tuple[float, ...], ...]:
+    """Rows 2 * browser + first_party of segment shares (empty: none given)."""
+    rows = sorted(self.priors, key=lambda p: (p.browser, p.first_party))
+    return tuple(tuple(p.segment_shares) for p in rows)
 
   def fractions(self) -> List[float]:
     """Observed fraction indexed by browser id."""
@@ -439,6 +481,26 @@ class ScheduleConfig:
                         'expression (the time zone goes in time_zone)')
 
 
+def _world_priors(data_root: str, n_browsers: int):
+  """(f_b per browser, segment priors) from a generated world's manifest.json."""
+  path = os.path.join(data_root, 'manifest.json')
+  try:
+    with open(path) as f:
+      block = json.load(f)['observability_priors']
+    fractions = tuple(float(x) for x in block['browsers'])
+    rows = sorted(block['priors'], key=lambda p: (p['browser'], p['first_party']))
+    priors = tuple(tuple(float(x) for x in p['segment_shares']) for p in rows)
+  except (OSError, KeyError, ValueError) as e:
+    raise ConfigError(
+        f'observability.priors_source: world_manifest needs the priors of a '
+        f'generated world in {path} (generator version 3 or later; run make '
+        f'data): {e}') from e
+  if len(fractions) != n_browsers or len(priors) != 2 * n_browsers:
+    raise ConfigError(f'observability.priors_source: {path} has priors for '
+                      f'{len(fractions)} browsers; the config has {n_browsers}')
+  return fractions, priors
+
+
 def _student_tpu_pool():
   return WorkerPoolConfig(machine_type='ct5lp-hightpu-4t', tpu_topology='2x2')
 
@@ -509,12 +571,21 @@ class Config:
     return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
   def label_spec(self) -> labels.LabelSpec:
-    """What the ExampleGen's join needs: the delay and observability models."""
+    """What the ExampleGen's join needs: the delay and observability models.
+
+    With observability.priors_source world_manifest the priors are read here,
+    at the edge (the pipeline's definition), from the world's manifest.
+    """
+    fractions = tuple(self.observability.fractions())
+    priors = self.observability.segment_priors()
+    if self.observability.priors_source == 'world_manifest':
+      fractions, priors = _world_priors(self.paths.data_root, len(fractions))
     return labels.LabelSpec(
         delay=self.delay.model(),
-        observed_fractions=tuple(self.observability.fractions()),
+        observed_fractions=fractions,
         full_threshold=self.observability.full_threshold,
-        low_threshold=self.observability.low_threshold)
+        low_threshold=self.observability.low_threshold,
+        priors=priors)
 
   def eval_label_spec(self, mode: Optional[str] = None) -> eval_labels.EvalLabelSpec:
     """What models are scored against: `mode` (default: eval.label_mode)."""

@@ -34,7 +34,7 @@ def column_spec(names: Sequence[str],
   return spec
 
 
-TARGET_COLUMNS = columns.LABELS + columns.EXPOSURES + (
+TARGET_COLUMNS = columns.LABELS + columns.EXPOSURES + columns.OBSERVED_EXPOSURES + (
     columns.OBSERVED_FRACTION, columns.CLICK_TS, columns.SNAPSHOT_TS)
 
 
@@ -89,6 +89,8 @@ def to_targets(batch: Batch) -> Batch:
       losses.COUNTS: tf.cast(tf.concat([batch[c] for c in columns.LABELS], 1),
                              tf.float32),
       losses.EXPOSURES: tf.concat([batch[c] for c in columns.EXPOSURES], 1),
+      losses.OBSERVED_EXPOSURES: tf.concat(
+          [batch[c] for c in columns.OBSERVED_EXPOSURES], 1),
       losses.OBSERVED_FRACTION: batch[columns.OBSERVED_FRACTION],
   }
   for name in (columns.CLICK_TS, columns.SNAPSHOT_TS):

@@ -147,9 +147,10 @@ def per_example_terms(targets: Dict[str, tf.Tensor], outputs: Dict[str, tf.Tenso
   else:
     out['soft'] = zeros
   if w.aux_weight > 0:
+    # Modeled conversions: the unobserved part of what is due by T, (e_w - o_w) t_w.
     exposure = targets[losses.EXPOSURES]
-    modeled = (1.0 - targets[losses.OBSERVED_FRACTION]) * exposure * targets[
-        TEACHER_RATES]
+    unobserved = tf.maximum(exposure - targets[losses.OBSERVED_EXPOSURES], 0.0)
+    modeled = unobserved * targets[TEACHER_RATES]
     out['aux'] = tf.reduce_sum(losses.poisson_nll_with_offset(
         targets[losses.COUNTS] + modeled, outputs[AUX_LOG_RATES], exposure), axis=1)
   else:

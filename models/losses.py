@@ -1,9 +1,10 @@
 """Losses as pure TensorFlow functions (docs/architecture.md §4-5).
 
-Observation model: observed_w ~ Poisson(f_b * e_w * lambda_w), so a head predicting
-log lambda_w is trained with the offset log(o_w), o_w = f_b * e_w (the teacher, the
-offset-corrected student) or o_w = e_w (the production recipe, which ignores
-observability). All NLLs are exact (they include log y!), so their values compare
+Observation model: observed_w ~ Poisson(o_w * lambda_w), so a head predicting
+log lambda_w is trained with the offset log(o_w): o_w the observed exposure
+`observed_exposure_<w>` (f_b * e_w when observability does not depend on the delay;
+observation/labels.py) for the teacher and the offset-corrected student, o_w = e_w
+for the production recipe, which ignores observability. All NLLs are exact (they include log y!), so their values compare
 with the reference implementation `models.nll`.
 
 Reductions: per-example losses are summed over windows and averaged over the
@@ -22,6 +23,7 @@ _LOG_RATE_RANGE = (-30.0, 15.0)
 
 COUNTS = 'counts'  # [B, windows] conversions reported by T
 EXPOSURES = 'exposures'  # [B, windows] e_w
+OBSERVED_EXPOSURES = 'observed_exposures'  # [B, windows] o_w
 OBSERVED_FRACTION = 'observed_fraction'  # [B, 1] f_b
 
 
@@ -40,11 +42,8 @@ def poisson_nll_with_offset(counts: tf.Tensor, log_rates: tf.Tensor,
 
 def observation_offsets(targets: Dict[str, tf.Tensor],
                         observability: bool) -> tf.Tensor:
-  """o_w = f_b * e_w with the observability correction, else e_w."""
-  offsets = targets[EXPOSURES]
-  if observability:
-    offsets = offsets * targets[OBSERVED_FRACTION]
-  return offsets
+  """The observed exposure o_w with the observability correction, else e_w."""
+  return targets[OBSERVED_EXPOSURES] if observability else targets[EXPOSURES]
 
 
 def thinned_poisson_loss(targets: Dict[str, tf.Tensor], log_rates: tf.Tensor,
@@ -57,6 +56,6 @@ def thinned_poisson_loss(targets: Dict[str, tf.Tensor], log_rates: tf.Tensor,
 
 def teacher_loss(targets: Dict[str, tf.Tensor],
                  outputs: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
-  """The teacher's loss: the exact thinned likelihood (offset log(f_b e_w))."""
+  """The teacher's loss: the exact thinned likelihood (offset log o_w)."""
   per_example = thinned_poisson_loss(targets, outputs[towers.LOG_RATES])
   return {'loss': tf.nn.compute_average_loss(per_example)}

@@ -48,7 +48,7 @@ def feature_keys(label_mode: str) -> List[str]:
     return [columns.TRUE_CONVERSIONS]
   keys = list(columns.LABELS + columns.EXPOSURES) + [columns.OBSERVED_FRACTION]
   if label_mode == 'observed_modeled':
-    keys += list(columns.TEACHER_RATES)
+    keys += list(columns.OBSERVED_EXPOSURES + columns.TEACHER_RATES)
   return keys
 
 

@@ -10,7 +10,9 @@ Shared by the Quantizer's report, the Evaluator's PoissonLogLoss and the benchma
                        window shares; exactly pConvs once the click is mature).
                        Unbiased for the total, but blind to the other browsers.
   observed_modeled:    every click, reported plus modeled conversions
-                       (1 - f_b) e_w t_w from the teacher's rates;
+                       (e_w - o_w) t_w from the teacher's rates (o_w the
+                       observed exposure; (1 - f_b) e_w t_w when observability
+                       does not depend on the delay);
                        mu = pConvs * sum_w pi_w e_w.  Covers every browser but
                        inherits the teacher's bias.
 On real logs (no truth) the last two are reported side by side.
@@ -64,6 +66,7 @@ def resolve(mode: str, available: Sequence[str]) -> str:
   needed = {'truth': [columns.TRUE_CONVERSIONS],
             'observed_observable': list(columns.LABELS + columns.EXPOSURES),
             'observed_modeled': list(columns.LABELS + columns.EXPOSURES +
+                                     columns.OBSERVED_EXPOSURES +
                                      columns.TEACHER_RATES)}[mode]
   missing = [c for c in needed if c not in available]
   if missing:
@@ -94,6 +97,8 @@ def label_and_scale(rows: Mapping[str, np.ndarray], mode: str,
   if mode == 'observed_modeled':
     teacher = np.stack([np.asarray(rows[c], np.float64).reshape(-1)
                         for c in columns.TEACHER_RATES], 1)
-    modeled = ((1.0 - fraction)[:, None] * exposures * teacher).sum(1)
+    observed_exposures = np.stack([np.asarray(rows[c], np.float64).reshape(-1)
+                                   for c in columns.OBSERVED_EXPOSURES], 1)
+    modeled = (np.maximum(exposures - observed_exposures, 0.0) * teacher).sum(1)
     return observed.sum(1) + modeled, scale, scale > 0
   raise ValueError(f'unknown eval label mode {mode!r}')

@@ -5,6 +5,8 @@ For each click in the window, and a snapshot time T:
     falls in window w;
   - `exposure_<w>`: the share of window w's conversions expected to be reported by
     T, from the delay model (0 before the window opens, 1 once it is mature);
+  - `observed_exposure_<w>`: the share of window w's true conversions expected to
+    be reported by T *and* observed, under the observability priors (below);
   - `observed_fraction`: f_b of the click's browser;
   - `snapshot_ts` = T, and the slice columns `tcpa_bucket`, `browser_observability`.
 
@@ -17,7 +19,7 @@ empty bucket), so the DataGate stops the run naming them.
 
 import dataclasses
 import json
-from typing import Dict, Mapping, Tuple
+from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -32,14 +34,29 @@ HIGH_TCPA_BUCKET = TCPA_BUCKETS[-1]
 OBSERVABILITY_BUCKETS = ('full', 'partial', 'low')
 LOW_OBSERVABILITY_BUCKET = 'low'
 
+# Delay segments (hours) of the observability priors: the windows' edges plus the
+# cookie caps of docs/observability-world.md (24 h, 7 days), so that under the
+# spec's mechanisms a click's report probability is constant inside a segment
+# and the combination with the exposure below is exact.
+SEGMENT_EDGES_HOURS = (0.0, 24.0, 48.0, 168.0, 2160.0)
+N_SEGMENTS = len(SEGMENT_EDGES_HOURS) - 1
+
 
 @dataclasses.dataclass(frozen=True)
 class LabelSpec:
-  """What the join needs besides the logs: the delay and observability models."""
+  """What the join needs besides the logs: the delay and observability models.
+
+  `priors` are the observability priors a measurement study gives: for browser b
+  and first-party flag fp, `priors[2 * b + fp]` is the observed share of true
+  conversions in each delay segment (SEGMENT_EDGES_HOURS). Empty: every segment
+  of browser b has its observed fraction f_b (observability independent of the
+  delay and the advertiser).
+  """
   delay: delay_lib.DelayModel
   observed_fractions: Tuple[float, ...]  # indexed by browser id
   full_threshold: float = 0.95
   low_threshold: float = 0.5
+  priors: Tuple[Tuple[float, ...], ...] = ()
 
   def to_json(self) -> str:
     """The ExampleGen's `label_spec` parameter (config.Config.label_spec builds
@@ -49,6 +66,7 @@ class LabelSpec:
         'observed_fractions': list(self.observed_fractions),
         'full_threshold': self.full_threshold,
         'low_threshold': self.low_threshold,
+        'priors': [list(p) for p in self.priors],
     }, sort_keys=True)
 
   @classmethod
@@ -57,7 +75,15 @@ class LabelSpec:
     return cls(delay=delay_lib.DelayModel(d['window_scale_hours']),
                observed_fractions=tuple(d['observed_fractions']),
                full_threshold=d['full_threshold'],
-               low_threshold=d['low_threshold'])
+               low_threshold=d['low_threshold'],
+               priors=tuple(tuple(p) for p in d.get('priors', ())))
+
+  def segment_priors(self) -> np.ndarray:
+    """[browsers * 2, N_SEGMENTS]: row 2 b + fp (flat f_b rows when none given)."""
+    if self.priors:
+      return np.asarray(self.priors, dtype=np.float64)
+    f = np.asarray(self.observed_fractions, dtype=np.float64)
+    return np.repeat(f, 2)[:, None] * np.ones((1, N_SEGMENTS))
 
 
 def tcpa_bucket(target_cpa) -> np.ndarray:
@@ -89,14 +115,47 @@ def observed_fraction(browser, spec: LabelSpec) -> np.ndarray:
   return out
 
 
+def segment_masses(delay: delay_lib.DelayModel, age_hours) -> np.ndarray:
+  """[n, windows, segments]: P(delay in segment s and <= age | window w)."""
+  age = np.asarray(age_hours, dtype=np.float64)
+  edges = np.asarray(SEGMENT_EDGES_HOURS)
+  out = np.zeros((len(age), len(delay.windows), N_SEGMENTS))
+  for s in range(N_SEGMENTS):
+    lo = delay.exposures(np.full(len(age), edges[s]))
+    hi = delay.exposures(np.minimum(age, edges[s + 1]))
+    out[:, :, s] = np.maximum(hi - lo, 0.0)
+  return out
+
+
+def observed_exposures(age_hours, browser, first_party, spec: LabelSpec,
+                       in_panel: Optional[Sequence[int]] = None) -> np.ndarray:
+  """[n, windows]: the share of each window's true conversions reported by T and
+  observed: sum over delay segments of prior_s * P(delay in s, delay <= age | w).
+
+  With priors flat in the delay it is f_b * e_w; a panel click is fully observed
+  (its offset is e_w). Unknown browsers or flags give NaN (the schema rejects it).
+  """
+  b = np.asarray(browser, dtype=np.int64)
+  fp = np.asarray(first_party, dtype=np.int64)
+  table = spec.segment_priors()
+  row = 2 * b + fp
+  known = (b >= 0) & (fp >= 0) & (fp <= 1) & (row < len(table))
+  prior = np.full((len(b), N_SEGMENTS), np.nan)
+  prior[known] = table[row[known]]
+  if in_panel is not None:
+    prior[np.asarray(in_panel) == 1] = 1.0
+  return np.einsum('nws,ns->nw', segment_masses(spec.delay, age_hours), prior)
+
+
 def labels_as_of(clicks: Mapping[str, np.ndarray], conversion_click_id: np.ndarray,
                  conversion_ts: np.ndarray, snapshot_ts: int,
                  spec: LabelSpec) -> Dict[str, np.ndarray]:
   """Computes the label, exposure, time and slice columns of clicks as of T.
 
   Args:
-    clicks: arrays [n] for `click_id`, `click_ts` (epoch seconds), `browser` and
-      `target_cpa`; all clicks must be before T.
+    clicks: arrays [n] for `click_id`, `click_ts` (epoch seconds), `browser`,
+      `advertiser_first_party` and `target_cpa` (`in_panel` optional); all clicks
+      must be before T.
     conversion_click_id: [m] click ids of conversion-log rows. Rows whose click is
       not in `clicks` belong to other windows and are ignored.
     conversion_ts: [m] conversion times (epoch seconds). Rows after T are not yet
@@ -153,6 +212,11 @@ def labels_as_of(clicks: Mapping[str, np.ndarray], conversion_click_id: np.ndarr
   for i, (label, exposure) in enumerate(zip(columns.LABELS, columns.EXPOSURES)):
     out[label] = counts[:, i].astype(np.int64)
     out[exposure] = exposures[:, i].astype(np.float32)
+  observed = observed_exposures(age_h, clicks[columns.BROWSER],
+                                clicks[columns.ADVERTISER_FIRST_PARTY], spec,
+                                clicks.get(columns.IN_PANEL))
+  for i, name in enumerate(columns.OBSERVED_EXPOSURES):
+    out[name] = observed[:, i].astype(np.float32)
   out[columns.OBSERVED_FRACTION] = fraction.astype(np.float32)
   out[columns.SNAPSHOT_TS] = np.full(n, snapshot_ts, dtype=np.int64)
   out[columns.TCPA_BUCKET] = tcpa_bucket(clicks[columns.TARGET_CPA])

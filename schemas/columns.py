@@ -9,7 +9,8 @@ Roles:
   serving:      features the student may read at serving time (dense scalars).
   teacher_only: offline signals only the teacher reads.
   label:        conversions reported by T, per delay window.
-  exposure:     per-window exposure at T and the browser's observed fraction.
+  exposure:     per-window exposure at T, the observed exposure (reported by T and
+                observed) and the click's observed fraction.
   slice:        evaluation slice keys.
   panel:        offline-only measurement-panel membership (every conversion of a
                 panel click is reported); in the click log, never a model input.
@@ -89,6 +90,11 @@ IN_PANEL = 'in_panel'
 
 LABELS = _w('conversions')
 EXPOSURES = _w('exposure')
+# The share of a window's true conversions expected to be reported by T *and*
+# observed, under the observability priors: the hard loss's offset with the
+# observability correction (observation/labels.py; f_b * e_w when observability
+# does not depend on the delay).
+OBSERVED_EXPOSURES = _w('observed_exposure')
 OBSERVED_FRACTION = 'observed_fraction'
 TCPA_BUCKET = 'tcpa_bucket'
 BROWSER_OBSERVABILITY = 'browser_observability'
@@ -129,6 +135,7 @@ COLUMNS: Tuple[Column, ...] = (
     Column('cross_device_history', _T, 'int', _LOG),
     *(Column(n, Role.LABEL, 'int') for n in LABELS),
     *(Column(n, Role.EXPOSURE, 'float') for n in EXPOSURES),
+    *(Column(n, Role.EXPOSURE, 'float') for n in OBSERVED_EXPOSURES),
     Column(OBSERVED_FRACTION, Role.EXPOSURE, 'float'),
     Column(TCPA_BUCKET, Role.SLICE, 'bytes'),
     Column(BROWSER_OBSERVABILITY, Role.SLICE, 'bytes'),

@@ -106,3 +106,25 @@ def test_bad_files(tmp_path):
     config_lib.load_config(str(listy))
   with pytest.raises(config_lib.ConfigError, match='expected key.path=value'):
     config_lib.load_config(None, ['window.days'])
+
+
+def test_observability_priors_need_every_browser_and_flag_once():
+  good = [{'browser': b, 'first_party': fp, 'segment_shares': [0.5] * 4}
+          for b in range(5) for fp in (0, 1)]
+  cfg = config_lib.from_dict({'observability': {'priors': good}})
+  assert len(cfg.observability.segment_priors()) == 10
+  with pytest.raises(config_lib.ConfigError, match=r'observability\.priors: .*missing \[\(4, 1\)\]'):
+    config_lib.from_dict({'observability': {'priors': good[:-1]}})
+  bad = [dict(p) for p in good]
+  bad[0]['segment_shares'] = [0.5, 0.5, 0.5]
+  with pytest.raises(config_lib.ConfigError,
+                     match=r'observability\.priors\[0\]\.segment_shares'):
+    config_lib.from_dict({'observability': {'priors': bad}})
+
+
+def test_world_manifest_priors_name_the_missing_manifest(tmp_path):
+  cfg = config_lib.load_config(None, [f'paths.data_root={tmp_path}',
+                                      'observability.priors_source=world_manifest'])
+  with pytest.raises(config_lib.ConfigError,
+                     match='priors_source: world_manifest needs the priors'):
+    cfg.label_spec()

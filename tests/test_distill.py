@@ -20,9 +20,12 @@ def batch(mask, tcpa=None, seed=0, n=None, hint_width=4):
   n = n or len(mask)
   f = rng.choice([1.0, 0.3], (n, 1)).astype(np.float32)
   e = rng.uniform(0.2, 1.0, (n, W)).astype(np.float32)
+  # The observed exposure need not be f * e (a cap inside a window).
+  o = (f * e * rng.uniform(0.5, 1.0, (n, W))).astype(np.float32)
   targets = {
       losses.COUNTS: rng.poisson(0.3, (n, W)).astype(np.float32),
       losses.EXPOSURES: e,
+      losses.OBSERVED_EXPOSURES: o,
       losses.OBSERVED_FRACTION: f,
       distill.TEACHER_RATES: rng.gamma(1.0, 0.2, (n, W)).astype(np.float32),
       distill.TEACHER_HINT: rng.normal(size=(n, hint_width)).astype(np.float32),
@@ -71,7 +74,6 @@ def reference(targets, outputs, w: distill.DistillWeights):
   hard = soft = aux = hint = 0.0
   m_total = 0.0
   for i in range(n):
-    f = float(targets[losses.OBSERVED_FRACTION][i, 0])
     m = float(targets[distill.TEACHER_MASK][i, 0])
     v = (float(targets[distill.TCPA][i, 0]) / w.tcpa_reference)**w.tcpa_beta
     m_total += m
@@ -84,9 +86,10 @@ def reference(targets, outputs, w: distill.DistillWeights):
       s = float(outputs[distill.LOG_RATES][i, k])
       t = float(targets[distill.TEACHER_RATES][i, k])
       a = float(outputs[distill.AUX_LOG_RATES][i, k])
-      o = f * e if w.hard_observability else e
+      observed = float(targets[losses.OBSERVED_EXPOSURES][i, k])
+      o = observed if w.hard_observability else e
       hard += nll(y, o * math.exp(s))
-      target = y + (1 - f) * e * t
+      target = y + (e - observed) * t
       aux += m * v * (e * math.exp(a) - target * (math.log(e) + a) + math.lgamma(target + 1))
     diff = targets[distill.TEACHER_HINT][i] - outputs[distill.HINT_PROJECTION][i]
     hint += m * v * 0.5 * float(np.sum(diff.astype(np.float64)**2))

@@ -17,12 +17,14 @@ def spec():
                           observed_fractions=(1.0, 0.9, 0.3, 0.6, 0.2))
 
 
-def clicks(ts, browser=None, tcpa=None):
+def clicks(ts, browser=None, tcpa=None, first_party=None):
   n = len(ts)
   return {
       columns.CLICK_ID: np.arange(10, 10 + n),
       columns.CLICK_TS: np.asarray(ts, dtype=np.int64),
       columns.BROWSER: np.zeros(n, np.int64) if browser is None else np.asarray(browser),
+      columns.ADVERTISER_FIRST_PARTY: (np.zeros(n, np.int64) if first_party is None
+                                       else np.asarray(first_party)),
       columns.TARGET_CPA: np.full(n, 60.0) if tcpa is None else np.asarray(tcpa),
   }
 
@@ -54,6 +56,44 @@ def test_exposures_follow_the_delay_cdf(spec):
     np.testing.assert_allclose(out[name], want[:, i], rtol=1e-6)
   assert out['exposure_0_2d'][0] == 1.0 and out['exposure_7_90d'][1] == 0.0
   assert 0 < out['exposure_2_7d'][0] < 1
+
+
+def test_observed_exposure_is_f_times_e_without_priors_and_e_in_the_panel(spec):
+  c = clicks([T0, T0 + 100 * H, T0 + 119 * H], browser=[2, 3, 2])
+  c[columns.IN_PANEL] = np.array([0, 0, 1])
+  out = labels.labels_as_of(c, [], [], T0 + 120 * H, spec)
+  for e, o in zip(columns.EXPOSURES, columns.OBSERVED_EXPOSURES):
+    np.testing.assert_allclose(out[o][:2], out[e][:2] * np.array([0.3, 0.6]),
+                               rtol=1e-6)
+    np.testing.assert_allclose(out[o][2], out[e][2], rtol=1e-6)  # panel: all seen
+
+
+def test_observed_exposure_combines_the_delay_with_segment_priors():
+  # Safari without first-party tagging: 0.4 in the first day, 0.1 after; with it
+  # 0.5 everywhere (the priors a measurement study gives, per delay segment).
+  priors = [(1.0,) * 4, (1.0,) * 4, (0.4, 0.1, 0.1, 0.1), (0.5,) * 4]
+  spec = labels.LabelSpec(delay=delay_lib.DelayModel([8.0, 48.0, 480.0]),
+                          observed_fractions=(1.0, 0.3), priors=tuple(priors))
+  ages = np.array([10.0, 30.0, 100.0, 3000.0])
+  c = clicks(T0 + 4000 * H - (ages * H).astype(np.int64), browser=[1] * 4)
+  out = labels.labels_as_of(c, [], [], T0 + 4000 * H, spec)
+  cdf = lambda x: spec.delay.exposures(np.atleast_1d(x))[:, 0]  # window 0_2d
+  want_0 = [0.4 * cdf(10.0)[0],
+            0.4 * cdf(24.0)[0] + 0.1 * (cdf(30.0)[0] - cdf(24.0)[0]),
+            0.4 * cdf(24.0)[0] + 0.1 * (1 - cdf(24.0)[0]),
+            0.4 * cdf(24.0)[0] + 0.1 * (1 - cdf(24.0)[0])]
+  np.testing.assert_allclose(out['observed_exposure_0_2d'], want_0, rtol=1e-5)
+  # Later windows lie wholly after the first day: 0.1 of their exposure.
+  for e, o in zip(columns.EXPOSURES[1:], columns.OBSERVED_EXPOSURES[1:]):
+    np.testing.assert_allclose(out[o], 0.1 * out[e], rtol=1e-5, atol=1e-7)
+  # First-party: flat 0.5.
+  c[columns.ADVERTISER_FIRST_PARTY] = np.ones(4, np.int64)
+  out = labels.labels_as_of(c, [], [], T0 + 4000 * H, spec)
+  for e, o in zip(columns.EXPOSURES, columns.OBSERVED_EXPOSURES):
+    np.testing.assert_allclose(out[o], 0.5 * out[e], rtol=1e-5, atol=1e-7)
+  # The spec travels as the ExampleGen's parameter.
+  again = labels.LabelSpec.from_json(spec.to_json())
+  np.testing.assert_array_equal(again.segment_priors(), spec.segment_priors())
 
 
 def test_labels_grow_with_t_and_equal_full_counts_once_mature(spec):

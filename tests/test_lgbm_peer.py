@@ -47,12 +47,14 @@ def _world(seed=0, n_train=6000, n_score=3000):
   f_b = np.where(np.isin(train[columns.BROWSER], HALF_SEEN), 0.5, 1.0)
   train[columns.OBSERVED_FRACTION] = f_b
   rate = _total_rate(train, effect)
-  for w, label, exposure, share, scale in zip(
-      columns.WINDOWS, columns.LABELS, columns.EXPOSURES, SHARES, SCALES):
+  for w, label, exposure, observed, share, scale in zip(
+      columns.WINDOWS, columns.LABELS, columns.EXPOSURES,
+      columns.OBSERVED_EXPOSURES, SHARES, SCALES):
     # 0 before the window opens: the newest clicks have no 2_7d or 7_90d exposure.
     e = np.where(age_h > w.start_hours,
                  1.0 - np.exp(-(age_h - w.start_hours) / scale), 0.0)
     train[exposure] = e
+    train[observed] = f_b * e
     train[label] = rng.poisson(f_b * e * share * rate).astype(np.int64)
   score = _features(rng, n_score)
   return train, score, _total_rate(score, effect)
@@ -98,8 +100,8 @@ def test_zero_offset_rows_are_dropped(world, fitted):
   train, score, _ = world
   pred, info = fitted
   assert np.all(np.isfinite(pred)) and np.all(pred > 0)
-  for name, exposure in zip(columns.WINDOW_NAMES, columns.EXPOSURES):
-    informative = int(np.sum(train[exposure] * train[columns.OBSERVED_FRACTION] > 0))
+  for name, observed in zip(columns.WINDOW_NAMES, columns.OBSERVED_EXPOSURES):
+    informative = int(np.sum(train[observed] > 0))
     assert 0 < info['valid_rows'][name] < informative
     assert info['train_rows'][name] + info['valid_rows'][name] == informative
   assert info['train_rows']['7_90d'] < len(train[columns.CLICK_TS])

@@ -63,6 +63,7 @@ def test_thinned_poisson_equals_the_reference_nll():
   counts = rng.poisson(offsets * rates)
   targets = {losses.COUNTS: tf.constant(counts, tf.float32),
              losses.EXPOSURES: tf.constant(exposures, tf.float32),
+             losses.OBSERVED_EXPOSURES: tf.constant(offsets, tf.float32),
              losses.OBSERVED_FRACTION: tf.constant(fraction, tf.float32)}
   got = losses.thinned_poisson_loss(targets, tf.constant(np.log(rates), tf.float32))
   want = sum(nll.poisson_nll_per_example(counts[:, w], offsets[:, w] * rates[:, w])

@@ -27,13 +27,21 @@ def test_label_spec_json_round_trips_and_keeps_its_form():
   assert json.loads(text) == {
       'window_scale_hours': [8.0, 48.0, 480.0],
       'observed_fractions': [1.0, 0.9, 0.3, 0.6, 0.2],
-      'full_threshold': 0.9, 'low_threshold': 0.5}
+      'full_threshold': 0.9, 'low_threshold': 0.5, 'priors': []}
   assert text == json.dumps(json.loads(text), sort_keys=True)
   back = labels.LabelSpec.from_json(text)
   assert back.observed_fractions == spec.observed_fractions
   assert (back.full_threshold, back.low_threshold) == (0.9, 0.5)
   np.testing.assert_array_equal(back.delay.scale, spec.delay.scale)
   assert back.to_json() == text
+  # Segment priors travel too (a measurement study's, per browser x first party).
+  priors = [config_lib.PriorConfig(b, fp, [0.5, 0.4, 0.3, 0.2])
+            for b in range(5) for fp in (0, 1)]
+  cfg.observability.priors = priors
+  spec = cfg.label_spec()
+  back = labels.LabelSpec.from_json(spec.to_json())
+  assert back.priors == spec.priors and len(back.priors) == 10
+  np.testing.assert_array_equal(back.segment_priors()[3], [0.5, 0.4, 0.3, 0.2])
 
 
 def test_eval_label_spec_serves_the_quantizer_and_the_metric():

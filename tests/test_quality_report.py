@@ -156,6 +156,8 @@ def test_teacher_fit_separates_label_noise_from_the_teachers_own_fit(tmp_path):
     rows[true] = lam.astype(np.float32)
     rows[exposure] = rng.uniform(0, 1, n).astype(np.float32)
     rows[label] = rng.poisson(lam * rows[exposure] * rows[columns.OBSERVED_FRACTION])
+    rows[exposure.replace('exposure', 'observed_exposure')] = (
+        rows[exposure] * rows[columns.OBSERVED_FRACTION])
     rows[teacher] = (1.1 * lam).astype(np.float32)  # 10% over everywhere
   split = tmp_path / 'Split-train'
   split.mkdir()

@@ -156,6 +156,7 @@ def write_eval_split(uri):
     cols[columns.TRUE_RATES[i]] = true[:, i]
     cols[columns.LABELS[i]] = counts[:, i]
     cols[columns.EXPOSURES[i]] = exposure[:, i]
+    cols[columns.OBSERVED_EXPOSURES[i]] = exposure[:, i] * fraction
   os.makedirs(os.path.join(uri, 'Split-eval'))
   with tf.io.TFRecordWriter(os.path.join(uri, 'Split-eval', 'data.gz'),
                             options='GZIP') as w:

@@ -30,7 +30,7 @@ def write_train_split(path, click_ts):
   }
   for name in columns.LABELS:
     cols[name] = rng.poisson(0.05, n).astype(np.int64)
-  for name in columns.EXPOSURES:
+  for name in columns.EXPOSURES + columns.OBSERVED_EXPOSURES:
     cols[name] = np.ones(n, np.float32)
   for name in columns.SERVING_FEATURES + columns.TEACHER_ONLY_FEATURES:
     col = columns.BY_NAME[name]

@@ -47,6 +47,7 @@ import numpy as np
 import tensorflow as tf
 
 import config as config_lib
+from observation import labels
 from observation import snapshot
 from schemas import codec
 from schemas import columns
@@ -177,26 +178,50 @@ class World:
                                   self.heterogeneity)
 
   def observability_priors(self) -> Dict:
-    """The population priors a measurement study would report: the observed share
-    of true conversions by browser x first-party flag x window, on the calibration
-    sample, outside the panel (the pipeline knows only these; the spec, 'What the
-    pipeline may know')."""
+    """The population priors a measurement study would report, on the calibration
+    sample outside the panel (the pipeline knows only these; the spec, "What the
+    pipeline may know"): the observed share of true conversions per browser x
+    first-party flag, per delay segment of observation/labels.py (the caps sit on
+    segment edges, so a click's report probability is constant inside one) and
+    per window, and per browser overall. The shape of the config's
+    `observability` section (`priors_source: world_manifest` reads it)."""
     f = self._calib
     lat = self.latents(np.random.default_rng([self.cfg.world.seed, 7]), f,
                        panel_share=0.0)
-    p = self.observability_by_window(f, lat)
-    weight = np.exp(self.log_rate(f))[:, None] * self.window_shares(f)
-    out = []
-    for b in range(len(self.observed_fraction)):
-      for fp in (0, 1):
-        sel = (f[columns.BROWSER] == b) & (f[columns.ADVERTISER_FIRST_PARTY] == fp)
-        w = weight[sel]
-        total = w.sum(0)
-        share = np.where(total > 0, (w * p[sel]).sum(0) / np.maximum(total, 1e-300),
-                         np.nan)
-        out.append({'browser': b, 'first_party': fp,
-                    'observed_share': [round(float(x), 6) for x in share]})
-    return {'windows': list(columns.WINDOW_NAMES), 'priors': out}
+    edges = np.asarray(labels.SEGMENT_EDGES_HOURS)
+    mid = 0.5 * (edges[:-1] + edges[1:])
+    adv, b = f['advertiser_id'], f[columns.BROWSER]
+    f_b = self.observed_fraction[b]
+    cap = self._cap(f, lat)
+    rate = np.exp(self.log_rate(f))[:, None] * self.window_shares(f)  # [n, W]
+    # Conversions per click and segment, and their report probability.
+    mass = labels.segment_masses(self.delay, np.full(len(b), np.inf))  # [n, W, S]
+    weight = np.einsum('nw,nws->ns', rate, mass)
+    p = np.stack([obs.report_probability(
+        f_b, obs.mechanism(self.residual[b], lat['consent'],
+                           self.obs_tables.tag_coverage[adv],
+                           obs.cookie_survival(np.full(len(b), m), cap)),
+        lat['in_panel'], self.heterogeneity) for m in mid], 1)  # [n, S]
+    p_w = self.observability_by_window(f, lat)
+    fp = f[columns.ADVERTISER_FIRST_PARTY]
+
+    def share(num, den):
+      return [round(float(x), 6) for x in num / np.maximum(den, 1e-300)]
+
+    priors = []
+    for browser in range(len(self.observed_fraction)):
+      for flag in (0, 1):
+        sel = (b == browser) & (fp == flag)
+        priors.append({
+            'browser': browser, 'first_party': flag,
+            'segment_shares': share((weight * p)[sel].sum(0), weight[sel].sum(0)),
+            'observed_share': share((rate * p_w)[sel].sum(0), rate[sel].sum(0))})
+    by_browser = [share(np.array([(rate * p_w)[b == k].sum()]),
+                        np.array([rate[b == k].sum()]))[0]
+                  for k in range(len(self.observed_fraction))]
+    return {'segment_edges_hours': list(labels.SEGMENT_EDGES_HOURS),
+            'windows': list(columns.WINDOW_NAMES), 'browsers': by_browser,
+            'priors': priors}
 
   def features(self, rng: np.random.Generator, n: int,
                day_start: int) -> Dict[str, np.ndarray]:

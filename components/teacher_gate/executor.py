@@ -73,8 +73,7 @@ class Executor(base_executor.BaseExecutor):
       metrics.update({gate.conversions_key(w): float(n) for w, n in trained.items()})
     else:
       counts = np.stack([cols[c] for c in columns.LABELS], 1)
-      offsets = np.stack([cols[c] for c in columns.EXPOSURES], 1) * cols[
-          columns.OBSERVED_FRACTION][:, None]
+      offsets = np.stack([cols[c] for c in columns.OBSERVED_EXPOSURES], 1)
       metrics = gate.observed_metrics(counts, offsets, rates)
     verdict = gate.decide(mode, metrics, bar)  # raises on failure
     logging.info('TeacherGate: %s', verdict)

@@ -143,8 +143,8 @@ def observed_metrics(counts: np.ndarray, offsets: np.ndarray,
   """Thinned NLL per example (summed over windows): teacher vs constant rates.
 
   Args:
-    counts, offsets, rates: [n, windows]; offsets are f_b * e_w, rates the
-      teacher's total rate per window.
+    counts, offsets, rates: [n, windows]; offsets are the observed exposures
+      o_w, rates the teacher's total rate per window.
   """
   counts = np.asarray(counts, dtype=np.float64)
   offsets = np.asarray(offsets, dtype=np.float64)
