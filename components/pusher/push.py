@@ -115,6 +115,23 @@ def newest(base: str) -> Optional[str]:
   return versions[-1] if versions else None
 
 
+def _move_dir(src: str, dst: str) -> None:
+  """Moves a directory tree: one atomic rename on a local file system, else file
+  by file (object stores have no directories to rename; TensorFlow's ram:// and
+  some object-store plugins rename a directory's name but not its files). The
+  marker written afterwards is the commit point either way."""
+  if '://' not in src:
+    tf.io.gfile.rename(src, dst)
+    return
+  files = [(root, name) for root, _, names in tf.io.gfile.walk(src) for name in names]
+  for root, name in files:
+    rel = root[len(src):].strip('/')
+    target = _join(dst, rel) if rel else dst
+    tf.io.gfile.makedirs(target)
+    tf.io.gfile.rename(_join(root, name), _join(target, name), overwrite=True)
+  tf.io.gfile.rmtree(src)
+
+
 def push(base: str, snapshot: datetime.datetime, model: bytes, metadata: Dict,
          extra_files: Optional[Dict[str, bytes]] = None,
          fail_before_marker: bool = False) -> Dict:
@@ -157,7 +174,7 @@ def push(base: str, snapshot: datetime.datetime, model: bytes, metadata: Dict,
     json.dump(meta, f, indent=1, sort_keys=True)
   if tf.io.gfile.exists(final):  # an earlier attempt died before its marker
     tf.io.gfile.rmtree(final)
-  tf.io.gfile.rename(tmp, final)
+  _move_dir(tmp, final)
   if fail_before_marker:
     raise RuntimeError('simulated crash before the completion marker')
   with tf.io.gfile.GFile(_join(final, MARKER), 'w') as f:
