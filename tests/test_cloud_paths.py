@@ -21,7 +21,6 @@ import config as config_lib
 from components import artifacts
 from components.data_gate import executor as data_gate
 from components.data_gate import gate
-from components.example_gen import executor as example_gen
 from components.pusher import executor as pusher
 from components.pusher import push
 from components.teacher_gate import executor as teacher_gate
@@ -29,6 +28,7 @@ from models import export
 from schemas import columns
 from schemas import records
 from tests import gfile_beam_fs  # pylint: disable=unused-import  (registers ram://)
+from tests import helpers
 from tests import test_teacher_gate
 
 
@@ -46,23 +46,12 @@ def copy_tree(src: str, dst: str) -> None:
       tf.io.gfile.copy(os.path.join(root, name), f'{target}/{name}', overwrite=True)
 
 
-def run_example_gen(cfg, data_root, out, **props):
-  examples = standard_artifacts.Examples()
-  examples.uri = out
-  params = {example_gen.DATA_ROOT_KEY: data_root, example_gen.WINDOW_DAYS_KEY: 3,
-            example_gen.EVAL_DAYS_KEY: 1, example_gen.SNAPSHOT_TIME_KEY: '',
-            example_gen.SNAPSHOT_POLICY_KEY: 'data_end',
-            example_gen.LABEL_SPEC_KEY: cfg.label_spec().to_json(), **props}
-  example_gen.Executor().Do({}, {example_gen.EXAMPLES_KEY: [examples]}, params)
-  return examples
-
-
 def test_example_gen_reads_and_writes_a_non_local_file_system(small_world, tmp_path):
   cfg, path = small_world
   root = ram_root()
   copy_tree(path, f'{root}/world')
-  remote = run_example_gen(cfg, f'{root}/world', f'{root}/examples')
-  local = run_example_gen(cfg, path, str(tmp_path / 'examples'))
+  remote = helpers.run_example_gen(cfg, f'{root}/world', f'{root}/examples')
+  local = helpers.run_example_gen(cfg, path, str(tmp_path / 'examples'))
   for split in ('train', 'eval'):
     got = records.read_examples(artifact_utils.get_split_uri([remote], split))
     want = records.read_examples(artifact_utils.get_split_uri([local], split))

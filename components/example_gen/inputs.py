@@ -91,13 +91,17 @@ def read_error(path: str, error: Exception) -> InputError:
   # Drop TensorFlow's op wrapper: '{{function_node ...}} <what> [Op:...] name: '.
   text = re.sub(r'^\{\{[^}]*\}\}\s*', '', text)
   text = re.sub(r'\s*\[Op:.*$', '', text, flags=re.S).strip()
-  if 'inflate()' in text or 'incorrect header check' in text:
+  corrupt = re.search(r'corrupted record at (\d+)', text)
+  if 'incorrect header check' in text:
     why = 'not a gzip file (the logs are gzip TFRecords)'
+  elif 'inflate()' in text:
+    why = 'corrupt gzip data (truncated or damaged)'
   elif 'truncated record' in text:
-    why = f'truncated gzip TFRecord file ({text})'
-  elif 'corrupted record' in text:
-    why = 'not a TFRecord file (corrupted record at its start)' if (
-        'record at 0' in text) else f'corrupt TFRecord file ({text})'
+    why = 'truncated gzip TFRecord file (it ends inside a record)'
+  elif corrupt and corrupt.group(1) == '0':
+    why = 'not a TFRecord file (gzip, but no record at its start)'
+  elif corrupt:
+    why = f'corrupt TFRecord file (bad record at byte {corrupt.group(1)})'
   else:
     why = f'unreadable ({text.splitlines()[0] if text else type(error).__name__})'
   return InputError(f'{path}: {why}')
@@ -247,8 +251,9 @@ def dedup_conversion(conversion_id: int,
   first = copies[0]
   for other in copies[1:]:
     if other[:2] != first[:2]:
+      where = first[2] if first[2] == other[2] else f'{first[2]} and {other[2]}'
       raise InputError(
-          f'{first[2]} and {other[2]}: column {columns.CONVERSION_ID} '
+          f'{where}: column {columns.CONVERSION_ID} '
           f'{conversion_id} is duplicated with conflicting values ({columns.CLICK_ID} '
           f'{first[0]} at {_when(first[1])} vs {columns.CLICK_ID} {other[0]} at '
           f'{_when(other[1])}); exact copies are dropped, conflicting ones are an '
