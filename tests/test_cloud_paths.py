@@ -6,6 +6,7 @@ call (os.path, open, glob, shutil) in an executor finds nothing there and fails
 here, as it would on Vertex.
 """
 
+import json
 import os
 import uuid
 
@@ -16,6 +17,7 @@ from tensorflow_metadata.proto.v0 import anomalies_pb2
 from tfx.types import artifact_utils
 from tfx.types import standard_artifacts
 from tfx.utils import io_utils
+from tfx.utils import path_utils
 
 import config as config_lib
 from components import artifacts
@@ -23,8 +25,11 @@ from components.data_gate import executor as data_gate
 from components.data_gate import gate
 from components.pusher import executor as pusher
 from components.pusher import push
+from components.quantizer import convert
+from components.quantizer import executor as quantizer
 from components.teacher_gate import executor as teacher_gate
 from models import export
+from models import features as features_lib
 from schemas import columns
 from schemas import records
 from tests import gfile_beam_fs  # pylint: disable=unused-import  (registers ram://)
@@ -139,3 +144,64 @@ def test_pusher_writes_a_complete_version_to_a_non_local_file_system():
   # Idempotent there too: the same T again pushes nothing.
   pusher.Executor().Do(inputs, outputs, {pusher.PUSH_BASE_KEY: serving})
   assert push.complete_versions(serving) == [version]
+
+
+def save_fake_student(export_dir):
+  """A SavedModel that looks like an exported student to the Quantizer: the
+  raw-feature and serving signatures and a `tft_layer` (identity to float)."""
+  names = features_lib.SERVING_FEATURES
+  weights = tf.Variable(tf.fill([len(names), 1], 1e-6))
+  specs = {n: tf.TensorSpec([None, 1], features_lib.dtype(n), name=n) for n in names}
+
+  class Identity(tf.Module):
+    @tf.function(input_signature=[specs])
+    def __call__(self, feeds):
+      return {n: tf.cast(v, tf.float32) for n, v in feeds.items()}
+
+  module = tf.Module()
+  module.tft_layer, module.weights = Identity(), weights
+
+  def pconvs(feeds):
+    x = tf.concat([tf.cast(feeds[n], tf.float32) for n in names], axis=1)
+    return tf.exp(tf.matmul(x, weights) - 3.0)
+
+  @tf.function(input_signature=[specs[n] for n in names])
+  def raw(*tensors):
+    return {export.PCONVS: pconvs(dict(zip(names, tensors)))}
+
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='examples')])
+  def serve(examples):
+    feeds = tf.io.parse_example(examples, features_lib.raw_feature_spec(names))
+    return {export.PCONVS: tf.reshape(pconvs(feeds), [-1])}
+
+  tf.saved_model.save(module, export_dir, signatures={
+      export.RAW_SIGNATURE: raw, export.SERVING_SIGNATURE: serve})
+
+
+def test_quantizer_reads_and_writes_a_non_local_file_system(small_world, tmp_path):
+  cfg, path = small_world
+  root = ram_root()
+  copy_tree(path, f'{root}/world')
+  examples = helpers.run_example_gen(cfg, f'{root}/world', f'{root}/examples')
+  save_fake_student(str(tmp_path / 'student'))
+  student = standard_artifacts.Model()
+  student.uri = f'{root}/student'
+  copy_tree(str(tmp_path / 'student'), path_utils.serving_model_path(student.uri))
+  out_model = standard_artifacts.Model()
+  out_model.uri = f'{root}/quantized'
+  report = artifacts.QuantizationReport()
+  report.uri = f'{root}/report'
+  q = quantizer
+  q.Executor().Do(
+      {q.MODEL_KEY: [student], q.EXAMPLES_KEY: [examples]},
+      {q.QUANTIZED_KEY: [out_model], q.REPORT_KEY: [report]},
+      {q.MODE_KEY: 'float16', q.CALIBRATION_EXAMPLES_KEY: 50,
+       q.CALIBRATION_SAMPLING_KEY: 'uniform', q.MAX_NLL_INCREASE_KEY: 0.005,
+       q.LATENCY_SAMPLES_KEY: 10, q.EVAL_LABEL_KEY: cfg.eval_label_spec().to_json(),
+       q.SEED_KEY: 0})
+  tflite = io_utils.read_bytes_file(
+      f'{path_utils.serving_model_path(out_model.uri)}/tflite')
+  assert convert.check(tflite, features_lib.SERVING_FEATURES, 'float16')
+  assert tf.io.gfile.exists(f'{q.float_student_path(out_model.uri)}/saved_model.pb')
+  written = json.loads(io_utils.read_string_file(f'{report.uri}/{q.REPORT_FILE}'))
+  assert written['eval_examples'] == examples.get_int_custom_property('eval_examples')
