@@ -26,6 +26,14 @@ def mature_world(tmp_path_factory):
 
 
 @pytest.fixture(scope='session')
+def small_world(tmp_path_factory):
+  """3,000 clicks over 6 days (2026-01-01..06): the bad-input and cloud-path
+  executor tests plant defects in copies of it."""
+  return make_world(tmp_path_factory.mktemp('small_world'), [
+      'world.num_clicks=3000', 'world.days=6', 'world.seed=3'])
+
+
+@pytest.fixture(scope='session')
 def e2e(tmp_path_factory):
   """Nights of the whole DAG with BeamDagRunner on one tiny world, caching off,
   the student warm-starting from the served model (end = the world's end):

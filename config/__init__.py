@@ -22,6 +22,7 @@ from config.schema import DataflowConfig
 from config.schema import DelayConfig
 from config.schema import DistillConfig
 from config.schema import EvalConfig
+from config.schema import ExampleGenConfig
 from config.schema import GateConfig
 from config.schema import ModelConfig
 from config.schema import NetConfig
@@ -59,6 +60,7 @@ __all__ = [
     'DelayConfig',
     'DistillConfig',
     'EvalConfig',
+    'ExampleGenConfig',
     'GateConfig',
     'ModelConfig',
     'NetConfig',

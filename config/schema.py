@@ -348,6 +348,19 @@ class BeamConfig:
             f'--direct_num_workers={self.direct_num_workers}']
 
 
+@dataclasses.dataclass
+class ExampleGenConfig:
+  """Rules the ExampleGen applies to the logs (docs/architecture.md §3).
+
+  A click with more than `max_conversions_per_click` conversions keeps the
+  earliest that many: one bulk purchase must not dominate a night's labels. The
+  run fails only if more than `max_capped_fraction` of the window's clicks were
+  capped (then the log, not one buyer, is suspect).
+  """
+  max_conversions_per_click: int = _field(20, min=1)
+  max_capped_fraction: float = _field(0.001, min=0.0, max=1.0)
+
+
 RECIPES = ('production', 'offset', 'kd')
 
 
@@ -541,6 +554,7 @@ class Config:
   paths: PathsConfig = _field(default_factory=PathsConfig)
   world: WorldConfig = _field(default_factory=WorldConfig)
   window: WindowConfig = _field(default_factory=WindowConfig)
+  example_gen: ExampleGenConfig = _field(default_factory=ExampleGenConfig)
   observability: ObservabilityConfig = _field(default_factory=ObservabilityConfig)
   delay: DelayConfig = _field(default_factory=DelayConfig)
   model: ModelConfig = _field(default_factory=ModelConfig)

@@ -93,6 +93,8 @@ def create_pipeline(
       eval_days=cfg.window.eval_days, label_spec=cfg.label_spec().to_json(),
       snapshot_policy=cfg.window.snapshot_policy,
       snapshot_time=snapshot_time or cfg.window.snapshot_time,
+      max_conversions_per_click=cfg.example_gen.max_conversions_per_click,
+      max_capped_fraction=cfg.example_gen.max_capped_fraction,
   ).with_id('ConversionLogExampleGen')
   examples = example_gen.outputs['examples']
 

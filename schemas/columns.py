@@ -80,6 +80,9 @@ CLICK_ID = 'click_id'
 CLICK_TS = 'click_ts'
 SNAPSHOT_TS = 'snapshot_ts'
 CONVERSION_TS = 'conversion_ts'  # conversion log only
+# Conversion log only: one id per conversion, so a re-delivered row is
+# recognised as a copy (the join drops exact copies, fails on conflicting ones).
+CONVERSION_ID = 'conversion_id'
 
 BROWSER = 'browser'
 TARGET_CPA = 'target_cpa'
@@ -166,6 +169,6 @@ TRUTH_COLUMNS = names(Role.TRUTH)
 CLICK_LOG_COLUMNS = (CLICK_ID, CLICK_TS) + SERVING_FEATURES + (
     TEACHER_ONLY_FEATURES + names(Role.PANEL) + TRUTH_COLUMNS)
 # Columns of the conversion log.
-CONVERSION_LOG_COLUMNS = (CLICK_ID, CONVERSION_TS)
+CONVERSION_LOG_COLUMNS = (CONVERSION_ID, CLICK_ID, CONVERSION_TS)
 # Columns the ExampleGen writes: everything but the teacher's.
 EXAMPLE_COLUMNS = tuple(c.name for c in COLUMNS if c.role != Role.TEACHER)

@@ -5,7 +5,10 @@ import os
 import subprocess
 import sys
 
+from tfx.types import standard_artifacts
+
 import config as config_lib
+from components.example_gen import executor as example_gen_executor
 from pipeline import local
 from pipeline import report
 from world import generator
@@ -29,6 +32,20 @@ def make_world(root, overrides=()):
   path = os.path.join(str(root), 'world')
   generator.generate(cfg, path, log=lambda *_: None)
   return cfg, path
+
+
+def run_example_gen(cfg, data_root, out, window_days=3, **props):
+  """Runs the ConversionLogExampleGen executor (T by data_end, E = 1 day);
+  returns its Examples artifact."""
+  examples = standard_artifacts.Examples()
+  examples.uri = str(out)
+  executor = example_gen_executor
+  params = {executor.DATA_ROOT_KEY: str(data_root),
+            executor.WINDOW_DAYS_KEY: window_days, executor.EVAL_DAYS_KEY: 1,
+            executor.SNAPSHOT_TIME_KEY: '', executor.SNAPSHOT_POLICY_KEY: 'data_end',
+            executor.LABEL_SPEC_KEY: cfg.label_spec().to_json(), **props}
+  executor.Executor().Do({}, {executor.EXAMPLES_KEY: [examples]}, params)
+  return examples
 
 
 # --- The shared end-to-end run (docs/architecture.md §11) -----------------

@@ -3,6 +3,7 @@
 Writes, under the output directory:
   clicks/date=YYYY-MM-DD/part-NNNNN.tfrecord.gz       one tf.Example per click
   conversions/date=YYYY-MM-DD/part-00000.tfrecord.gz  one per *reported* conversion
+  <log>/date=YYYY-MM-DD/_SUCCESS                      the partition is complete
   manifest.json                                       parameters, counts, files
 
 Mechanics (docs/architecture.md §3), all seeded and streamed day by day in chunks:
@@ -55,7 +56,8 @@ from schemas import layout
 from world import observability as obs
 
 # 2: teacher-only features drawn after the serving ones; 3: the observability
-# world (advertiser_first_party, in_panel, true_observability_<w>).
+# world (advertiser_first_party, in_panel, true_observability_<w>), a
+# conversion_id and a completeness marker in every partition.
 GENERATOR_VERSION = 3
 MANIFEST = 'manifest.json'
 SECONDS_PER_DAY = 86400
@@ -438,6 +440,7 @@ def generate(cfg: config_lib.Config, out_dir: str, log=print) -> Dict:
   clicks_per_day = _daily_counts(w.num_clicks, w.days)
   t0 = time.time()
   next_id = 0
+  next_conversion_id = 0
 
   def close_before(day: datetime.date):
     for d in [d for d in writers if d < day]:
@@ -480,8 +483,12 @@ def generate(cfg: config_lib.Config, out_dir: str, log=print) -> Dict:
           os.makedirs(conv_dir, exist_ok=True)
           writers[date] = tf.io.TFRecordWriter(
               os.path.join(conv_dir, 'part-00000.tfrecord.gz'), options='GZIP')
-        for record in codec.encode({columns.CLICK_ID: conv_id[sel],
-                              columns.CONVERSION_TS: conv_ts[sel]}):
+        n_sel = int(sel.sum())
+        ids = np.arange(next_conversion_id, next_conversion_id + n_sel, dtype=np.int64)
+        next_conversion_id += n_sel
+        for record in codec.encode({columns.CONVERSION_ID: ids,
+                                    columns.CLICK_ID: conv_id[sel],
+                                    columns.CONVERSION_TS: conv_ts[sel]}):
           writers[date].write(record)
         stats['logged_conversions'] += int(sel.sum())
     log(f'  {day}: {int(n_day)} clicks')
@@ -495,6 +502,12 @@ def generate(cfg: config_lib.Config, out_dir: str, log=print) -> Dict:
       os.makedirs(conv_dir)
       tf.io.TFRecordWriter(os.path.join(conv_dir, 'part-00000.tfrecord.gz'),
                            options='GZIP').close()
+  # Each partition's marker comes after its files, as an upload job would write
+  # it: the ExampleGen refuses a partition without one (a half-written day).
+  for log_name in layout.LOGS:
+    for name in os.listdir(os.path.join(tmp, log_name)):
+      with open(os.path.join(tmp, log_name, name, layout.COMPLETE_MARKER), 'w'):
+        pass
 
   files = []
   for root, _, names in sorted(os.walk(tmp)):

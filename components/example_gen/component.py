@@ -30,6 +30,11 @@ class ConversionLogExampleGenSpec(ComponentSpec):
       executor.SNAPSHOT_POLICY_KEY: ExecutionParameter(type=str),
       # LabelSpec JSON: delay scales, observed fractions, observability thresholds.
       executor.LABEL_SPEC_KEY: ExecutionParameter(type=str),
+      # config.ExampleGenConfig: the cap on conversions per click and the share
+      # of capped clicks that fails the run.
+      executor.MAX_CONVERSIONS_PER_CLICK_KEY: ExecutionParameter(type=int,
+                                                                 optional=True),
+      executor.MAX_CAPPED_FRACTION_KEY: ExecutionParameter(type=float, optional=True),
   }
   INPUTS = {}
   OUTPUTS = {
@@ -41,15 +46,18 @@ class ConversionLogExampleGen(base_beam_component.BaseBeamComponent):
   """Joins the click log with conversions reported by T; splits by time.
 
   Output `examples`: splits `train` ([T - W, T - E)) and `eval` ([T - E, T)), with
-  custom properties `snapshot_time`, `snapshot_ts`, `window_start`, `eval_start`
-  and per-split example counts.
+  custom properties `snapshot_time`, `snapshot_ts`, `window_start`, `eval_start`,
+  per-split example counts, `conversions_joined`, `conversion_duplicates_dropped`,
+  `clicks_capped` and `conversions_over_cap_dropped`.
   """
   SPEC_CLASS = ConversionLogExampleGenSpec
   EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
 
   def __init__(self, data_root: str, window_days: int, eval_days: int,
                label_spec: str, snapshot_policy: str = 'data_end',
-               snapshot_time: Optional[Union[str, data_types.RuntimeParameter]] = None):
+               snapshot_time: Optional[Union[str, data_types.RuntimeParameter]] = None,
+               max_conversions_per_click: int = executor.DEFAULT_MAX_CONVERSIONS,
+               max_capped_fraction: float = executor.DEFAULT_MAX_CAPPED_FRACTION):
     """Constructs the component.
 
     Args:
@@ -61,9 +69,13 @@ class ConversionLogExampleGen(base_beam_component.BaseBeamComponent):
         `config.Config.label_spec()`).
       snapshot_policy: how to resolve T when `snapshot_time` is empty.
       snapshot_time: T (ISO 8601), a RuntimeParameter, or None.
+      max_conversions_per_click: a click with more keeps the earliest this many.
+      max_capped_fraction: more capped clicks than this share fails the run.
     """
     super().__init__(spec=ConversionLogExampleGenSpec(
         data_root=data_root, window_days=window_days, eval_days=eval_days,
         label_spec=label_spec, snapshot_policy=snapshot_policy,
         snapshot_time=snapshot_time or '',
+        max_conversions_per_click=max_conversions_per_click,
+        max_capped_fraction=max_capped_fraction,
         examples=types.Channel(type=standard_artifacts.Examples)))

@@ -65,11 +65,13 @@ def latest_day(data_root: str, log: str) -> datetime.date:
 
 
 def required_partitions(data_root: str, log: str, window: Window) -> List[str]:
-  """Partition directories the window needs; all must exist.
+  """Partition directories the window needs; all must exist and be complete.
 
   Raises:
     WindowError: naming the missing days (a hole in the logs is an upstream
-      failure, not an empty day: the generator writes empty partitions too).
+      failure, not an empty day: the generator writes empty partitions too), or
+      the first partition without its completeness marker (a half-written day
+      would silently lower the labels).
   """
   present = set(partition_days(data_root, log))
   needed = window.days()
@@ -80,7 +82,30 @@ def required_partitions(data_root: str, log: str, window: Window) -> List[str]:
         f'{len(missing)} {log} partitions of the window [{window.start.isoformat()}, '
         f'{window.snapshot.isoformat()}) are missing under '
         f'{os.path.join(data_root, log)}: {shown}')
-  return [layout.partition_path(data_root, log, d) for d in needed]
+  paths = [layout.partition_path(data_root, log, d) for d in needed]
+  for path in paths:
+    if not tf.io.gfile.exists(os.path.join(path, layout.COMPLETE_MARKER)):
+      raise WindowError(
+          f'{path}: partition without its {layout.COMPLETE_MARKER} marker (its '
+          'writer adds it after the last file); it may be half-written, so it is not '
+          'read')
+  return paths
+
+
+def partition_files(partition: str) -> List[str]:
+  """The record files of a partition directory, sorted (local or gs://).
+
+  Every file but the marker and hidden files is a record file: a stray file is
+  read, and fails as not a gzip TFRecord, rather than being skipped unseen.
+  """
+  out = []
+  for name in tf.io.gfile.listdir(partition):
+    if name.endswith('/'):  # a directory on GCS
+      raise WindowError(f'{os.path.join(partition, name)}: a directory inside a '
+                        'partition; partitions hold record files only')
+    if layout.is_data_file(name):
+      out.append(os.path.join(partition, name))
+  return sorted(out)
 
 
 def resolve_window(data_root: str, snapshot_time: str, policy: str, days: int,

@@ -11,7 +11,9 @@ hex digits of the model's SHA-256. Writing goes to a temporary name that readers
 never take (no marker), then the directory is renamed (atomic on a local file
 system; on GCS the marker alone decides), then the marker is written. A push for
 a T that already has a complete version does nothing: re-running a night pushes
-nothing new. Earlier versions are kept.
+nothing new. A push for a T without one first removes what a killed push of that
+T left (temporaries, unmarked versions), so after a restart exactly one complete
+version of T remains. Earlier versions are kept.
 """
 
 import datetime
@@ -115,6 +117,35 @@ def newest(base: str) -> Optional[str]:
   return versions[-1] if versions else None
 
 
+def _move_dir(src: str, dst: str) -> None:
+  """Moves a directory tree: one atomic rename on a local file system, else file
+  by file (object stores have no directories to rename; TensorFlow's ram:// and
+  some object-store plugins rename a directory's name but not its files). The
+  marker written afterwards is the commit point either way."""
+  if '://' not in src:
+    tf.io.gfile.rename(src, dst)
+    return
+  files = [(root, name) for root, _, names in tf.io.gfile.walk(src) for name in names]
+  for root, name in files:
+    rel = root[len(src):].strip('/')
+    target = _join(dst, rel) if rel else dst
+    tf.io.gfile.makedirs(target)
+    tf.io.gfile.rename(_join(root, name), _join(target, name), overwrite=True)
+  tf.io.gfile.rmtree(src)
+
+
+def _remove_dead_attempts(base: str, label: str) -> None:
+  """Removes what killed pushes of T left: its temporaries and unmarked
+  versions (T has no complete version, so none of them is live; runs of one
+  pipeline push one at a time: flock locally, max_concurrent_runs on Vertex)."""
+  if not tf.io.gfile.isdir(base):
+    return
+  for entry in tf.io.gfile.listdir(base):
+    entry = entry.rstrip('/')
+    if entry.startswith((f'{TMP_PREFIX}{label}-', f'{label}-')):
+      tf.io.gfile.rmtree(_join(base, entry))
+
+
 def push(base: str, snapshot: datetime.datetime, model: bytes, metadata: Dict,
          extra_files: Optional[Dict[str, bytes]] = None,
          fail_before_marker: bool = False) -> Dict:
@@ -141,6 +172,7 @@ def push(base: str, snapshot: datetime.datetime, model: bytes, metadata: Dict,
             'path': _join(base, existing[-1]),
             'reason': f'T {label} already has a complete version {existing[-1]}; '
                       'nothing new is pushed'}
+  _remove_dead_attempts(base, label)
   final = _join(base, name)
   tmp = _join(base, f'{TMP_PREFIX}{name}-{uuid.uuid4().hex[:8]}')
   tf.io.gfile.makedirs(tmp)
@@ -155,9 +187,7 @@ def push(base: str, snapshot: datetime.datetime, model: bytes, metadata: Dict,
           'fingerprint': fingerprint(model), 'sha256': hashlib.sha256(model).hexdigest()}
   with tf.io.gfile.GFile(_join(tmp, METADATA_FILE), 'w') as f:
     json.dump(meta, f, indent=1, sort_keys=True)
-  if tf.io.gfile.exists(final):  # an earlier attempt died before its marker
-    tf.io.gfile.rmtree(final)
-  tf.io.gfile.rename(tmp, final)
+  _move_dir(tmp, final)
   if fail_before_marker:
     raise RuntimeError('simulated crash before the completion marker')
   with tf.io.gfile.GFile(_join(final, MARKER), 'w') as f:
