@@ -162,6 +162,9 @@ def scoring_set(cfg, n: int) -> Dict[str, np.ndarray]:
       rows[columns.OBSERVED_FRACTION], spec) == labels.LOW_OBSERVABILITY_BUCKET
   # E[rate | serving features]: the best any serving-only model can predict.
   rows['serving_rate'] = world.serving_rate(rows)
+  # What the click's advertiser, region, browser and tagging imply for its
+  # observability (the report's calibration by slice).
+  rows[quality_report.EXPECTED_OBSERVABILITY] = world.expected_observability(rows)
   return rows
 
 

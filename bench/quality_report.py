@@ -27,11 +27,13 @@ import numpy as np
 from bench import stats
 from models import nll
 from schemas import columns
+from world import observability
 
 SLICES = ('overall', 'tcpa_gt_250', 'low_observability')
 # scoring.npz holds a boolean column per slice other than overall.
 SLICE_PREFIX = 'slice_'
 INT8 = '_int8'  # the model name suffix of a recipe's INT8 model
+DEFAULT_RECIPE = 'kd_full'
 # Models with one prediction per world (not trained per seed).
 REFERENCES = ('floor', 'serving_floor', 'glm', 'lgbm', 'teacher')
 LABELS = {
@@ -150,6 +152,61 @@ class Scorer:
     return _ci(*stats.interval(values))
 
 
+# Where observability varies (docs/observability-world.md): the groups a model's
+# calibration is shown by, as functions of a world's scoring rows.
+CALIBRATION_MODELS = ('production', 'offset', 'lgbm', DEFAULT_RECIPE)
+OBSERVABILITY_QUINTILES = 5
+# scoring.npz column: World.expected_observability of each scoring click.
+EXPECTED_OBSERVABILITY = 'expected_observability'
+
+
+def calibration_groups(rows) -> Dict[str, Dict[str, np.ndarray]]:
+  """group -> value -> mask: browser, privacy region, first-party flag, and
+  quintile of the click's expected observability given its advertiser, region,
+  browser and tagging (each where the rows have its columns)."""
+  groups = {}
+  if columns.BROWSER in rows:
+    browser = rows[columns.BROWSER]
+    groups['browser'] = {f'browser {int(b)}': browser == b for b in np.unique(browser)}
+  if 'country' in rows:
+    region = observability.region_of_country(rows['country'])
+    groups['region'] = {name: region == r
+                        for r, name in enumerate(observability.REGION_NAMES)}
+  if columns.ADVERTISER_FIRST_PARTY in rows:
+    fp = rows[columns.ADVERTISER_FIRST_PARTY]
+    groups['first_party'] = {'first-party tagging': fp == 1, 'browser tags only': fp == 0}
+  expected = np.asarray(rows.get(EXPECTED_OBSERVABILITY, []), np.float64)
+  if len(expected) and np.ptp(expected) > 0:
+    edges = np.quantile(expected, np.linspace(0, 1, OBSERVABILITY_QUINTILES + 1))
+    q = np.clip(np.searchsorted(edges, expected, side='right') - 1, 0,
+                OBSERVABILITY_QUINTILES - 1)
+    groups['expected_observability'] = {
+        f'Q{i + 1} ({edges[i]:.2f}-{edges[i + 1]:.2f})': q == i
+        for i in range(OBSERVABILITY_QUINTILES)}
+  return groups
+
+
+def calibration_by_slice(worlds: List[World], models: Sequence[str],
+                         seeds: Sequence[int]) -> Dict:
+  """model -> group -> value -> calibration (sum pConvs / sum true rate), mean
+  [95% CI] over worlds. Quintile edges differ by world; their labels are the
+  first world's."""
+  out = {}
+  per_world_groups = [calibration_groups(w.rows) for w in worlds]
+  for m in models:
+    out[m] = {}
+    for g, values in per_world_groups[0].items():
+      out[m][g] = {}
+      for i, name in enumerate(values):
+        cal = []
+        for w, groups in zip(worlds, per_world_groups):
+          mask = list(groups[g].values())[i]
+          p = w.predictions(m, seeds)[:, mask]
+          cal.append(float(p.sum(axis=1).mean() / max(w.rate[mask].sum(), 1e-300)))
+        out[m][g][name] = _ci(*stats.interval(cal))
+  return out
+
+
 def teacher_calibration(worlds: List[World]) -> Dict:
   """The teacher's calibration per delay window, per world and over worlds."""
   per_world = []
@@ -212,6 +269,9 @@ def build(world_dirs: Sequence[str], recipes: Sequence[str], seeds: Sequence[int
         **{s: scorer.paired(aa_recipe, aa_recipe, s, seeds=aa_seeds,
                             reference_seeds=seeds) for s in SLICES}}
   result['teacher_calibration'] = teacher_calibration(worlds)
+  result['calibration_by_slice'] = calibration_by_slice(
+      worlds, [m for m in CALIBRATION_MODELS if m in recipes or m in REFERENCES],
+      seeds)
   if repeat:
     result['reproducibility'] = reproducibility(
         worlds[0], f'{aa_recipe}-s{seeds[0]}-float', f'{repeat}-float')
@@ -239,7 +299,28 @@ def _vs(result: Dict, model: str, ref: str, slice_name: str,
   return _pct(d[slice_name][metric]) if d else ''
 
 
-DEFAULT_RECIPE = 'kd_full'
+
+def _calibration_markdown(result: Dict) -> List[str]:
+  """Calibration by where observability varies, before any KD number (absent
+  from results made before the observability world)."""
+  cal = result.get('calibration_by_slice')
+  if not cal:
+    return []
+  models = list(cal)
+  lines = ['**Calibration by slice** (sum of pConvs / sum of true rates, mean [95% CI] '
+           'over worlds): where observability varies and a per-browser prior cannot '
+           'follow it.', '',
+           '| slice | ' + ' | '.join(label(m) for m in models) + ' |',
+           '|---|' + '---:|' * len(models)]
+  first = cal[models[0]]
+  for group, values in first.items():
+    for value in values:
+      cells = []
+      for m in models:
+        ci = cal[m][group][value]
+        cells.append(f'{ci["mean"]:.3f} [{ci["ci95"][0]:.3f}, {ci["ci95"][1]:.3f}]')
+      lines.append(f'| {group}: {value} | ' + ' | '.join(cells) + ' |')
+  return lines + ['']
 
 
 def markdown(result: Dict) -> str:
@@ -262,7 +343,7 @@ def markdown(result: Dict) -> str:
       'clicks. **Gap closed**: the share of the production recipe\'s excess risk '
       'above the serving-only floor that a model removes. **Recalibrated**: excess '
       'risk after scaling pConvs by one global factor, so ranking is seen apart '
-      'from bias.', '',
+      'from bias.', '', *_calibration_markdown(result),
       '| model | NLL | excess risk | vs production | vs offset student | vs LightGBM | '
       'gap closed | calibration | recalibrated |',
       '|---|---:|---:|---:|---:|---:|---:|---:|---:|']

@@ -329,3 +329,19 @@ def test_offsets_from_the_world_priors_are_unbiased_and_flat_ones_are_not(tmp_pa
   late = [ratios[k][0] for k in ratios if k[:3] == ('flat', SAFARI, 0) and k[3] > 0]
   assert late and max(late) < 0.6, late
   assert ratio > 1.1, ratio
+
+
+def test_expected_observability_is_what_the_clicks_features_imply(full):
+  """Outside the panel, the reported share of true conversions in each quintile
+  of World.expected_observability is its conversion-weighted mean."""
+  world, clicks, convs = full
+  expected = world.expected_observability(clicks)
+  assert 0.0 <= expected.min() and expected.max() <= 1.0
+  out = convs[columns.IN_PANEL] == 0
+  e = expected[convs['pos']][out]
+  reported = convs['observed'][out]
+  edges = np.quantile(e, [0, 0.2, 0.4, 0.6, 0.8, 1.0])
+  q = np.clip(np.searchsorted(edges, e, side='right') - 1, 0, 4)
+  for i in range(5):
+    _ratio_within(reported[q == i], e[q == i], tol_se=5.0)
+  assert np.ptp([reported[q == i].mean() for i in range(5)]) > 0.4

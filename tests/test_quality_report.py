@@ -174,3 +174,48 @@ def test_teacher_fit_separates_label_noise_from_the_teachers_own_fit(tmp_path):
     assert f['fit_to_labels'] * f['labels_vs_truth'] == pytest.approx(
         f['calibration'], rel=1e-6)
     assert abs(f['labels_vs_truth'] - 1) < 4 / np.sqrt(f['conversions'])
+
+
+def test_calibration_by_slice_follows_each_group(tmp_path):
+  """A model biased by region and by expected observability shows that bias in
+  exactly those rows; the table comes before the first KD number."""
+  rng = np.random.default_rng(9)
+  n = 4000
+  rate = np.exp(-3.0 + 0.5 * rng.standard_normal(n))
+  rows = {columns.TRUE_RATES[0]: rate.astype(np.float32),
+          columns.TRUE_RATES[1]: np.zeros(n, np.float32),
+          columns.TRUE_RATES[2]: np.zeros(n, np.float32),
+          columns.TRUE_CONVERSIONS: rng.poisson(rate),
+          columns.BROWSER: rng.integers(0, 5, n),
+          'country': rng.integers(0, 32, n),
+          columns.ADVERTISER_FIRST_PARTY: rng.integers(0, 2, n),
+          quality_report.EXPECTED_OBSERVABILITY: rng.random(n)}
+  for name in quality_report.SLICES[1:]:
+    rows[quality_report.SLICE_PREFIX + name] = np.zeros(n, bool)
+  os.makedirs(tmp_path / 'predictions')
+  np.savez(tmp_path / 'scoring.npz', **rows)
+  region = rows['country'] % 2 == 1  # consent required (odd country ids)
+  low = rows[quality_report.EXPECTED_OBSERVABILITY] < 0.2
+  pred = rate * np.where(region, 0.8, 1.0) * np.where(low, 0.5, 1.0)
+  np.save(tmp_path / 'predictions' / 'offset-s0-float.npy', pred)
+  world = quality_report.World(str(tmp_path))
+  cal = quality_report.calibration_by_slice([world], ['offset'], [0])['offset']
+  want = lambda mask: pred[mask].sum() / rate[mask].sum()
+  got = cal['region']['consent_required']['mean']
+  assert got == pytest.approx(want(region)) and got < 0.8
+  assert cal['region']['no_banner']['mean'] == pytest.approx(
+      want((rows['country'] % 2 == 0) & (rows['country'] > 0)))
+  q1 = [v for k, v in cal['expected_observability'].items() if k.startswith('Q1')][0]
+  assert q1['mean'] == pytest.approx(want(low), rel=0.02) and q1['mean'] < 0.5
+  assert set(cal) == {'browser', 'region', 'first_party', 'expected_observability'}
+  lines = quality_report._calibration_markdown(
+      {'calibration_by_slice': {'offset': cal}})
+  assert lines[0].startswith('**Calibration by slice**')
+  assert any(l.startswith('| region: consent_required | ') for l in lines)
+
+
+def test_markdown_has_no_calibration_table_for_results_before_the_world(result):
+  text = quality_report.markdown({k: v for k, v in result.items()
+                                  if k != 'calibration_by_slice'})
+  assert 'Calibration by slice' not in text
+  assert 'Calibration by slice' in quality_report.markdown(result)

@@ -179,6 +179,28 @@ class World:
     return obs.report_probability(f_b, mech, lat['in_panel'][:, None],
                                   self.heterogeneity)
 
+  def expected_observability(self, f: Dict[str, np.ndarray]) -> np.ndarray:
+    """[n] the share of a click's true conversions reported outside the panel,
+    in expectation over its hidden per-click state (consent, link decoration):
+    what its advertiser, country, browser and first-party flag imply, the most a
+    model could learn of its observability."""
+    n = len(f[columns.BROWSER])
+    adv = f['advertiser_id']
+    consent = self.obs_tables.consent_rate(adv, f['country'])
+    survival = sum(
+        share * obs.window_survival(self.delay, obs.cap_hours(
+            f[columns.BROWSER], f[columns.ADVERTISER_FIRST_PARTY],
+            np.full(n, decorated)))
+        for decorated, share in ((1, obs.SPEC.decorated_share),
+                                 (0, 1.0 - obs.SPEC.decorated_share)))
+    mech = obs.mechanism(self.residual[f[columns.BROWSER]][:, None],
+                         consent[:, None], self.obs_tables.tag_coverage[adv][:, None],
+                         survival)
+    p = obs.report_probability(self.observed_fraction[f[columns.BROWSER]][:, None],
+                               mech, np.zeros((n, 1)), self.heterogeneity)
+    rates = np.exp(self.log_rate(f))[:, None] * self.window_shares(f)
+    return (rates * p).sum(1) / rates.sum(1)
+
   def observability_priors(self) -> Dict:
     """The population priors a measurement study would report, on the calibration
     sample outside the panel (the pipeline knows only these; the spec, "What the
