@@ -49,7 +49,9 @@ def raw_dataset(patterns: Sequence[str], names: Sequence[str], batch_size: int,
   With `shuffle`, files are read in a shuffled order and examples pass through a
   `shuffle_buffer`-example buffer (config model.shuffle_buffer: see why there).
   """
-  spec = column_spec(names, schema_path)
+  canonical = repeat and columns.CLICK_ID not in names
+  spec = column_spec(list(names) + ([columns.CLICK_ID] if canonical else []),
+                     schema_path)
   files = records.list_files(patterns)
   if shuffle:
     files = list(np.random.default_rng(seed).permutation(files))
@@ -67,6 +69,9 @@ def raw_dataset(patterns: Sequence[str], names: Sequence[str], batch_size: int,
     ds = ds.batch(4096).map(parse, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
     if keep is not None:
       ds = ds.filter(keep)
+    ds = sorted_by_click_id(ds)
+    if canonical:
+      ds = ds.map(lambda e: {k: v for k, v in e.items() if k != columns.CLICK_ID})
     ds = ds.cache()
     if shuffle:
       ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
@@ -96,6 +101,21 @@ def to_targets(batch: Batch) -> Batch:
   for name in (columns.CLICK_TS, columns.SNAPSHOT_TS):
     out[name] = batch[name]
   return out
+
+
+def sorted_by_click_id(ds: tf.data.Dataset) -> tf.data.Dataset:
+  """The examples of `ds` (unbatched) in click_id order.
+
+  Why: the ExampleGen's Beam write puts the same examples into shards in a
+  different order on every run, and a seeded shuffle of a different order is a
+  different training run. Sorting first makes the same examples and seed train
+  the same model, whatever the files. The split is held in memory for training
+  anyway (the cache below); this batches it whole once to sort it.
+  """
+  def sort(batch):
+    order = tf.argsort(tf.reshape(batch[columns.CLICK_ID], [-1]), stable=True)
+    return {k: tf.gather(v, order) for k, v in batch.items()}
+  return ds.batch(np.iinfo(np.int64).max).map(sort).unbatch()
 
 
 def model_dataset(patterns: Sequence[str], tft_layer, feature_names: Sequence[str],

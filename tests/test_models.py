@@ -134,6 +134,9 @@ def _day_sorted_files(tmp_path, days=4, per_day=500):
         for i in range(per_day):
           ex = tf.train.Example()
           ex.features.feature[columns.CLICK_TS].int64_list.value.append(day * 86400 + i)
+          # Ids grow with time, as the logs' do.
+          ex.features.feature[columns.CLICK_ID].int64_list.value.append(
+              (day * per_day + i) * 2 + f)
           w.write(ex.SerializeToString())
     paths.append(path)
   return paths
