@@ -57,7 +57,10 @@ def e2e(tmp_path_factory):
   the student warm-starting from the served model (end = the world's end):
 
     bootstrap  T = end - 3d  production recipe, no baseline: pushed first
-    kd         T = end - 1d  distilled, gated against the bootstrap: pushed
+    kd_killed  T = end - 1d  the CLI in its own process, SIGKILLed while the
+                             teacher trains: nothing pushed
+    kd         T = end - 1d  the same night again; distilled, gated against
+                             the bootstrap: pushed
     worse      T = end       (resolved at run time) production recipe, gated
                              against kd: not blessed, nothing pushed
     backfill   T = end - 2d  the next run after the unblessed night, older
@@ -75,6 +78,8 @@ def e2e(tmp_path_factory):
   day = datetime.timedelta(days=1)
   nights.night('bootstrap', (end - 3 * day).isoformat(), bootstrap=True,
                overrides=['distill.recipe=production'])
+  # SIGKILLed while its teacher trains, then the same night again (issue 21).
+  nights.killed_night('kd_killed', (end - day).isoformat(), node='teacher')
   nights.night('kd', (end - day).isoformat())
   # T left to the run (data_end policy: the world's end).
   nights.night('worse', None, overrides=['distill.recipe=production'])

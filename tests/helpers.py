@@ -2,8 +2,12 @@
 
 import json
 import os
+import signal
+import sqlite3
 import subprocess
 import sys
+import tempfile
+import time
 
 from tfx.types import standard_artifacts
 
@@ -94,6 +98,46 @@ class E2ERun:
     self.states[name] = {e['node']: e['state'] for e in executions}
     self.serving[name] = serving_listing(self.paths.serving_dir)
     self.summaries[name] = report.text(report.summarize(cfg, name))
+
+  def killed_night(self, name, snapshot_time, node, timeout=600):
+    """Runs a night with the CLI in a process of its own and SIGKILLs it (and its
+    Beam workers) once `node` is executing; records what it left behind."""
+    with tempfile.NamedTemporaryFile('w', suffix='.json', delete=False) as f:
+      f.write(self.cfg.to_json())
+    command = [sys.executable, '-m', 'pipeline.cli', 'run', '--config', f.name,
+               '--snapshot-time', snapshot_time]
+    proc = subprocess.Popen(command, cwd=ROOT, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, 'TF_USE_LEGACY_KERAS': '1'})
+    before = {e['execution_id'] for e in self.executions()}
+    deadline = time.time() + timeout
+    try:
+      while not self._running(node, before):
+        if proc.poll() is not None or time.time() > deadline:
+          raise AssertionError(f'{name}: {node} never ran (exit {proc.poll()})')
+        time.sleep(0.5)
+    finally:
+      os.killpg(proc.pid, signal.SIGKILL)
+      proc.wait()
+      os.unlink(f.name)
+    executions = self.executions()
+    self.nights[name] = {e['node']: e['execution_id'] for e in executions}
+    self.states[name] = {e['node']: e['state'] for e in executions}
+    self.serving[name] = serving_listing(self.paths.serving_dir)
+
+  def _running(self, node, before):
+    """Whether a new execution of `node` (not in `before`) has started (read
+    between the writer's transactions; a locked store reads as not started)."""
+    try:
+      return any(e['node'] == node and e['execution_id'] not in before
+                 for e in self.executions())
+    except (sqlite3.Error, RuntimeError):
+      return False
+    except Exception as e:  # pylint: disable=broad-except
+      # ML Metadata wraps SQLite's "database is locked" in its own errors.
+      if 'locked' in str(e) or 'busy' in str(e).lower():
+        return False
+      raise
 
   def outputs(self, node_id, night=None):
     night = night or self.default_night
