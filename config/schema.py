@@ -287,6 +287,12 @@ class ModelConfig:
   # Nightly: start the student from the last blessed float student (the one the
   # Quantizer kept beside the INT8 model) instead of from scratch.
   student_warm_start: bool = False
+  # The teacher learns the observation model with the rate (issue 14): a
+  # per-window log-factor on the prior's observed exposure, fit off the
+  # measurement panel only (panel clicks are fully observed), so the panel
+  # anchors the rate (models/losses.py teacher_loss). Off until the BulkInferrer
+  # writes the teacher's observability for the student.
+  teacher_observability_head: bool = False
 
   def check(self, key: str) -> None:
     width = schemas.hint_width()

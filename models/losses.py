@@ -17,6 +17,7 @@ from typing import Dict
 import tensorflow as tf
 
 from models import towers
+from schemas import columns
 
 # Keeps exp() finite and gradients alive for absurd early predictions.
 _LOG_RATE_RANGE = (-30.0, 15.0)
@@ -25,6 +26,9 @@ COUNTS = 'counts'  # [B, windows] conversions reported by T
 EXPOSURES = 'exposures'  # [B, windows] e_w
 OBSERVED_EXPOSURES = 'observed_exposures'  # [B, windows] o_w
 OBSERVED_FRACTION = 'observed_fraction'  # [B, 1] f_b
+IN_PANEL = columns.IN_PANEL  # [B, 1] 1 for a measurement-panel click
+# Keeps the prior's observed share inside (0, 1) for its logit.
+_SHARE_RANGE = (1e-6, 1.0 - 1e-6)
 
 
 def poisson_nll_with_offset(counts: tf.Tensor, log_rates: tf.Tensor,
@@ -54,8 +58,32 @@ def thinned_poisson_loss(targets: Dict[str, tf.Tensor], log_rates: tf.Tensor,
                        axis=1)
 
 
+def teacher_offsets(targets: Dict[str, tf.Tensor],
+                    outputs: Dict[str, tf.Tensor]) -> tf.Tensor:
+  """The teacher's offsets: o_w, or with its observability head
+  e_w * sigmoid(logit(o_w / e_w) + d_w) off the panel and e_w on it.
+
+  A panel click's conversions are all observed: the head does not apply there,
+  so the panel pins the rate and the head learns, elsewhere, what the prior's
+  observed share o_w / e_w misses. The logit scale keeps the share in (0, 1)
+  with gradients everywhere (a factor capped at e_w would stall at the cap).
+  """
+  offsets = observation_offsets(targets, True)
+  if towers.OBS_LOGIT_SHIFT not in outputs:
+    return offsets
+  exposures = targets[EXPOSURES]
+  share = tf.clip_by_value(tf.math.divide_no_nan(offsets, exposures), *_SHARE_RANGE)
+  logit = tf.math.log(share) - tf.math.log1p(-share)
+  learned = exposures * tf.sigmoid(logit + outputs[towers.OBS_LOGIT_SHIFT])
+  panel = tf.cast(targets[IN_PANEL], tf.bool)
+  return tf.where(panel, exposures, learned)
+
+
 def teacher_loss(targets: Dict[str, tf.Tensor],
                  outputs: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
-  """The teacher's loss: the exact thinned likelihood (offset log o_w)."""
-  per_example = thinned_poisson_loss(targets, outputs[towers.LOG_RATES])
+  """The teacher's loss: the exact thinned likelihood (offset log o_w, with
+  the observability head's factor when the teacher has one)."""
+  per_example = tf.reduce_sum(poisson_nll_with_offset(
+      targets[COUNTS], outputs[towers.LOG_RATES], teacher_offsets(targets, outputs)),
+                              axis=1)
   return {'loss': tf.nn.compute_average_loss(per_example)}

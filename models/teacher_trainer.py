@@ -78,10 +78,16 @@ def training_dataset(patterns: Sequence[str], tft_layer, cfg: config_lib.Config,
   """The teacher's training batches: train-split clicks at or before T - lag."""
   return data.model_dataset(patterns, tft_layer, features_lib.TEACHER_FEATURES,
                             cfg.model.teacher.batch_size, shuffle=shuffle,
-                            repeat=repeat,
+                            repeat=repeat, extra_targets=extra_targets(cfg),
                             keep=data.lag_filter(cfg.window.teacher_lag_hours),
                             seed=cfg.model.seed,
                             shuffle_buffer=cfg.model.shuffle_buffer)
+
+
+def extra_targets(cfg: config_lib.Config) -> Sequence[str]:
+  """Targets beyond data.TARGET_COLUMNS: panel membership for the
+  observability head."""
+  return [columns.IN_PANEL] if cfg.model.teacher_observability_head else []
 
 
 def run_fn(fn_args) -> None:
@@ -100,7 +106,7 @@ def run_fn(fn_args) -> None:
   names = features_lib.TEACHER_FEATURES
   train = training_dataset(fn_args.train_files, tft_layer, cfg)
   evaluation = data.model_dataset(fn_args.eval_files, tft_layer, names, t.batch_size,
-                                  shuffle=False)
+                                  shuffle=False, extra_targets=extra_targets(cfg))
   network = towers.build_teacher(cfg)
   model = training.LossModel(network, losses.teacher_loss)
   model.compile(optimizer=training.optimizer(t, fn_args.train_steps))
@@ -111,6 +117,7 @@ def run_fn(fn_args) -> None:
       'final_train_loss': float(history.history['loss'][-1]),
       'eval_loss': float(history.history['val_loss'][-1]),
       'parameters': towers.parameter_counts(network),
+      'observability_head': cfg.model.teacher_observability_head,
   })
   export.save_teacher(network, tft_layer, fn_args.serving_model_dir, summary)
   logging.info('teacher: summary %s', summary)

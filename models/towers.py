@@ -25,6 +25,9 @@ N_WINDOWS = len(columns.WINDOWS)
 LOG_RATES = 'log_rates'
 HINT = 'hint'
 AUX_LOG_RATES = 'aux_log_rates'
+# The teacher's observability head: per window, a shift of the prior's observed
+# share on the logit scale (0 = the prior).
+OBS_LOGIT_SHIFT = 'obs_logit_shift'
 HINT_PROJECTION = 'hint_projection'
 # Initial log-rate of every head, about e^-4.5 ~ 1% per window: near the data, so
 # early steps do not spend themselves on the intercept.
@@ -65,14 +68,17 @@ def embed(inputs: Dict[str, tf.Tensor], names: Sequence[str],
 def build_tower(names: Sequence[str], hidden_units: Sequence[int], hint_layer: int,
                 embedding_dim: int, dropout: float = 0.0, l2: float = 0.0,
                 name: str = 'tower', aux_heads: bool = False,
-                hint_projection: int = 0) -> tf.keras.Model:
+                hint_projection: int = 0,
+                observability_head: bool = False) -> tf.keras.Model:
   """inputs -> {'log_rates': [B, windows], 'hint': [B, hidden_units[hint_layer]]}.
 
   The window heads are one Dense(windows) layer: the same as a Dense(1) head per
   window on the shared last hidden layer, in one op. Optional training-only
   outputs: 'aux_log_rates' (auxiliary window heads on the last hidden layer) and
   'hint_projection' (a linear map of the hint to `hint_projection` units, the
-  FitNets g). Serving exports read only 'log_rates', so these are pruned there.
+  FitNets g) and 'obs_logit_shift' (the teacher's observability head, which
+  starts at 0, the prior). Serving exports read only 'log_rates', so these are
+  pruned there.
   """
   inputs = model_inputs(names)
   x = embed(inputs, names, embedding_dim, l2)
@@ -92,6 +98,10 @@ def build_tower(names: Sequence[str], hidden_units: Sequence[int], hint_layer: i
     outputs[AUX_LOG_RATES] = tf.keras.layers.Dense(
         N_WINDOWS, name='aux_heads', dtype='float32', kernel_regularizer=_l2(l2),
         bias_initializer=tf.keras.initializers.Constant(INITIAL_LOG_RATE))(x)
+  if observability_head:
+    outputs[OBS_LOGIT_SHIFT] = tf.keras.layers.Dense(
+        N_WINDOWS, name='observability_head', dtype='float32',
+        kernel_regularizer=_l2(l2), kernel_initializer='zeros')(x)
   if hint_projection:
     outputs[HINT_PROJECTION] = tf.keras.layers.Dense(
         hint_projection, name='hint_projection', dtype='float32')(hint)
@@ -102,7 +112,8 @@ def build_teacher(cfg) -> tf.keras.Model:
   """The teacher from a pipeline.config.Config."""
   t = cfg.model.teacher
   return build_tower(features_lib.TEACHER_FEATURES, t.hidden_units, t.hint_layer,
-                     cfg.model.embedding_dim, t.dropout, t.l2, name='teacher')
+                     cfg.model.embedding_dim, t.dropout, t.l2, name='teacher',
+                     observability_head=cfg.model.teacher_observability_head)
 
 
 def build_student_tower(cfg, aux_heads: bool = False,

@@ -1,0 +1,107 @@
+"""The teacher's observability head (issue 14, deliverable 5, first part): it
+learns, off the measurement panel, what the prior's observed exposure misses, and
+the panel keeps the rate honest."""
+
+import numpy as np
+import tensorflow as tf
+
+from models import losses
+from models import towers
+from models import training
+from schemas import columns
+
+W = towers.N_WINDOWS
+
+
+def _targets(n, rng, panel_share=0.3):
+  e = rng.uniform(0.2, 1.0, (n, W)).astype(np.float32)
+  panel = rng.random((n, 1)) < panel_share
+  return {
+      losses.COUNTS: rng.poisson(0.3, (n, W)).astype(np.float32),
+      losses.EXPOSURES: e,
+      # As the ExampleGen writes it: a panel click's observed exposure is e.
+      losses.OBSERVED_EXPOSURES: np.where(panel, e, 0.5 * e).astype(np.float32),
+      losses.OBSERVED_FRACTION: np.full((n, 1), 0.5, np.float32),
+      losses.IN_PANEL: panel.astype(np.int64),
+  }
+
+
+def test_a_zero_factor_is_the_thinned_loss_and_the_panel_ignores_the_factor():
+  rng = np.random.default_rng(0)
+  n = 200
+  targets = _targets(n, rng)
+  log_rates = tf.constant(np.log(rng.gamma(1.0, 0.3, (n, W))), tf.float32)
+  plain = losses.teacher_loss(targets, {towers.LOG_RATES: log_rates})['loss']
+  zero = losses.teacher_loss(targets, {towers.LOG_RATES: log_rates,
+                                       towers.OBS_LOGIT_SHIFT: tf.zeros((n, W))})
+  np.testing.assert_allclose(zero['loss'].numpy(), plain.numpy(), rtol=1e-6)
+  # Off the panel the offset is e * sigmoid(logit(o / e) + d); on it, e.
+  factor = tf.Variable(np.full((n, W), 0.4, np.float32))
+  with tf.GradientTape() as tape:
+    offsets = losses.teacher_offsets(
+        targets, {towers.LOG_RATES: log_rates, towers.OBS_LOGIT_SHIFT: factor})
+    loss = losses.teacher_loss(targets, {towers.LOG_RATES: log_rates,
+                                         towers.OBS_LOGIT_SHIFT: factor})['loss']
+  panel = targets[losses.IN_PANEL][:, 0] == 1
+  e = targets[losses.EXPOSURES]
+  want = np.where(panel[:, None], e, e / (1 + np.exp(-(np.log(0.5 / 0.5) + 0.4))))
+  np.testing.assert_allclose(offsets.numpy(), want, rtol=1e-6)
+  grad = tape.gradient(loss, factor).numpy()
+  assert (grad[panel] == 0).all() and (grad[~panel] != 0).any()
+
+
+def test_the_head_learns_what_the_prior_misses_and_the_panel_pins_the_rate():
+  """20 advertisers observed 15%-95% of the time, a flat prior of 55%, a 5%
+  panel: the head's teacher gets each advertiser's rate right and estimates its
+  observability better than the prior; without the head the rate takes the
+  prior's error."""
+  rng = np.random.default_rng(1)
+  n, n_adv = 60_000, 20
+  adv = rng.integers(0, n_adv, n)
+  eng = rng.standard_normal(n).astype(np.float32)
+  q = np.linspace(0.15, 0.95, n_adv)[adv]
+  rate = 0.2 * np.exp(0.4 * eng)
+  panel = rng.random(n) < 0.05
+  seen = np.where(panel, 1.0, q)
+  counts = np.zeros((n, W), np.float32)
+  counts[:, 0] = rng.poisson(rate * seen)
+  exposures = np.zeros((n, W), np.float32)
+  exposures[:, 0] = 1.0
+  observed = exposures * np.where(panel, 1.0, 0.55)[:, None].astype(np.float32)
+  features = {'advertiser_id': adv[:, None].astype(np.int64),
+              'user_engagement': eng[:, None]}
+  targets = {losses.COUNTS: counts, losses.EXPOSURES: exposures,
+             losses.OBSERVED_EXPOSURES: observed,
+             losses.OBSERVED_FRACTION: np.full((n, 1), 0.55, np.float32),
+             losses.IN_PANEL: panel[:, None].astype(np.int64)}
+  def fit(head):
+    tf.keras.utils.set_random_seed(0)
+    network = towers.build_tower(['advertiser_id', 'user_engagement'], [16], 0, 4,
+                                 name='t', observability_head=head)
+    model = training.LossModel(network, losses.teacher_loss)
+    model.compile(optimizer=tf.keras.optimizers.Adam(0.02))
+    ds = tf.data.Dataset.from_tensor_slices((features, targets)).shuffle(
+        n, seed=0).batch(1024).repeat()
+    model.fit(ds, steps_per_epoch=600, epochs=1, verbose=0)
+    return network(features)
+
+  def per_advertiser(values):
+    return np.array([values[adv == a].mean() for a in range(n_adv)])
+  true_rate = per_advertiser(rate)
+  true_q = np.linspace(0.15, 0.95, n_adv)
+  errors = {}
+  for head in (False, True):
+    out = fit(head)
+    got = per_advertiser(np.exp(out[towers.LOG_RATES].numpy()[:, 0]))
+    errors[head] = np.abs(np.log(got / true_rate))
+    if head:
+      shift = out[towers.OBS_LOGIT_SHIFT].numpy()[:, 0]
+      q_hat = per_advertiser(1 / (1 + np.exp(-(np.log(0.55 / 0.45) + shift))))
+      # The acceptance criterion in small: better than the population prior.
+      assert np.abs(q_hat - true_q).mean() < 0.5 * np.abs(0.55 - true_q).mean(), (
+          q_hat, true_q)
+  # Without the head the rate carries q / prior (up to 1.7x off); with it, the
+  # panel keeps it near the truth.
+  assert errors[False].mean() > 0.3, errors[False]
+  assert errors[True].mean() < 0.5 * errors[False].mean(), errors
+  assert columns.IN_PANEL == losses.IN_PANEL
