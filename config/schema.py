@@ -288,9 +288,9 @@ class ModelConfig:
   # Quantizer kept beside the INT8 model) instead of from scratch.
   student_warm_start: bool = False
   # The teacher learns the observation model with the rate (issue 14): a
-  # per-window log-factor on the prior's observed exposure, fit off the
-  # measurement panel only (panel clicks are fully observed), so the panel
-  # anchors the rate (models/losses.py teacher_loss). Off until the BulkInferrer
+  # per-window shift of the prior's observed share on the logit scale, fit off
+  # the measurement panel only (panel clicks are fully observed), so the panel
+  # anchors the rate (models/losses.py teacher_offsets). Off until the BulkInferrer
   # writes the teacher's observability for the student.
   teacher_observability_head: bool = False
 

@@ -49,8 +49,9 @@ def raw_dataset(patterns: Sequence[str], names: Sequence[str], batch_size: int,
   With `shuffle`, files are read in a shuffled order and examples pass through a
   `shuffle_buffer`-example buffer (config model.shuffle_buffer: see why there).
   """
-  canonical = repeat and columns.CLICK_ID not in names
-  spec = column_spec(list(names) + ([columns.CLICK_ID] if canonical else []),
+  # Training sorts by click_id (sorted_by_click_id); read it just for that.
+  id_for_sort = repeat and columns.CLICK_ID not in names
+  spec = column_spec(list(names) + ([columns.CLICK_ID] if id_for_sort else []),
                      schema_path)
   files = records.list_files(patterns)
   if shuffle:
@@ -70,7 +71,7 @@ def raw_dataset(patterns: Sequence[str], names: Sequence[str], batch_size: int,
     if keep is not None:
       ds = ds.filter(keep)
     ds = sorted_by_click_id(ds)
-    if canonical:
+    if id_for_sort:
       ds = ds.map(lambda e: {k: v for k, v in e.items() if k != columns.CLICK_ID})
     ds = ds.cache()
     if shuffle:

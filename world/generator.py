@@ -108,6 +108,12 @@ class World:
     diurnal = 1.0 + 0.6 * np.sin(2 * np.pi * (hours - 9) / 24)
     self.hour_shares = diurnal / diurnal.sum()
     self.delay = cfg.delay.model()
+    # The observability world (docs/observability-world.md). Its draws come from
+    # streams of their own, so the knob never moves a click or a true conversion.
+    self.obs_tables = obs.advertiser_tables(np.random.default_rng([w.seed, 6]),
+                                            w.num_advertisers)
+    self.heterogeneity = w.observability_heterogeneity
+    self.panel_share = w.panel_share
     # Calibrated on a fixed sample so that the configured values are the world's
     # averages: the intercept gives mean true rate = world.base_rate, and the
     # window logits give conversion-weighted shares = delay.window_shares
@@ -122,11 +128,6 @@ class World:
     for _ in range(50):
       shares = (rate * self.window_shares(calib)).sum(0) / rate.sum()
       self.log_shares += np.log(np.maximum(target, 1e-12) / np.maximum(shares, 1e-12))
-    # The observability world (docs/observability-world.md). Its draws come from
-    # streams of their own, so the knob never moves a click or a true conversion.
-    self.heterogeneity = w.observability_heterogeneity
-    self.panel_share = w.panel_share
-    self.residual = np.ones(len(self.observed_fraction))
     self._calib = calib
     self.residual = self._calibrate_residual()
 
@@ -136,21 +137,16 @@ class World:
     f = self._calib
     lat = self.latents(np.random.default_rng([self.cfg.world.seed, 7]), f,
                        panel_share=0.0)
-    mech = (self._mechanism_by_window(f, lat) * self.window_shares(f)).sum(1)
+    survival = obs.window_survival(self.delay, self._cap(f, lat))
+    mech = (obs.mechanism(1.0, lat['consent'][:, None],
+                          self.obs_tables.tag_coverage[f['advertiser_id']][:, None],
+                          survival) * self.window_shares(f)).sum(1)
     rate = np.exp(self.log_rate(f))
     b = f[columns.BROWSER]
     n_b = len(self.observed_fraction)
     mean = np.bincount(b, rate * mech, n_b) / np.maximum(np.bincount(b, rate, n_b),
                                                          1e-300)
     return np.minimum(1.0, self.observed_fraction / np.maximum(mean, 1e-12))
-
-  @property
-  def obs_tables(self) -> obs.AdvertiserTables:
-    """Per-advertiser observability tables (stream [seed, 6])."""
-    if not hasattr(self, '_obs_tables'):
-      self._obs_tables = obs.advertiser_tables(
-          np.random.default_rng([self.cfg.world.seed, 6]), len(self.adv_popularity))
-    return self._obs_tables
 
   def latents(self, rng: np.random.Generator, f: Dict[str, np.ndarray],
               panel_share: Optional[float] = None) -> Dict[str, np.ndarray]:
@@ -163,21 +159,22 @@ class World:
     return obs.cap_hours(f[columns.BROWSER], f[columns.ADVERTISER_FIRST_PARTY],
                          lat['decorated'])
 
-  def _mechanism_by_window(self, f, lat) -> np.ndarray:
-    """[n, W] p_mech averaged over the delay inside each window."""
-    adv = f['advertiser_id']
-    return obs.mechanism(
-        self.residual[f[columns.BROWSER]][:, None], lat['consent'][:, None],
-        self.obs_tables.tag_coverage[adv][:, None],
-        obs.window_survival(self.delay, self._cap(f, lat)))
+  def report_probability(self, browser, advertiser, consent, in_panel,
+                         survival) -> np.ndarray:
+    """The report probability given the click's browser, advertiser, consent
+    and panel membership and its cookie's survival (broadcast together)."""
+    mech = obs.mechanism(self.residual[browser], consent,
+                         self.obs_tables.tag_coverage[advertiser], survival)
+    return obs.report_probability(self.observed_fraction[browser], mech, in_panel,
+                                  self.heterogeneity)
 
   def observability_by_window(self, f, lat) -> np.ndarray:
     """[n, W] the report probability of a conversion in each window given the
     click's hidden state (the truth columns true_observability_<w>)."""
-    f_b = self.observed_fraction[f[columns.BROWSER]][:, None]
-    mech = self._mechanism_by_window(f, lat)
-    return obs.report_probability(f_b, mech, lat['in_panel'][:, None],
-                                  self.heterogeneity)
+    return self.report_probability(
+        f[columns.BROWSER][:, None], f['advertiser_id'][:, None],
+        lat['consent'][:, None], lat['in_panel'][:, None],
+        obs.window_survival(self.delay, self._cap(f, lat)))
 
   def expected_observability(self, f: Dict[str, np.ndarray]) -> np.ndarray:
     """[n] the share of a click's true conversions reported outside the panel,
@@ -193,11 +190,8 @@ class World:
             np.full(n, decorated)))
         for decorated, share in ((1, obs.SPEC.decorated_share),
                                  (0, 1.0 - obs.SPEC.decorated_share)))
-    mech = obs.mechanism(self.residual[f[columns.BROWSER]][:, None],
-                         consent[:, None], self.obs_tables.tag_coverage[adv][:, None],
-                         survival)
-    p = obs.report_probability(self.observed_fraction[f[columns.BROWSER]][:, None],
-                               mech, np.zeros((n, 1)), self.heterogeneity)
+    p = self.report_probability(f[columns.BROWSER][:, None], adv[:, None],
+                                consent[:, None], 0, survival)
     rates = np.exp(self.log_rate(f))[:, None] * self.window_shares(f)
     return (rates * p).sum(1) / rates.sum(1)
 
@@ -215,17 +209,14 @@ class World:
     edges = np.asarray(labels.SEGMENT_EDGES_HOURS)
     mid = 0.5 * (edges[:-1] + edges[1:])
     adv, b = f['advertiser_id'], f[columns.BROWSER]
-    f_b = self.observed_fraction[b]
     cap = self._cap(f, lat)
     rate = np.exp(self.log_rate(f))[:, None] * self.window_shares(f)  # [n, W]
     # Conversions per click and segment, and their report probability.
     mass = labels.segment_masses(self.delay, np.full(len(b), np.inf))  # [n, W, S]
     weight = np.einsum('nw,nws->ns', rate, mass)
-    p = np.stack([obs.report_probability(
-        f_b, obs.mechanism(self.residual[b], lat['consent'],
-                           self.obs_tables.tag_coverage[adv],
-                           obs.cookie_survival(np.full(len(b), m), cap)),
-        lat['in_panel'], self.heterogeneity) for m in mid], 1)  # [n, S]
+    p = np.stack([self.report_probability(
+        b, adv, lat['consent'], lat['in_panel'], obs.cookie_survival(m, cap))
+                  for m in mid], 1)  # [n, S]
     p_w = self.observability_by_window(f, lat)
     fp = f[columns.ADVERTISER_FIRST_PARTY]
 
@@ -396,11 +387,8 @@ class World:
     adv = clicks['advertiser_id'][click_pos]
     cap = obs.cap_hours(browser, clicks[columns.ADVERTISER_FIRST_PARTY][click_pos],
                         lat['decorated'])
-    mech = obs.mechanism(self.residual[browser], lat['consent'],
-                         self.obs_tables.tag_coverage[adv],
-                         obs.cookie_survival(delay_h, cap))
-    p = obs.report_probability(self.observed_fraction[browser], mech,
-                               lat['in_panel'], self.heterogeneity)
+    p = self.report_probability(browser, adv, lat['consent'], lat['in_panel'],
+                                obs.cookie_survival(delay_h, cap))
     return {
         columns.CLICK_ID: clicks[columns.CLICK_ID][click_pos],
         columns.CONVERSION_TS: ts,
