@@ -272,6 +272,18 @@ def teacher_fit(cfg, inferred: str) -> Dict:
   return out
 
 
+def teacher_observability(cfg, inferred: str) -> Dict:
+  """The teacher's per-click observability against the world's truth, beside
+  the prior's, by slice (quality_report.observability_errors), on every click
+  the BulkInferrer scored (both splits)."""
+  rows = records.read_examples(inferred)
+  shares = labels.matured_window_shares(cfg.label_spec())
+  row = (2 * rows[columns.BROWSER] + rows[columns.ADVERTISER_FIRST_PARTY]).astype(int)
+  teacher = np.stack([rows[c].astype(np.float64)
+                      for c in columns.TEACHER_OBSERVABILITY], 1)
+  return quality_report.observability_errors(rows, teacher, shares[row])
+
+
 class WorldRun:
   """One world's models and their predictions on its scoring set, on disk."""
 
@@ -354,6 +366,8 @@ class WorldRun:
     record = {
         'world_seed': self.seed,
         'teacher_fit': teacher_fit(self.cfg, artifacts['inferred']),
+        'teacher_observability': teacher_observability(self.cfg,
+                                                       artifacts['inferred']),
         'world_spec_sha256': generator.spec_hash(self.cfg),
         'gate': artifacts['gate'],
         'pipeline_seconds': {e['node']: e['seconds'] for e in artifacts['executions']},
@@ -409,8 +423,9 @@ def main(argv=None) -> int:
     if args.report_only:
       with open(os.path.join(run.dir, 'record.json')) as f:
         worlds.append(json.load(f))
-      worlds[-1]['teacher_fit'] = teacher_fit(
-          run.cfg, run_pipeline(run.cfg)['inferred'])
+      inferred = run_pipeline(run.cfg)['inferred']
+      worlds[-1]['teacher_fit'] = teacher_fit(run.cfg, inferred)
+      worlds[-1]['teacher_observability'] = teacher_observability(run.cfg, inferred)
     else:
       worlds.append(run.run(args.recipes, seeds, aa_seeds, repeat=i == 0))
   if args.world_index:

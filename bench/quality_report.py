@@ -208,6 +208,62 @@ def calibration_by_slice(worlds: List[World], models: Sequence[str],
   return out
 
 
+def observability_errors(rows, teacher: np.ndarray, prior: np.ndarray) -> Dict:
+  """How far the teacher's per-click observability is from the world's true one,
+  beside the population prior's, off the panel (where it is estimated).
+
+  Args:
+    rows: example columns with true_observability_<w>, true_rate_<w>, in_panel
+      and the slice columns of calibration_groups.
+    teacher: [n, windows] the teacher's observability (teacher_observability_<w>).
+    prior: [n, windows] the prior's mature share for each click's browser x
+      first-party row (what the teacher starts from).
+
+  Returns:
+    group -> value -> {'teacher': e, 'prior': e, 'clicks': n}, e the mean
+    absolute error over the value's clicks and windows, weighted by the true rate
+    (an error matters in proportion to the conversions it mislabels); group
+    'overall' too.
+  """
+  off_panel = np.asarray(rows[columns.IN_PANEL]).reshape(-1) == 0
+  truth = np.stack([np.asarray(rows[c], np.float64).reshape(-1)
+                    for c in columns.TRUE_OBSERVABILITY], 1)
+  weight = np.stack([np.asarray(rows[c], np.float64).reshape(-1)
+                     for c in columns.TRUE_RATES], 1)
+  groups = {'overall': {'all clicks': np.ones(len(off_panel), bool)},
+            **calibration_groups(rows)}
+  out = {}
+  for g, values in groups.items():
+    out[g] = {}
+    for name, mask in values.items():
+      keep = mask & off_panel
+      w = weight[keep]
+      total = max(float(w.sum()), 1e-300)
+      out[g][name] = {
+          'teacher': float((w * np.abs(teacher[keep] - truth[keep])).sum() / total),
+          'prior': float((w * np.abs(prior[keep] - truth[keep])).sum() / total),
+          'clicks': int(keep.sum())}
+  return out
+
+
+def observability_table(per_world: Sequence[Dict]) -> List[str]:
+  """Markdown: the teacher's and the prior's observability error by slice, mean
+  over worlds, and the teacher's relative to the prior's with its 95% CI."""
+  lines = ['**Teacher observability** against the true per-click observation '
+           'probability, off the panel (true-rate-weighted mean absolute error, mean '
+           'over worlds; ratio teacher / prior with its 95% CI over worlds):', '',
+           '| slice | teacher | prior | teacher / prior |', '|---|---:|---:|---:|']
+  for g, values in per_world[0].items():
+    for name in values:
+      have = [w[g][name] for w in per_world if name in w.get(g, {})]
+      ratio = stats.interval([h['teacher'] / max(h['prior'], 1e-300) for h in have])
+      lines.append(
+          f'| {g}: {name} | {np.mean([h["teacher"] for h in have]):.4f} | '
+          f'{np.mean([h["prior"] for h in have]):.4f} | {ratio[0]:.3f} '
+          f'[{ratio[1]:.3f}, {ratio[2]:.3f}] |')
+  return lines
+
+
 def teacher_calibration(worlds: List[World]) -> Dict:
   """The teacher's calibration per delay window, per world and over worlds."""
   per_world = []
@@ -395,6 +451,10 @@ def markdown(result: Dict) -> str:
             'window on the scoring clicks, mean over worlds [95% CI]: ' + ', '.join(
                 f'{k} {v["mean"]:.3f} [{v["ci95"][0]:.3f}, {v["ci95"][1]:.3f}]'
                 for k, v in cal.items()) + '.']
+  obs = [w['teacher_observability'] for w in result.get('worlds', [])
+         if 'teacher_observability' in w]
+  if obs:
+    lines += [''] + observability_table(obs)
   fits = [w['teacher_fit'] for w in result.get('worlds', []) if 'teacher_fit' in w]
   if fits:
     lines += ['', 'Where it comes from, on the clicks the teacher trained on (per '

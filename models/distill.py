@@ -11,8 +11,9 @@ and v_i = (tCPA_i / tcpa_reference)^beta the tCPA weight of the distilled terms:
   soft_i = KL(Poisson(T_i) || Poisson(S_i))
            + tau^2 T_i KL(softmax_w(log t_iw / tau) || softmax_w(s_iw / tau)),
            T_i = sum_w t_iw, S_i = sum_w e^{s_iw}
-  aux_i  = sum_w NLL_Poisson(y_iw + (1 - f_i) e_iw t_iw | e_iw e^{a_iw})
-           (observed + modeled conversions, paper §IV.A)
+  aux_i  = sum_w NLL_Poisson(y_iw + (e_iw - o~_iw) t_iw | e_iw e^{a_iw})
+           (observed + modeled conversions, paper §IV.A; o~_iw the teacher's
+           observed exposure, its observability head's, else o_iw)
   hint_i = 0.5 ||h^T_i - g(h^S_i)||^2            (g: learned linear projection)
 
   L = (1 - alpha) * sum_i hard_i / B
@@ -53,6 +54,9 @@ HINT_PROJECTION = towers.HINT_PROJECTION
 # Keys of the targets the distillation terms read.
 TEACHER_RATES = 'teacher_rates'  # [B, W]
 TEACHER_HINT = 'teacher_hint'  # [B, H]
+# [B, W] the teacher's observed exposure as of T (its observability head's, or
+# the prior's o_w without one).
+TEACHER_OBSERVED = 'teacher_observed_exposures'
 TEACHER_MASK = 'teacher_mask'  # [B, 1] 1.0 where the teacher's columns count
 TCPA = 'target_cpa'  # [B, 1]
 
@@ -147,9 +151,12 @@ def per_example_terms(targets: Dict[str, tf.Tensor], outputs: Dict[str, tf.Tenso
   else:
     out['soft'] = zeros
   if w.aux_weight > 0:
-    # Modeled conversions: the unobserved part of what is due by T, (e_w - o_w) t_w.
+    # Modeled conversions: the unobserved part of what is due by T, (e_w - o~_w)
+    # t_w, with the teacher's observed exposure o~_w where it wrote one (its
+    # observability head's estimate), else the prior's o_w.
     exposure = targets[losses.EXPOSURES]
-    unobserved = tf.maximum(exposure - targets[losses.OBSERVED_EXPOSURES], 0.0)
+    observed = targets.get(TEACHER_OBSERVED, targets[losses.OBSERVED_EXPOSURES])
+    unobserved = tf.maximum(exposure - observed, 0.0)
     modeled = unobserved * targets[TEACHER_RATES]
     out['aux'] = tf.reduce_sum(losses.poisson_nll_with_offset(
         targets[losses.COUNTS] + modeled, outputs[AUX_LOG_RATES], exposure), axis=1)
@@ -163,13 +170,17 @@ def per_example_terms(targets: Dict[str, tf.Tensor], outputs: Dict[str, tf.Tenso
   return out
 
 
-def _teacher_columns(w: DistillWeights) -> List[Tuple[str, float]]:
-  """The teacher columns the weighted terms read, each with a finite placeholder."""
+def _teacher_columns(w: DistillWeights, targets: Dict[str, tf.Tensor]
+                     ) -> List[Tuple[str, float]]:
+  """The teacher columns the weighted terms read, each with a finite placeholder
+  (the teacher's observed exposure only where it was given)."""
   cols = []
   if w.alpha > 0 or w.aux_weight > 0:
     cols.append((TEACHER_RATES, 1.0))
   if w.hint_weight > 0:
     cols.append((TEACHER_HINT, 0.0))
+  if w.aux_weight > 0 and TEACHER_OBSERVED in targets:
+    cols.append((TEACHER_OBSERVED, 0.0))
   return cols
 
 
@@ -186,7 +197,7 @@ def student_loss(targets: Dict[str, tf.Tensor], outputs: Dict[str, tf.Tensor],
   mask = tf.reshape(targets.get(TEACHER_MASK,
                                 tf.zeros_like(outputs[LOG_RATES][:, :1])), [-1])
   available = mask > 0
-  teacher_columns = _teacher_columns(w)
+  teacher_columns = _teacher_columns(w, targets)
   for key, _ in teacher_columns:
     # A non-finite teacher column (a failed inference) masks its example too.
     available &= tf.reduce_all(tf.math.is_finite(targets[key]), axis=1)

@@ -14,6 +14,7 @@ from typing import Callable, Dict, Sequence
 import tensorflow as tf
 
 from models import features as features_lib
+from models import losses
 from models import towers
 from schemas import columns
 
@@ -23,6 +24,10 @@ RAW_SIGNATURE = 'raw_features'  # the Quantizer's: raw serving features -> pConv
 PCONVS = 'pconvs'
 RATE_OUTPUTS = tuple(f'rate_{w}' for w in columns.WINDOW_NAMES)
 HINT_OUTPUT = 'hint'
+# The teacher's observability outputs (predict signature; see teacher_observability).
+OBSERVABILITY_OUTPUTS = tuple(f'observability_{w}' for w in columns.WINDOW_NAMES)
+OBSERVED_EXPOSURE_OUTPUTS = tuple(f'observed_exposure_{w}'
+                                  for w in columns.WINDOW_NAMES)
 SUMMARY_FILE = 'training_summary.json'
 # A quantized model artifact keeps its float student here (the Quantizer), with
 # the student's training-time weights (before the export's embedding rescale)
@@ -73,16 +78,19 @@ def window_rates(log_rates: tf.Tensor) -> Dict[str, tf.Tensor]:
 
 
 def example_signature(model: tf.keras.Model, tft_layer, feature_names: Sequence[str],
-                      outputs: Callable[[Dict[str, tf.Tensor]], Dict[str, tf.Tensor]]):
-  """A tf.function from serialized tf.Examples to `outputs(network outputs)`."""
-  spec = features_lib.raw_feature_spec(feature_names)
+                      outputs: Callable[..., Dict[str, tf.Tensor]],
+                      extra_columns: Sequence[str] = ()):
+  """A tf.function from serialized tf.Examples to `outputs(network outputs)`, or
+  `outputs(network outputs, raw)` with `extra_columns` (parsed beside the
+  features: `raw` holds them)."""
+  spec = features_lib.raw_feature_spec(list(feature_names) + list(extra_columns))
 
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='examples')])
   def serve(serialized):
     raw = tf.io.parse_example(serialized, spec)
-    transformed = tft_layer(raw)
+    transformed = tft_layer({n: raw[n] for n in feature_names})
     net = model({n: transformed[n] for n in feature_names}, training=False)
-    return outputs(net)
+    return outputs(net, raw) if extra_columns else outputs(net)
   return serve
 
 
@@ -106,20 +114,68 @@ def raw_feature_function(model: tf.keras.Model, tft_layer,
   return raw_features
 
 
+def teacher_observability(outputs: Dict[str, tf.Tensor], raw: Dict[str, tf.Tensor],
+                          window_shares: tf.Tensor) -> Dict[str, tf.Tensor]:
+  """The teacher's per-click observability outputs from its network outputs and
+  the example's browser, first-party flag, panel flag and exposures.
+
+  observability_<w>: sigmoid(logit(p_w) + d_w) off the panel, 1 on it, with p_w the
+    prior's mature share for the click's browser x first-party row
+    (`window_shares`, observation.labels.matured_window_shares) and d_w the
+    observability head's logit shift (0 without the head): the estimate scored
+    against the world's true_observability_<w>.
+  observed_exposure_<w>: the offset of the teacher's own likelihood as of T
+    (losses.teacher_offsets): the observed exposure it believes in.
+  """
+  def column(names):
+    return tf.concat([tf.cast(raw[n], tf.float32) for n in names], axis=1)
+  targets = {losses.EXPOSURES: column(columns.EXPOSURES),
+             losses.OBSERVED_EXPOSURES: column(columns.OBSERVED_EXPOSURES),
+             losses.IN_PANEL: raw[columns.IN_PANEL]}
+  row = tf.reshape(2 * raw[columns.BROWSER] + raw[columns.ADVERTISER_FIRST_PARTY], [-1])
+  share = losses.clip_share(tf.gather(window_shares, row))
+  shift = outputs.get(towers.OBS_LOGIT_SHIFT, tf.zeros_like(share))
+  panel = tf.cast(targets[losses.IN_PANEL], tf.bool)
+  observability = tf.where(panel, 1.0, tf.sigmoid(losses.logit(share) + shift))
+  observed = losses.teacher_offsets(targets, outputs)
+  out = {}
+  for i, (q, o) in enumerate(zip(OBSERVABILITY_OUTPUTS, OBSERVED_EXPOSURE_OUTPUTS)):
+    out[q] = observability[:, i]
+    out[o] = observed[:, i]
+  return out
+
+
+# What the teacher's observability outputs read from an example besides features.
+OBSERVABILITY_COLUMNS = (columns.EXPOSURES + columns.OBSERVED_EXPOSURES +
+                         (columns.IN_PANEL,))
+
+
 def save_teacher(network: tf.keras.Model, tft_layer, export_dir: str,
-                 summary: Dict) -> None:
-  """Saves the teacher with its serving and predict signatures and its summary."""
+                 summary: Dict, window_shares) -> None:
+  """Saves the teacher with its serving and predict signatures and its summary.
+
+  Args:
+    network: the teacher (towers.build_teacher).
+    tft_layer: the Transform layer its features go through.
+    export_dir: where the SavedModel goes.
+    summary: the training summary (assets.extra).
+    window_shares: [browsers * 2, windows] the prior's mature observed shares
+      (observation.labels.matured_window_shares), for teacher_observability.
+  """
   network.tft_layer = tft_layer  # tracked: the transform assets are saved too
   names = features_lib.TEACHER_FEATURES
   serving = example_signature(network, tft_layer, names,
                               lambda o: window_rates(o[towers.LOG_RATES]))
+  shares = tf.constant(window_shares, tf.float32)
 
-  def predict_outputs(o):
+  def predict_outputs(o, raw):
     out = {k: v for k, v in window_rates(o[towers.LOG_RATES]).items()
            if k in RATE_OUTPUTS}
     out[HINT_OUTPUT] = o[towers.HINT]
+    out.update(teacher_observability(o, raw, shares))
     return out
-  predict = example_signature(network, tft_layer, names, predict_outputs)
+  extra = [c for c in OBSERVABILITY_COLUMNS if c not in names]
+  predict = example_signature(network, tft_layer, names, predict_outputs, extra)
   tf.saved_model.save(network, export_dir, signatures={
       SERVING_SIGNATURE: serving, PREDICT_SIGNATURE: predict})
   write_summary(export_dir, summary)

@@ -58,6 +58,15 @@ def thinned_poisson_loss(targets: Dict[str, tf.Tensor], log_rates: tf.Tensor,
                        axis=1)
 
 
+def clip_share(share: tf.Tensor) -> tf.Tensor:
+  """An observed share kept inside (0, 1), so that its logit is finite."""
+  return tf.clip_by_value(share, *_SHARE_RANGE)
+
+
+def logit(share: tf.Tensor) -> tf.Tensor:
+  return tf.math.log(share) - tf.math.log1p(-share)
+
+
 def teacher_offsets(targets: Dict[str, tf.Tensor],
                     outputs: Dict[str, tf.Tensor]) -> tf.Tensor:
   """The teacher's offsets: o_w, or with its observability head
@@ -72,9 +81,8 @@ def teacher_offsets(targets: Dict[str, tf.Tensor],
   if towers.OBS_LOGIT_SHIFT not in outputs:
     return offsets
   exposures = targets[EXPOSURES]
-  share = tf.clip_by_value(tf.math.divide_no_nan(offsets, exposures), *_SHARE_RANGE)
-  logit = tf.math.log(share) - tf.math.log1p(-share)
-  learned = exposures * tf.sigmoid(logit + outputs[towers.OBS_LOGIT_SHIFT])
+  share = clip_share(tf.math.divide_no_nan(offsets, exposures))
+  learned = exposures * tf.sigmoid(logit(share) + outputs[towers.OBS_LOGIT_SHIFT])
   panel = tf.cast(targets[IN_PANEL], tf.bool)
   return tf.where(panel, exposures, learned)
 

@@ -31,12 +31,15 @@ def target_columns(weights: distill.DistillWeights) -> List[str]:
   cols = [columns.TARGET_CPA]
   if weights.uses_teacher:
     cols += list(columns.TEACHER_RATES) + [columns.TEACHER_HINT]
+  if weights.aux_weight > 0:
+    cols += list(columns.TEACHER_OBSERVED_EXPOSURES)
   return cols
 
 
 def with_distill_targets(features, targets, *, weights: distill.DistillWeights,
                          lag_seconds: int):
-  """Adds the distillation targets: teacher rates and hint, mask, tCPA."""
+  """Adds the distillation targets: teacher rates, hint and observed exposures,
+  mask, tCPA."""
   targets = dict(targets)
   targets[distill.TCPA] = targets.pop(columns.TARGET_CPA)
   available = targets[columns.CLICK_TS] <= targets[columns.SNAPSHOT_TS] - lag_seconds
@@ -45,6 +48,9 @@ def with_distill_targets(features, targets, *, weights: distill.DistillWeights,
     targets[distill.TEACHER_RATES] = tf.concat(
         [targets.pop(c) for c in columns.TEACHER_RATES], axis=1)
     targets[distill.TEACHER_HINT] = targets.pop(columns.TEACHER_HINT)
+  if weights.aux_weight > 0:
+    targets[distill.TEACHER_OBSERVED] = tf.concat(
+        [targets.pop(c) for c in columns.TEACHER_OBSERVED_EXPOSURES], axis=1)
   return features, targets
 
 

@@ -21,6 +21,7 @@ from models import features as features_lib
 from models import losses
 from models import towers
 from models import training
+from observation import labels
 from observation import snapshot
 from schemas import columns
 
@@ -119,5 +120,9 @@ def run_fn(fn_args) -> None:
       'parameters': towers.parameter_counts(network),
       'observability_head': cfg.model.teacher_observability_head,
   })
-  export.save_teacher(network, tft_layer, fn_args.serving_model_dir, summary)
+  # The prior its observability outputs start from (and are compared with).
+  shares = labels.matured_window_shares(cfg.label_spec())
+  summary['prior_window_shares'] = np.round(shares, 6).tolist()
+  export.save_teacher(network, tft_layer, fn_args.serving_model_dir, summary,
+                      shares)
   logging.info('teacher: summary %s', summary)

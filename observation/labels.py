@@ -127,6 +127,14 @@ def segment_masses(delay: delay_lib.DelayModel, age_hours) -> np.ndarray:
   return out
 
 
+def matured_window_shares(spec: LabelSpec) -> np.ndarray:
+  """[browsers * 2, windows]: the prior's observed share of each window's true
+  conversions once the window is mature (row 2 b + fp, as in `segment_priors`):
+  the population prior a per-click observability estimate is compared with."""
+  mature = segment_masses(spec.delay, [SEGMENT_EDGES_HOURS[-1]])[0]  # [W, S]
+  return spec.segment_priors() @ mature.T
+
+
 def observed_exposures(age_hours, browser, first_party, spec: LabelSpec,
                        in_panel: Optional[Sequence[int]] = None) -> np.ndarray:
   """[n, windows]: the share of each window's true conversions reported by T and

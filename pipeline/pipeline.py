@@ -31,9 +31,14 @@ TRAINER_IDS = (TEACHER, STUDENT)
 
 
 def teacher_columns_spec() -> tfx.proto.OutputExampleSpec:
-  """BulkInferrer: teacher_rate_<window> per window and the hint vector."""
+  """BulkInferrer: per window the teacher's rate, observability and observed
+  exposure, and the hint vector."""
+  pairs = (list(zip(export.RATE_OUTPUTS, columns.TEACHER_RATES)) +
+           list(zip(export.OBSERVABILITY_OUTPUTS, columns.TEACHER_OBSERVABILITY)) +
+           list(zip(export.OBSERVED_EXPOSURE_OUTPUTS,
+                    columns.TEACHER_OBSERVED_EXPOSURES)))
   cols = [tfx.proto.PredictOutputCol(output_key=key, output_column=column)
-          for key, column in zip(export.RATE_OUTPUTS, columns.TEACHER_RATES)]
+          for key, column in pairs]
   cols.append(tfx.proto.PredictOutputCol(output_key=export.HINT_OUTPUT,
                                          output_column=columns.TEACHER_HINT))
   return tfx.proto.OutputExampleSpec(output_columns_spec=[

@@ -107,6 +107,13 @@ TRUE_CONVERSIONS = 'true_conversions'
 # state (synthetic only; what an observability estimate is scored against).
 TRUE_OBSERVABILITY = _w('true_observability')
 TEACHER_RATES = _w('teacher_rate')
+# The teacher's per-click observability of each window at maturity (1 on the
+# panel; the prior's share without its observability head), scored against
+# true_observability_<w>, and its observed exposure as of T (what its own
+# likelihood used as the offset), from which the student's auxiliary head takes
+# the unobserved exposure (models/distill.py).
+TEACHER_OBSERVABILITY = _w('teacher_observability')
+TEACHER_OBSERVED_EXPOSURES = _w('teacher_observed_exposure')
 # Its width (value count) is declared in schema.pbtxt; `schemas.hint_width()` reads
 # it, and the config check requires the teacher's hint layer to match.
 TEACHER_HINT = 'teacher_hint'
@@ -147,6 +154,8 @@ COLUMNS: Tuple[Column, ...] = (
     Column(TRUE_CONVERSIONS, Role.TRUTH, 'int'),
     *(Column(n, Role.TRUTH, 'float') for n in TRUE_OBSERVABILITY),
     *(Column(n, Role.TEACHER, 'float') for n in TEACHER_RATES),
+    *(Column(n, Role.TEACHER, 'float') for n in TEACHER_OBSERVABILITY),
+    *(Column(n, Role.TEACHER, 'float') for n in TEACHER_OBSERVED_EXPOSURES),
     Column(TEACHER_HINT, Role.TEACHER, 'float', width=None),
 )
 

@@ -89,7 +89,10 @@ def reference(targets, outputs, w: distill.DistillWeights):
       observed = float(targets[losses.OBSERVED_EXPOSURES][i, k])
       o = observed if w.hard_observability else e
       hard += nll(y, o * math.exp(s))
-      target = y + (e - observed) * t
+      # The teacher's observed exposure where it wrote one, else the prior's.
+      teacher_observed = float(targets.get(distill.TEACHER_OBSERVED,
+                                           targets[losses.OBSERVED_EXPOSURES])[i, k])
+      target = y + (e - teacher_observed) * t
       aux += m * v * (e * math.exp(a) - target * (math.log(e) + a) + math.lgamma(target + 1))
     diff = targets[distill.TEACHER_HINT][i] - outputs[distill.HINT_PROJECTION][i]
     hint += m * v * 0.5 * float(np.sum(diff.astype(np.float64)**2))
@@ -123,6 +126,23 @@ def test_matches_the_hand_computed_formula(w):
     if coef:
       assert got[name] == pytest.approx(want[name], rel=1e-4, abs=1e-6), name
   assert got['teacher_examples'] == 4
+
+
+def test_aux_reads_the_teachers_observed_exposure_when_given():
+  """With the teacher's observability head the modeled conversions are
+  (e - o~) t, not (e - o) t: a different aux term from the same batch."""
+  targets, outputs = batch([1, 0, 1, 1, 0, 1])
+  w = distill.DistillWeights(alpha=0.0, aux_weight=1.0)
+  prior = compute(targets, outputs, w)
+  rng = np.random.default_rng(3)
+  targets[distill.TEACHER_OBSERVED] = (targets[losses.EXPOSURES] * rng.uniform(
+      0.1, 1.0, targets[losses.EXPOSURES].shape)).astype(np.float32)
+  got, want = compute(targets, outputs, w), reference(targets, outputs, w)
+  assert got['aux'] == pytest.approx(want['aux'], rel=1e-4)
+  assert abs(got['aux'] - prior['aux']) > 1e-3
+  # A non-finite teacher exposure masks its example like any teacher column.
+  targets[distill.TEACHER_OBSERVED][0, 0] = np.nan
+  assert compute(targets, outputs, w)['teacher_examples'] == 3
 
 
 def test_masked_terms_contribute_exactly_zero():

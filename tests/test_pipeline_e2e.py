@@ -89,6 +89,17 @@ def test_bulk_inferrer_adds_teacher_columns_and_keeps_the_rest(e2e):
     for name in columns.TEACHER_RATES:
       assert np.isfinite(new[name]).all() and (new[name] >= 0).all(), name
       assert new[name].mean() > 0
+    # Without the observability head (the fixture's teacher), the teacher's
+    # observability is the prior's mature share and its observed exposure o_w.
+    assert not e2e.cfg.model.teacher_observability_head
+    shares = labels.matured_window_shares(e2e.cfg.label_spec())
+    row = 2 * new[columns.BROWSER] + new[columns.ADVERTISER_FIRST_PARTY]
+    for i, (q, o, prior) in enumerate(zip(columns.TEACHER_OBSERVABILITY,
+                                          columns.TEACHER_OBSERVED_EXPOSURES,
+                                          columns.OBSERVED_EXPOSURES)):
+      want = np.where(new[columns.IN_PANEL] == 1, 1.0, shares[row, i])
+      np.testing.assert_allclose(new[q], want, rtol=1e-4, atol=1e-6, err_msg=q)
+      np.testing.assert_allclose(new[o], new[prior], rtol=1e-4, atol=1e-6, err_msg=o)
     hint = new[columns.TEACHER_HINT]
     assert hint.shape == (len(old[columns.CLICK_ID]), width)
     assert np.isfinite(hint).all() and hint.std() > 0

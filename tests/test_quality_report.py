@@ -219,3 +219,35 @@ def test_markdown_has_no_calibration_table_for_results_before_the_world(result):
                                   if k != 'calibration_by_slice'})
   assert 'Calibration by slice' not in text
   assert 'Calibration by slice' in quality_report.markdown(result)
+
+
+def test_observability_errors_weigh_by_true_rate_and_skip_the_panel():
+  """A teacher exact on region 'consent_required' and the prior off by 0.2
+  there: the table shows it in exactly that slice; panel clicks do not count."""
+  rng = np.random.default_rng(4)
+  n = 3000
+  W = len(columns.WINDOW_NAMES)
+  truth = rng.uniform(0.2, 0.9, (n, W))
+  rate = rng.gamma(1.0, 0.05, (n, W))
+  rows = {columns.IN_PANEL: (np.arange(n) % 10 == 0).astype(np.int64),
+          columns.BROWSER: rng.integers(0, 5, n),
+          'country': rng.integers(0, 32, n),
+          columns.ADVERTISER_FIRST_PARTY: rng.integers(0, 2, n)}
+  for i in range(W):
+    rows[columns.TRUE_OBSERVABILITY[i]] = truth[:, i]
+    rows[columns.TRUE_RATES[i]] = rate[:, i]
+  consent = rows['country'] % 2 == 1
+  teacher = np.where(consent[:, None], truth, truth + 0.1)
+  prior = truth + 0.2
+  panel = rows[columns.IN_PANEL] == 1
+  teacher[panel] = 5.0  # ignored: the panel is fully observed by definition
+  got = quality_report.observability_errors(rows, teacher, prior)
+  assert got['region']['consent_required']['teacher'] == pytest.approx(0.0, abs=1e-12)
+  assert got['region']['consent_required']['prior'] == pytest.approx(0.2)
+  keep = ~panel
+  want = (rate[keep] * np.abs(teacher[keep] - truth[keep])).sum() / rate[keep].sum()
+  assert got['overall']['all clicks']['teacher'] == pytest.approx(want)
+  assert got['overall']['all clicks']['clicks'] == int(keep.sum())
+  lines = quality_report.observability_table([got, got])
+  assert any(l.startswith('| region: consent_required | 0.0000 | 0.2000 | 0.000 ')
+             for l in lines), lines

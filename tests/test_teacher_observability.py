@@ -3,8 +3,12 @@ learns, off the measurement panel, what the prior's observed exposure misses, an
 the panel keeps the rate honest."""
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
+import config as config_lib
+from models import export
+from models import features as features_lib
 from models import losses
 from models import towers
 from models import training
@@ -105,3 +109,76 @@ def test_the_head_learns_what_the_prior_misses_and_the_panel_pins_the_rate():
   assert errors[False].mean() > 0.3, errors[False]
   assert errors[True].mean() < 0.5 * errors[False].mean(), errors
   assert columns.IN_PANEL == losses.IN_PANEL
+
+
+class _Features(tf.Module):
+  """A stand-in for the Transform layer: ids folded, numerics as float32."""
+
+  def __call__(self, raw):
+    out = {}
+    for name, x in raw.items():
+      col = columns.BY_NAME[name]
+      out[name] = (tf.math.floormod(x, col.buckets) if col.buckets
+                   else tf.cast(x, tf.float32))
+    return out
+
+
+def _examples(rows):
+  """Serialized tf.Examples with every teacher feature and the columns the
+  observability outputs read."""
+  out = []
+  for row in rows:
+    feats = {}
+    for name in features_lib.TEACHER_FEATURES + export.OBSERVABILITY_COLUMNS:
+      value = row.get(name, 1)
+      if features_lib.dtype(name) == tf.int64:
+        feats[name] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(value)]))
+      else:
+        feats[name] = tf.train.Feature(float_list=tf.train.FloatList(value=[float(value)]))
+    out.append(tf.train.Example(features=tf.train.Features(
+        feature=feats)).SerializeToString())
+  return tf.constant(out)
+
+
+@pytest.mark.parametrize('head', [False, True])
+def test_the_predict_signature_writes_per_click_observability(tmp_path, head):
+  """What the BulkInferrer writes: observability at maturity (the prior's share
+  moved by the head's shift; 1 on the panel) and the observed exposure the
+  teacher's likelihood used (o without the head)."""
+  cfg = config_lib.load_config(None, [
+      f'model.teacher_observability_head={str(head).lower()}'])
+  network = towers.build_teacher(cfg)
+  shift = np.array([0.7, -0.4, 1.1], np.float32)
+  if head:
+    layer = network.get_layer('observability_head')
+    layer.set_weights([layer.get_weights()[0], shift])
+  rng = np.random.default_rng(0)
+  shares = rng.uniform(0.2, 0.9, (10, W)).astype(np.float32)
+  rows = []
+  for i in range(8):
+    e = rng.uniform(0.1, 1.0, W)
+    rows.append({columns.BROWSER: i % 5, columns.ADVERTISER_FIRST_PARTY: i % 2,
+                 columns.IN_PANEL: int(i == 3),
+                 **dict(zip(columns.EXPOSURES, e)),
+                 **dict(zip(columns.OBSERVED_EXPOSURES,
+                            e if i == 3 else e * rng.uniform(0.2, 0.9, W)))})
+  export.save_teacher(network, _Features(), str(tmp_path), {}, shares)
+  predict = tf.saved_model.load(str(tmp_path)).signatures[export.PREDICT_SIGNATURE]
+  got = {k: v.numpy() for k, v in predict(examples=_examples(rows)).items()}
+  d = shift if head else np.zeros(W)
+
+  def sigmoid_shift(p):
+    return 1 / (1 + np.exp(-(np.log(p / (1 - p)) + d)))
+  for i, row in enumerate(rows):
+    panel = row[columns.IN_PANEL] == 1
+    e = np.array([row[c] for c in columns.EXPOSURES])
+    o = np.array([row[c] for c in columns.OBSERVED_EXPOSURES])
+    p = shares[2 * row[columns.BROWSER] + row[columns.ADVERTISER_FIRST_PARTY]]
+    q = [got[k][i] for k in export.OBSERVABILITY_OUTPUTS]
+    observed = [got[k][i] for k in export.OBSERVED_EXPOSURE_OUTPUTS]
+    np.testing.assert_allclose(q, np.ones(W) if panel else sigmoid_shift(p),
+                               rtol=1e-5)
+    np.testing.assert_allclose(observed, e if panel else e * sigmoid_shift(o / e),
+                               rtol=1e-4)
+  for key in export.RATE_OUTPUTS + (export.HINT_OUTPUT,):
+    assert key in got
