@@ -426,9 +426,12 @@ class QuantizerConfig:
 class EvalConfig:
   """What models are scored against (§7; observation/eval_labels.py).
 
-  truth: the true totals (synthetic data); on real logs use observed_observable
-  (unbiased, fully observed browsers only) or observed_modeled (every browser,
-  teacher-modeled). The Evaluator reports the other modes beside the gating one.
+  truth: the true totals (synthetic data); on real logs use panel (the
+  measurement panel's fully observed clicks: unbiased whatever hides conversions
+  elsewhere). observed_observable (fully observed browsers only) is unbiased only
+  where observability is a per-browser constant, and observed_modeled (every
+  browser, teacher-modeled) is circular for a distilled student: diagnostics.
+  The Evaluator reports the other modes beside the gating one.
   """
   label_mode: str = _field('truth', choices=eval_labels.MODES)
 

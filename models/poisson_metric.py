@@ -49,6 +49,8 @@ def feature_keys(label_mode: str) -> List[str]:
   keys = list(columns.LABELS + columns.EXPOSURES) + [columns.OBSERVED_FRACTION]
   if label_mode == 'observed_modeled':
     keys += list(columns.OBSERVED_EXPOSURES + columns.TEACHER_RATES)
+  if label_mode == 'panel':
+    keys.append(columns.IN_PANEL)
   return keys
 
 

@@ -4,18 +4,32 @@ Shared by the Quantizer's report, the Evaluator's PoissonLogLoss and the benchma
 
   truth:               the true total conversions (synthetic data only);
                        mu = pConvs.
+  panel:               on measurement-panel clicks only (in_panel = 1, whose
+                       conversions are all observed), the reported conversions
+                       summed over windows; mu = pConvs * sum_w pi_w e_w (pi_w: the
+                       configured average window shares; exactly pConvs once the
+                       click is mature). Unbiased for the total whatever hides
+                       conversions elsewhere (consent, cookie caps, tag coverage):
+                       the real-log mode to gate on when logs carry a panel.
   observed_observable: on fully observed browsers only (f_b >= full_threshold),
-                       the reported conversions summed over windows;
-                       mu = pConvs * sum_w pi_w e_w  (pi_w: the configured average
-                       window shares; exactly pConvs once the click is mature).
-                       Unbiased for the total, but blind to the other browsers.
+                       the reported conversions summed over windows, with the
+                       same mu. Unbiased only where observability is a per-browser
+                       constant: where consent or tag coverage also hide
+                       conversions of those browsers (the observability world,
+                       docs/observability-world.md), it under-counts the truth;
+                       tests/test_label_modes.py measures by how much.
   observed_modeled:    every click, reported plus modeled conversions
                        (e_w - o_w) t_w from the teacher's rates (o_w the
-                       observed exposure; (1 - f_b) e_w t_w when observability
-                       does not depend on the delay);
-                       mu = pConvs * sum_w pi_w e_w.  Covers every browser but
-                       inherits the teacher's bias.
-On real logs (no truth) the last two are reported side by side.
+                       observed exposure); mu = pConvs * sum_w pi_w e_w. Covers
+                       every browser but inherits the teacher's bias, and is
+                       circular for a student distilled from that teacher: a
+                       diagnostic, never a gate.
+The modes score one pConvs output, so the split over windows comes from the
+average shares pi_w: per click the expected label is sum_w e_w rate_w, which
+those shares match only on average; per-window scores with exposure offsets need
+the window rates, which the float student's serving signature has (the benchmark
+and the TeacherGate compute them there), not the TFLite model TFMA runs.
+On real logs (no truth) the others are reported beside the gating one.
 """
 
 import dataclasses
@@ -26,7 +40,7 @@ import numpy as np
 
 from schemas import columns
 
-MODES = ('truth', 'observed_observable', 'observed_modeled')
+MODES = ('truth', 'panel', 'observed_observable', 'observed_modeled')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +78,7 @@ def resolve(mode: str, available: Sequence[str]) -> str:
   if mode not in MODES:
     raise ValueError(f'unknown eval label mode {mode!r}; expected auto or one of {MODES}')
   needed = {'truth': [columns.TRUE_CONVERSIONS],
+            'panel': list(columns.LABELS + columns.EXPOSURES) + [columns.IN_PANEL],
             'observed_observable': list(columns.LABELS + columns.EXPOSURES),
             'observed_modeled': list(columns.LABELS + columns.EXPOSURES +
                                      columns.OBSERVED_EXPOSURES +
@@ -91,8 +106,11 @@ def label_and_scale(rows: Mapping[str, np.ndarray], mode: str,
   scale = exposures @ np.asarray(window_shares, np.float64)
   observed = np.stack([np.asarray(rows[c], np.float64).reshape(-1)
                        for c in columns.LABELS], 1)
-  fraction = np.asarray(rows[columns.OBSERVED_FRACTION], np.float64).reshape(-1)
+  if mode == 'panel':
+    panel = np.asarray(rows[columns.IN_PANEL]).reshape(-1) == 1
+    return observed.sum(1), scale, panel & (scale > 0)
   if mode == 'observed_observable':
+    fraction = np.asarray(rows[columns.OBSERVED_FRACTION], np.float64).reshape(-1)
     return observed.sum(1), scale, (fraction >= full_threshold) & (scale > 0)
   if mode == 'observed_modeled':
     teacher = np.stack([np.asarray(rows[c], np.float64).reshape(-1)

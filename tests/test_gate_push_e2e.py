@@ -161,6 +161,7 @@ def test_every_label_mode_and_slice_is_reported(e2e):
       names.add((kv.key.name, kv.key.model_name))
   for name in ('poisson_log_loss', 'poisson_log_loss_calibration',
                'poisson_log_loss_examples', 'poisson_log_loss_observed_observable',
-               'poisson_log_loss_observed_modeled', 'example_count'):
+               'poisson_log_loss_observed_modeled', 'poisson_log_loss_panel',
+               'example_count'):
     assert (name, 'candidate') in names and (name, 'baseline') in names, name
   assert {(), ('tcpa_bucket',), ('browser_observability',)} <= slices

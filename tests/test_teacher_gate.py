@@ -142,15 +142,21 @@ def test_band_without_calibration_metrics_is_a_caller_error():
 EVAL_ROWS = 3000
 
 
-def write_eval_split(uri):
-  """An Examples artifact whose eval split holds truth and observed columns."""
+def write_eval_split(uri, panel_share=None, rate=4.0):
+  """An Examples artifact whose eval split holds truth and observed columns (and
+  with `panel_share` a measurement panel, fully observed); `rate` scales the
+  true rates."""
   rng = np.random.default_rng(4)
   n, windows = EVAL_ROWS, len(columns.WINDOW_NAMES)
-  true = (true_window_rates(n, seed=5) * 4).astype(np.float32)
+  true = (true_window_rates(n, seed=5) * rate).astype(np.float32)
   exposure = rng.uniform(0.2, 1.0, (n, windows)).astype(np.float32)
   fraction = rng.choice([1.0, 0.3], n).astype(np.float32)
   cols = {columns.TRUE_CONVERSIONS: rng.poisson(true.sum(1)).astype(np.int64),
           columns.OBSERVED_FRACTION: fraction}
+  if panel_share is not None:
+    panel = rng.random(n) < panel_share
+    cols[columns.IN_PANEL] = panel.astype(np.int64)
+    fraction = np.where(panel, 1.0, fraction).astype(np.float32)
   counts = rng.poisson(true * exposure * fraction[:, None]).astype(np.int64)
   for i in range(windows):
     cols[columns.TRUE_RATES[i]] = true[:, i]
@@ -200,6 +206,9 @@ def save_fake_teacher(uri, scales, conversions=None):
 def gate_inputs(tmp_path_factory):
   root = tmp_path_factory.mktemp('teacher_gate')
   return {'examples': write_eval_split(str(root / 'examples')),
+          # Enough panel conversions per window to see a 1.2x teacher.
+          'panel_examples': write_eval_split(str(root / 'panel'), panel_share=0.8,
+                                             rate=200.0),
           'calibrated': save_fake_teacher(str(root / 'calibrated'), (1.0,) * 3),
           'skewed': save_fake_teacher(str(root / 'skewed'), SKEW_7_90D),
           # 7-90 d fit to 25 conversions: 1.2 is within 0.1 + 2 / sqrt(25).
@@ -207,12 +216,12 @@ def gate_inputs(tmp_path_factory):
                                                  (900, 400, 25))}
 
 
-def run_gate(gate_inputs, teacher, tmp_path, **bar):
+def run_gate(gate_inputs, teacher, tmp_path, examples='examples', **bar):
   result = GateResult()
   result.uri = str(tmp_path / 'result')
   executor.Executor().Do(
       {executor.MODEL_KEY: [gate_inputs[teacher]],
-       executor.EXAMPLES_KEY: [gate_inputs['examples']]},
+       executor.EXAMPLES_KEY: [gate_inputs[examples]]},
       {executor.RESULT_KEY: [result]},
       {executor.BAR_KEY: TeacherGateConfig(**bar).to_json()})
   return result
@@ -260,5 +269,24 @@ def test_executor_observed_mode_records_calibration_unchecked(gate_inputs, tmp_p
   assert result.get_string_custom_property('mode') == 'observed'
   assert result.get_int_custom_property('calibration_checked') == 0
   assert not result.has_custom_property('calibration_7_90d')
-  assert 'calibration not checked (no truth in observed mode)' in (
-      result.get_string_custom_property('verdict'))
+  assert ('calibration not checked (no truth in observed mode and no panel '
+          'conversion)') in result.get_string_custom_property('verdict')
+
+
+def test_observed_mode_checks_calibration_on_the_panel(gate_inputs, tmp_path):
+  """Real logs with a panel: the calibrated teacher passes with its panel
+  calibration recorded and checked; the one 1.2x over in 7-90 d stops."""
+  result = run_gate(gate_inputs, 'calibrated', tmp_path, examples='panel_examples',
+                    mode='observed', min_improvement=0.0)
+  assert result.get_int_custom_property('calibration_checked') == 1
+  for w in columns.WINDOW_NAMES:
+    n = result.get_float_custom_property(gate.panel_conversions_key(w))
+    assert n > 1000, (w, n)
+    assert result.get_float_custom_property(gate.panel_key(w)) == pytest.approx(
+        1.0, abs=3 / np.sqrt(n)), w
+  assert 'calibration on the panel per window' in result.get_string_custom_property(
+      'verdict')
+  with pytest.raises(gate.TeacherGateError,
+                     match=r'window 7_90d calibration on the panel 1\.1\d\d is outside'):
+    run_gate(gate_inputs, 'skewed', tmp_path, examples='panel_examples',
+             mode='observed', min_improvement=0.0)

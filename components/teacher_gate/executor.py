@@ -68,13 +68,17 @@ class Executor(base_executor.BaseExecutor):
                                    true_rates.sum(1))
       # calibration_<window> and calibration_total become properties below.
       metrics.update(gate.truth_calibration(rates, true_rates))
-      # The label noise the calibration tolerance admits (teacher's summary).
-      trained = summary.get('reported_conversions_trained_on', {})
-      metrics.update({gate.conversions_key(w): float(n) for w, n in trained.items()})
     else:
       counts = np.stack([cols[c] for c in columns.LABELS], 1)
       offsets = np.stack([cols[c] for c in columns.OBSERVED_EXPOSURES], 1)
       metrics = gate.observed_metrics(counts, offsets, rates)
+      if columns.IN_PANEL in cols:
+        exposures = np.stack([cols[c] for c in columns.EXPOSURES], 1)
+        metrics.update(gate.panel_calibration(counts, exposures, rates,
+                                              cols[columns.IN_PANEL]))
+    # The label noise the calibration tolerance admits (teacher's summary).
+    trained = summary.get('reported_conversions_trained_on', {})
+    metrics.update({gate.conversions_key(w): float(n) for w, n in trained.items()})
     verdict = gate.decide(mode, metrics, bar)  # raises on failure
     logging.info('TeacherGate: %s', verdict)
 
@@ -82,13 +86,15 @@ class Executor(base_executor.BaseExecutor):
     result.set_int_custom_property('passed', 1)
     result.set_string_custom_property('mode', mode)
     result.set_string_custom_property('verdict', verdict)
-    # Observed mode has no truth to calibrate against: say so rather than omit it.
+    # Observed mode without a panel has nothing to calibrate against: say so
+    # rather than omit it.
     result.set_int_custom_property('calibration_checked',
-                                   int(gate.calibration_checked(mode, bar)))
+                                   int(gate.calibration_checked(mode, bar, metrics)))
     result.set_float_custom_property('calibration_band', bar.calibration_band)
     result.set_int_custom_property('eval_examples', len(rates))
     for key, value in metrics.items():
-      result.set_float_custom_property(key, float(value))
+      if not np.isnan(value):  # nan: not measured (e.g. no panel conversion)
+        result.set_float_custom_property(key, float(value))
     # The teacher's lag cutoff and training set size, visible in ML Metadata.
     result.set_string_custom_property('cutoff_time', summary['cutoff_time'])
     result.set_int_custom_property('examples_trained_on',

@@ -17,8 +17,16 @@ a head fit to n_w counts matches them, and their Poisson noise moves its
 calibration by about 1 / sqrt(n_w) (measured: a 400-step teacher on 30k clicks
 saw 39 conversions in 7-90 d, matched them to 3%, and was 0.84 calibrated
 against the truth). Without the counts the tolerance is the band alone; a band of
-0 disables the check. Real logs have no truth to calibrate against, so there the
-band is recorded as not checked.
+0 disables the check.
+
+Real logs have no truth; where they carry a measurement panel (clicks whose
+conversions are all observed) the teacher's calibration per window is checked on
+the panel's eval clicks instead:
+    panel_calibration_w = sum(e_w * rate_w) / sum(reported_w)   (panel clicks)
+against 1 +- (calibration_band + 2 sqrt(1/m_w + 1/n_w)), m_w the panel's reported
+conversions of window w (their own Poisson noise). A window with no panel
+conversion is not checked, and the verdict says so; without a panel the band is
+recorded as not checked.
 """
 
 from typing import Dict, List, Tuple
@@ -99,9 +107,73 @@ def tolerance(metrics: Dict[str, float], window: str, band: float) -> float:
   return band + NOISE_Z / np.sqrt(max(n, 1.0))
 
 
-def calibration_checked(mode: str, bar: TeacherGateConfig) -> bool:
-  """Whether `decide` holds the per-window calibration to the band."""
-  return mode == 'truth' and bar.calibration_band > 0
+def panel_key(window: str) -> str:
+  """The metric name of a window's calibration on the panel (observed mode)."""
+  return f'panel_calibration_{window}'
+
+
+def panel_conversions_key(window: str) -> str:
+  return f'panel_conversions_{window}'
+
+
+def calibration_checked(mode: str, bar: TeacherGateConfig,
+                        metrics: Dict[str, float] = None) -> bool:
+  """Whether `decide` holds the per-window calibration to the band: truth mode,
+  or observed mode on a panel with conversions in some window."""
+  if bar.calibration_band <= 0:
+    return False
+  if mode == 'truth':
+    return True
+  return any((metrics or {}).get(panel_conversions_key(w), 0) > 0
+             for w in columns.WINDOW_NAMES)
+
+
+def panel_calibration(counts: np.ndarray, exposures: np.ndarray, rates: np.ndarray,
+                      in_panel: np.ndarray) -> Dict[str, float]:
+  """Per window on the panel: panel_calibration_<w> (nan without a conversion)
+  and panel_conversions_<w>.
+
+  Args:
+    counts, exposures, rates: [n, windows] reported counts, exposures e_w and the
+      teacher's rates.
+    in_panel: [n] 1 for a panel click.
+  """
+  panel = np.asarray(in_panel).reshape(-1) == 1
+  y = np.asarray(counts, np.float64)[panel].sum(0)
+  mu = (np.asarray(exposures, np.float64) * np.asarray(rates, np.float64))[panel].sum(0)
+  out = {}
+  for i, w in enumerate(columns.WINDOW_NAMES):
+    out[panel_key(w)] = float(mu[i] / y[i]) if y[i] > 0 else float('nan')
+    out[panel_conversions_key(w)] = float(y[i])
+  return out
+
+
+def _panel_clause(metrics: Dict[str, float],
+                  bar: TeacherGateConfig) -> Tuple[str, List[str]]:
+  """The observed-mode calibration clause (on the panel) and the problems found."""
+  checked = [w for w in columns.WINDOW_NAMES
+             if metrics.get(panel_conversions_key(w), 0) > 0]
+  if not checked:
+    return ('per-window calibration not checked (no truth in observed mode and no '
+            'panel conversion)'), []
+  band = bar.calibration_band
+  parts, problems = [], []
+  for w in checked:
+    m = metrics[panel_conversions_key(w)]
+    n = metrics.get(conversions_key(w))
+    tol = band + NOISE_Z * np.sqrt(1.0 / m + (1.0 / max(n, 1.0) if n else 0.0))
+    cal = metrics[panel_key(w)]
+    parts.append(f'{w} {cal:.3f} +-{tol:.3f} ({m:.0f} panel conversions)')
+    if band > 0 and not abs(cal - 1.0) <= tol:
+      problems.append(f'window {w} calibration on the panel {cal:.3f} is outside '
+                      f'1 +- {tol:.3f}')
+  text = 'calibration on the panel per window ' + ', '.join(parts)
+  if band <= 0:
+    text += ' (not checked: calibration_band 0)'
+  unchecked = [w for w in columns.WINDOW_NAMES if w not in checked]
+  if unchecked:
+    text += f'; {", ".join(unchecked)} not checked (no panel conversion)'
+  return text, problems
 
 
 def _calibration(metrics: Dict[str, float],
@@ -179,8 +251,9 @@ def decide(mode: str, metrics: Dict[str, float], bar: TeacherGateConfig) -> str:
     ok = metrics['improvement'] >= bar.min_improvement
     text = (f"teacher thinned eval NLL {metrics['teacher_nll']:.5f} improves on "
             f"constant rates ({metrics['constant_nll']:.5f}) by "
-            f"{metrics['improvement']:.2%}; the bar is {bar.min_improvement:.2%}"
-            '; per-window calibration not checked (no truth in observed mode)')
+            f"{metrics['improvement']:.2%}; the bar is {bar.min_improvement:.2%}")
+    calibration, problems = _panel_clause(metrics, bar)
+    text += '; ' + calibration
   else:
     raise ValueError(f'unknown teacher gate mode {mode!r}')
   if not ok or problems:
