@@ -367,7 +367,8 @@ class ExampleGenConfig:
   max_capped_fraction: float = _field(0.001, min=0.0, max=1.0)
 
 
-RECIPES = ('production', 'offset', 'kd')
+RECIPES = ('production', 'offset', 'kd', 'offset_panel_calibrated', 'panel_only',
+           'offset_observability_head')
 
 
 @dataclasses.dataclass
@@ -380,6 +381,14 @@ class DistillConfig:
     offset: the observability-corrected student without a teacher (offset
       log(f_b e_w)): the honest strong baseline;
     kd: distilled from the teacher with the weights below (they apply to kd only).
+  Teacher-free students that use the measurement panel (in_panel: a training
+  target, never an input), the baselines a careful analyst would build:
+    offset_panel_calibrated: the offset student with the prior's observed
+      exposure corrected per browser x first-party flag x country x window and
+      per advertiser from panel vs other clicks, shrunk (models/panel_calibration.py);
+    panel_only: trained on the panel's fully observed clicks alone;
+    offset_observability_head: the offset student with its own panel-supervised
+      observability head (the teacher's head, without a teacher).
   """
   recipe: str = _field('kd', choices=RECIPES)
   # kd: whether the hard loss uses the observability offset too.

@@ -74,6 +74,14 @@ class DistillWeights:
   hint_weight: float = 0.0
   tcpa_beta: float = 0.0
   tcpa_reference: float = 60.0
+  # Teacher-free uses of the measurement panel (config.DistillConfig's recipes).
+  panel_only: bool = False
+  panel_calibrated: bool = False
+  observability_head: bool = False
+
+  @property
+  def uses_panel(self) -> bool:
+    return self.panel_only or self.panel_calibrated or self.observability_head
 
   @property
   def uses_teacher(self) -> bool:
@@ -86,6 +94,12 @@ class DistillWeights:
       return cls(hard_observability=False)
     if distill.recipe == 'offset':
       return cls(hard_observability=True)
+    if distill.recipe == 'offset_panel_calibrated':
+      return cls(hard_observability=True, panel_calibrated=True)
+    if distill.recipe == 'panel_only':
+      return cls(hard_observability=True, panel_only=True)
+    if distill.recipe == 'offset_observability_head':
+      return cls(hard_observability=True, observability_head=True)
     return cls(hard_observability=distill.hard_observability, alpha=distill.alpha,
                temperature=distill.temperature, aux_weight=distill.aux_weight,
                hint_weight=distill.hint_weight, tcpa_beta=distill.tcpa_beta,
@@ -142,8 +156,15 @@ def global_batch_size(x: tf.Tensor) -> tf.Tensor:
 def per_example_terms(targets: Dict[str, tf.Tensor], outputs: Dict[str, tf.Tensor],
                       w: DistillWeights) -> Dict[str, tf.Tensor]:
   """hard_i, soft_i, aux_i, hint_i, each [B] (unmasked, unweighted)."""
-  out = {'hard': losses.thinned_poisson_loss(targets, outputs[LOG_RATES],
-                                             w.hard_observability)}
+  if w.observability_head:
+    # Its own head moves the prior's observed share off the panel, as the
+    # teacher's does (losses.teacher_offsets).
+    out = {'hard': tf.reduce_sum(losses.poisson_nll_with_offset(
+        targets[losses.COUNTS], outputs[LOG_RATES],
+        losses.teacher_offsets(targets, outputs)), axis=1)}
+  else:
+    out = {'hard': losses.thinned_poisson_loss(targets, outputs[LOG_RATES],
+                                               w.hard_observability)}
   zeros = tf.zeros_like(out['hard'])
   if w.alpha > 0:
     log_t = tf.math.log(tf.maximum(targets[TEACHER_RATES], 1e-30))

@@ -10,6 +10,7 @@ from the `training` config section.
 import functools
 from typing import Dict, List, Sequence
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 from absl import logging
@@ -19,6 +20,8 @@ from models import data
 from models import distill
 from models import distribution
 from models import export
+from models import losses
+from models import panel_calibration
 from models import features as features_lib
 from models import towers
 from models import training
@@ -29,6 +32,11 @@ from schemas import columns
 def target_columns(weights: distill.DistillWeights) -> List[str]:
   """Raw columns the loss needs besides counts, exposures and times."""
   cols = [columns.TARGET_CPA]
+  if weights.uses_panel:
+    cols.append(columns.IN_PANEL)
+  if weights.panel_calibrated:
+    # The calibration's lookup keys (read raw here, beside the features).
+    cols += [c for c in panel_calibration.KEY_COLUMNS if c not in cols]
   if weights.uses_teacher:
     cols += list(columns.TEACHER_RATES) + [columns.TEACHER_HINT]
   if weights.aux_weight > 0:
@@ -37,11 +45,17 @@ def target_columns(weights: distill.DistillWeights) -> List[str]:
 
 
 def with_distill_targets(features, targets, *, weights: distill.DistillWeights,
-                         lag_seconds: int):
+                         lag_seconds: int, panel_tables=None):
   """Adds the distillation targets: teacher rates, hint and observed exposures,
   mask, tCPA."""
   targets = dict(targets)
   targets[distill.TCPA] = targets.pop(columns.TARGET_CPA)
+  if weights.panel_calibrated:
+    keys = {c: targets.pop(c) for c in panel_calibration.KEY_COLUMNS}
+    keys[columns.IN_PANEL] = targets[columns.IN_PANEL]
+    targets[losses.OBSERVED_EXPOSURES] = panel_calibration.apply(
+        panel_tables, keys, targets[losses.OBSERVED_EXPOSURES],
+        targets[losses.EXPOSURES])
   available = targets[columns.CLICK_TS] <= targets[columns.SNAPSHOT_TS] - lag_seconds
   targets[distill.TEACHER_MASK] = tf.cast(available, tf.float32)
   if weights.uses_teacher:
@@ -55,15 +69,34 @@ def with_distill_targets(features, targets, *, weights: distill.DistillWeights,
 
 
 def dataset(patterns: Sequence[str], tft_layer, cfg: config_lib.Config,
-            weights: distill.DistillWeights, **kwargs) -> tf.data.Dataset:
+            weights: distill.DistillWeights, panel_tables=None,
+            **kwargs) -> tf.data.Dataset:
   """(serving features, targets) batches of the global batch size."""
+  if weights.panel_only:
+    kwargs['keep'] = lambda e: tf.equal(e[columns.IN_PANEL][0], 1)
   ds = data.model_dataset(patterns, tft_layer, features_lib.SERVING_FEATURES,
                           cfg.model.student.batch_size,
                           extra_targets=target_columns(weights),
                           shuffle_buffer=cfg.model.shuffle_buffer, **kwargs)
   return ds.map(functools.partial(
       with_distill_targets, weights=weights,
-      lag_seconds=cfg.window.teacher_lag_seconds()))
+      lag_seconds=cfg.window.teacher_lag_seconds(), panel_tables=panel_tables))
+
+
+def fit_panel_calibration(patterns: Sequence[str]) -> Dict:
+  """The panel-calibrated recipe's ratio tables, from the training examples.
+
+  Raises:
+    ValueError: the training examples hold no panel click.
+  """
+  ds = data.raw_dataset(patterns, panel_calibration.FIT_COLUMNS, 65536,
+                        shuffle=False, repeat=False, drop_remainder=False)
+  batches = list(ds.as_numpy_iterator())
+  rows = {c: np.concatenate([b[c] for b in batches]) for c in batches[0]}
+  if not (rows[columns.IN_PANEL] == 1).any():
+    raise ValueError('distill.recipe offset_panel_calibrated needs measurement-panel '
+                     'clicks (in_panel = 1); the training split has none')
+  return panel_calibration.fit(rows)
 
 
 def build_network(cfg: config_lib.Config, weights: distill.DistillWeights,
@@ -72,7 +105,8 @@ def build_network(cfg: config_lib.Config, weights: distill.DistillWeights,
   return towers.build_student_tower(
       cfg, aux_heads=weights.aux_weight > 0,
       hint_projection=(hint_width or schemas.hint_width())
-      if weights.hint_weight > 0 else 0)
+      if weights.hint_weight > 0 else 0,
+      observability_head=weights.observability_head)
 
 
 def compile_model(cfg: config_lib.Config, weights: distill.DistillWeights,
@@ -121,10 +155,12 @@ def run_fn(fn_args) -> None:
       fn_args.transform_graph_path).transform_features_layer()
   # The teacher columns' widths come from the schema artifact (DISTILL environment).
   schema_path = fn_args.schema_path or schemas.SCHEMA_PATH
-  train = dataset(fn_args.train_files, tft_layer, cfg, weights, seed=cfg.model.seed,
-                  schema_path=schema_path)
-  evaluation = dataset(fn_args.eval_files, tft_layer, cfg, weights, shuffle=False,
-                       schema_path=schema_path)
+  tables = (fit_panel_calibration(fn_args.train_files)
+            if weights.panel_calibrated else None)
+  train = dataset(fn_args.train_files, tft_layer, cfg, weights, tables,
+                  seed=cfg.model.seed, schema_path=schema_path)
+  evaluation = dataset(fn_args.eval_files, tft_layer, cfg, weights, tables,
+                       shuffle=False, schema_path=schema_path)
 
   strategy = distribution.get_strategy(cfg.training.strategy, cfg.training.tpu)
   tf.keras.mixed_precision.set_global_policy(cfg.training.precision)
@@ -147,5 +183,11 @@ def run_fn(fn_args) -> None:
       'parameters': towers.parameter_counts(network),
       'final': {k: float(v[-1]) for k, v in history.history.items()},
   }
+  if tables is not None:
+    cell = tables['cell']
+    summary['panel_calibration'] = {
+        'cell_ratio_quantiles': np.quantile(cell, [0.05, 0.5, 0.95]).tolist(),
+        'advertiser_ratio_quantiles': np.quantile(
+            tables['advertiser'], [0.05, 0.5, 0.95]).tolist()}
   export.save_student(network, tft_layer, fn_args.serving_model_dir, summary)
   logging.info('student: summary %s', summary)

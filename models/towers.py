@@ -117,12 +117,14 @@ def build_teacher(cfg) -> tf.keras.Model:
 
 
 def build_student_tower(cfg, aux_heads: bool = False,
-                        hint_projection: int = 0) -> tf.keras.Model:
+                        hint_projection: int = 0,
+                        observability_head: bool = False) -> tf.keras.Model:
   """The student from a pipeline.config.Config (serving features only)."""
   s = cfg.model.student
   return build_tower(features_lib.SERVING_FEATURES, s.hidden_units, s.hint_layer,
                      cfg.model.embedding_dim, s.dropout, s.l2, name='student',
-                     aux_heads=aux_heads, hint_projection=hint_projection)
+                     aux_heads=aux_heads, hint_projection=hint_projection,
+                     observability_head=observability_head)
 
 
 def parameter_counts(model: tf.keras.Model) -> Dict[str, int]:

@@ -1,0 +1,131 @@
+"""Teacher-free students that use the measurement panel (issue 14, deliverable 6):
+the panel-calibrated offsets, the panel-only filter and the student's own
+observability head; none reads in_panel as an input."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import config as config_lib
+from models import distill
+from models import losses
+from models import panel_calibration
+from models import student_trainer
+from models import towers
+from schemas import columns
+
+W = len(columns.WINDOW_NAMES)
+PANEL_RECIPES = ('offset_panel_calibrated', 'panel_only', 'offset_observability_head')
+
+
+def _rows(n, rng, segment_q, country_q, adv_q, panel_share=0.03, prior=0.6):
+  """Clicks observed with probability segment x country x advertiser factors
+  (per window for the segment) while the prior says `prior` everywhere; the
+  panel is fully observed."""
+  browser = rng.integers(0, 5, n)
+  fp = rng.integers(0, 2, n)
+  country = rng.integers(0, 32, n)
+  adv = rng.integers(0, 300, n)
+  panel = rng.random(n) < panel_share
+  q = np.clip(segment_q[panel_calibration.segment_index(browser, fp)] *
+              (country_q[country] * adv_q[adv])[:, None], 0, 1)
+  e = rng.uniform(0.3, 1.0, (n, W))
+  rate = rng.gamma(2.0, 0.15, n)[:, None] * np.array([0.5, 0.3, 0.2])
+  seen = np.where(panel[:, None], 1.0, q)
+  y = rng.poisson(rate * e * seen)
+  o = np.where(panel[:, None], e, prior * e)
+  rows = {columns.BROWSER: browser, columns.ADVERTISER_FIRST_PARTY: fp,
+          'country': country, 'advertiser_id': adv,
+          columns.IN_PANEL: panel.astype(np.int64)}
+  for i in range(W):
+    rows[columns.LABELS[i]] = y[:, i]
+    rows[columns.EXPOSURES[i]] = e[:, i]
+    rows[columns.OBSERVED_EXPOSURES[i]] = o[:, i]
+  return rows, q
+
+
+def test_panel_calibration_recovers_what_the_prior_misses():
+  """Segments observed 40-95% per window, countries x0.5-1, advertisers x0.6-1
+  under a flat 60% prior and a 3% panel: the calibrated offsets' error is less
+  than half the prior's."""
+  rng = np.random.default_rng(0)
+  segment_q = rng.uniform(0.4, 0.95, (panel_calibration.N_SEGMENTS, W))
+  country_q = rng.uniform(0.5, 1.0, panel_calibration.N_COUNTRIES)
+  adv_q = np.ones(panel_calibration.N_ADVERTISERS)
+  adv_q[:300] = rng.uniform(0.6, 1.0, 300)
+  rows, q = _rows(600_000, rng, segment_q, country_q, adv_q)
+  tables = panel_calibration.fit(rows)
+  keys = [rows[c] for c in panel_calibration.KEY_COLUMNS]
+  est = 0.6 * panel_calibration.ratios(tables, *keys)
+  off = rows[columns.IN_PANEL] == 0
+  prior_error = np.abs(0.6 - q[off]).mean()
+  error = np.abs(est[off] - q[off]).mean()
+  assert error < 0.5 * prior_error, (error, prior_error)
+  # The TF lookup applies the same tables (and keeps the panel at e).
+  k = 1000
+  raw = {c: tf.constant(np.asarray(rows[c])[:k, None]) for c in
+         panel_calibration.KEY_COLUMNS + (columns.IN_PANEL,)}
+  o = np.stack([rows[c][:k] for c in columns.OBSERVED_EXPOSURES], 1)
+  e = np.stack([rows[c][:k] for c in columns.EXPOSURES], 1)
+  got = panel_calibration.apply(tables, raw, tf.constant(o, tf.float32),
+                                tf.constant(e, tf.float32)).numpy()
+  want = np.minimum(o * panel_calibration.ratios(tables, *[x[:k] for x in keys]), e)
+  want = np.where(rows[columns.IN_PANEL][:k, None] == 1, e, want)
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+def test_shrinkage_keeps_sparse_groups_near_the_pooled_ratio():
+  """Groups with a handful of conversions are pulled to the centre; the one
+  with plenty keeps its own ratio."""
+  observed = np.array([2.0, 1.0, 3.0, 4000.0])
+  expected = np.array([1.0, 2.0, 2.0, 2000.0])
+  panel = np.array([1.0, 1.0, 2.0, 1000.0])
+  panel_expected = np.array([1.0, 1.0, 1.0, 1000.0])
+  out = panel_calibration.shrunk_log_ratio(observed, expected, panel, panel_expected)
+  raw = np.log(observed / expected) - np.log(panel / panel_expected)
+  assert abs(out[3] - raw[3]) < 0.01
+  assert np.all(np.abs(out[:3] - out[3]) <= np.abs(raw[:3] - raw[3]) + 1e-12)
+
+
+@pytest.mark.parametrize('recipe', PANEL_RECIPES)
+def test_panel_recipes_read_the_panel_only_as_a_target(recipe):
+  cfg = config_lib.load_config(None, [f'distill.recipe={recipe}'])
+  weights = distill.DistillWeights.from_config(cfg.distill)
+  assert weights.uses_panel and not weights.uses_teacher
+  network = student_trainer.build_network(cfg, weights, hint_width=8)
+  assert set(network.input) == set(columns.SERVING_FEATURES)
+  assert columns.IN_PANEL in student_trainer.target_columns(weights)
+  assert (towers.OBS_LOGIT_SHIFT in network.output) == (
+      recipe == 'offset_observability_head')
+
+
+def test_the_students_own_head_uses_the_teachers_offsets():
+  """offset_observability_head's hard term is the thinned NLL with the head's
+  offsets (e on the panel), the offset student's with a zero head."""
+  rng = np.random.default_rng(2)
+  n = 64
+  e = rng.uniform(0.2, 1.0, (n, W)).astype(np.float32)
+  panel = (rng.random((n, 1)) < 0.3).astype(np.int64)
+  targets = {losses.COUNTS: rng.poisson(0.3, (n, W)).astype(np.float32),
+             losses.EXPOSURES: e,
+             losses.OBSERVED_EXPOSURES: np.where(panel == 1, e, 0.5 * e).astype(
+                 np.float32),
+             losses.OBSERVED_FRACTION: np.full((n, 1), 0.5, np.float32),
+             losses.IN_PANEL: panel}
+  log_rates = np.log(rng.gamma(1.0, 0.3, (n, W))).astype(np.float32)
+  head = distill.DistillWeights(hard_observability=True, observability_head=True)
+  plain = distill.DistillWeights(hard_observability=True)
+  zero = distill.per_example_terms(targets, {
+      towers.LOG_RATES: log_rates, towers.OBS_LOGIT_SHIFT: np.zeros((n, W), np.float32)},
+                                   head)['hard']
+  base = distill.per_example_terms(targets, {towers.LOG_RATES: log_rates}, plain)['hard']
+  np.testing.assert_allclose(zero.numpy(), base.numpy(), rtol=1e-5)
+  shift = np.full((n, W), 0.8, np.float32)
+  moved = distill.per_example_terms(
+      targets, {towers.LOG_RATES: log_rates, towers.OBS_LOGIT_SHIFT: shift}, head)['hard']
+  want = tf.reduce_sum(losses.poisson_nll_with_offset(
+      targets[losses.COUNTS], log_rates, losses.teacher_offsets(
+          targets, {towers.OBS_LOGIT_SHIFT: shift})), axis=1)
+  np.testing.assert_allclose(moved.numpy(), want.numpy(), rtol=1e-6)
+  on_panel = panel[:, 0] == 1
+  np.testing.assert_allclose(moved.numpy()[on_panel], base.numpy()[on_panel], rtol=1e-5)
