@@ -63,11 +63,16 @@ KD_OFF = ['distill.aux_weight=0', 'distill.hint_weight=0', 'distill.tcpa_beta=0'
 RECIPES = {
     'production': ['distill.recipe=production'],
     'offset': ['distill.recipe=offset'],
+    # Teacher-free students that use the measurement panel (issue 14).
+    'offset_panel': ['distill.recipe=offset_panel_calibrated'],
+    'panel_only': ['distill.recipe=panel_only'],
+    'offset_obs_head': ['distill.recipe=offset_observability_head'],
     'kd_output': ['distill.recipe=kd'] + KD_OFF,
     'kd_aux': ['distill.recipe=kd', 'distill.hint_weight=0', 'distill.tcpa_beta=0'],
     'kd_aux_hint': ['distill.recipe=kd', 'distill.tcpa_beta=0'],
     'kd_full': ['distill.recipe=kd'],
 }
+PANEL_RECIPES = ('offset_panel', 'panel_only', 'offset_obs_head')
 # The recipe whose seeds are split in two for the A/A row.
 AA_RECIPE = 'kd_full'
 # Suffix of a model trained a second time with the same seed (reproducibility).
@@ -392,8 +397,9 @@ def main(argv=None) -> int:
                       help='the development size (2 worlds x 2 seeds, small)')
   parser.add_argument('--worlds', type=int, help='number of world seeds')
   parser.add_argument('--seeds', type=int, help='training seeds per recipe')
-  parser.add_argument('--recipes', nargs='+', default=list(RECIPES),
-                      choices=list(RECIPES))
+  parser.add_argument('--recipes', nargs='+', choices=list(RECIPES),
+                      help='default: all, those that need a measurement panel only '
+                      'when the world has one')
   parser.add_argument('--set', dest='overrides', action='append', default=[],
                       metavar='KEY=VALUE', help='extra config overrides (all runs)')
   parser.add_argument('--resume', action='store_true',
@@ -407,6 +413,10 @@ def main(argv=None) -> int:
   parser.add_argument('--out', help=f'result JSON (default {REPORTED}; --quick: '
                       f'{RESULTS}/quick/quality.json)')
   args = parser.parse_args(argv)
+  if not args.recipes:
+    panel = bench_config(SIZES['quick'], FIRST_WORLD_SEED,
+                         args.overrides).world.panel_share > 0
+    args.recipes = [r for r in RECIPES if panel or r not in PANEL_RECIPES]
   size = SIZES['quick' if args.quick else 'full']
   size = dataclasses.replace(size, worlds=args.worlds or size.worlds,
                              seeds=args.seeds or size.seeds)
