@@ -184,10 +184,9 @@ def run_fn(fn_args) -> None:
       'final': {k: float(v[-1]) for k, v in history.history.items()},
   }
   if tables is not None:
-    cell = tables['cell']
+    # What the panel said of the prior, level by level (ratio quantiles).
     summary['panel_calibration'] = {
-        'cell_ratio_quantiles': np.quantile(cell, [0.05, 0.5, 0.95]).tolist(),
-        'advertiser_ratio_quantiles': np.quantile(
-            tables['advertiser'], [0.05, 0.5, 0.95]).tolist()}
+        level: np.quantile(table, [0.05, 0.5, 0.95]).round(4).tolist()
+        for level, table in tables.items()}
   export.save_student(network, tft_layer, fn_args.serving_model_dir, summary)
   logging.info('student: summary %s', summary)

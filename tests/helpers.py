@@ -57,6 +57,8 @@ def run_example_gen(cfg, data_root, out, window_days=3, **props):
 
 E2E_OVERRIDES = [
     'world.num_clicks=26000', 'world.days=17', 'world.seed=11',
+    # A measurement panel, so the panel label mode and recipes run end to end.
+    'world.panel_share=0.05',
     'window.days=14', 'window.eval_days=1', 'window.teacher_lag_hours=40',
     'model.teacher.train_steps=400', 'model.teacher.batch_size=256',
     'model.student.train_steps=300', 'model.student.batch_size=256',

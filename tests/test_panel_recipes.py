@@ -2,17 +2,22 @@
 the panel-calibrated offsets, the panel-only filter and the student's own
 observability head; none reads in_panel as an input."""
 
+import os
+import types
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import config as config_lib
 from models import distill
+from models import export
 from models import losses
 from models import panel_calibration
 from models import student_trainer
 from models import towers
 from schemas import columns
+from schemas import records
 
 W = len(columns.WINDOW_NAMES)
 PANEL_RECIPES = ('offset_panel_calibrated', 'panel_only', 'offset_observability_head')
@@ -129,3 +134,34 @@ def test_the_students_own_head_uses_the_teachers_offsets():
   np.testing.assert_allclose(moved.numpy(), want.numpy(), rtol=1e-6)
   on_panel = panel[:, 0] == 1
   np.testing.assert_allclose(moved.numpy()[on_panel], base.numpy()[on_panel], rtol=1e-5)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize('recipe', PANEL_RECIPES)
+def test_panel_recipes_train_through_run_fn_on_the_pipelines_examples(
+    e2e, recipe, tmp_path):
+  """The student's run_fn trains each panel recipe on the end-to-end run's
+  BulkInferrer examples; its export serves from serving features alone."""
+  inferred = e2e.artifact('BulkInferrer', 'output_examples', 'kd').uri
+  cfg = config_lib.load_config(None, [f'distill.recipe={recipe}',
+                                      'model.student.train_steps=40',
+                                      'model.student.batch_size=128'])
+  out = str(tmp_path / 'student')
+  student_trainer.run_fn(types.SimpleNamespace(
+      train_files=[os.path.join(inferred, 'Split-train', '*')],
+      eval_files=[os.path.join(inferred, 'Split-eval', '*')],
+      train_steps=40, eval_steps=2,
+      transform_graph_path=e2e.artifact('Transform', 'transform_graph', 'kd').uri,
+      schema_path=None, serving_model_dir=out, base_model=None,
+      custom_config=config_lib.trainer_custom_config(cfg)))
+  summary = export.read_summary(out)
+  assert summary['recipe'] == recipe
+  assert ('panel_calibration' in summary) == (recipe == 'offset_panel_calibrated')
+  if recipe == 'offset_panel_calibrated':
+    assert set(summary['panel_calibration']) == {'segment', 'country', 'advertiser'}
+  raw = tf.saved_model.load(out).signatures[export.RAW_SIGNATURE]
+  assert set(raw.structured_input_signature[1]) == set(columns.SERVING_FEATURES)
+  rows = records.read_examples(os.path.join(inferred, 'Split-eval'))
+  pconvs = raw(**{n: tf.constant(rows[n][:64, None]) for n in columns.SERVING_FEATURES})
+  values = pconvs[export.PCONVS].numpy()
+  assert np.isfinite(values).all() and (values > 0).all()
