@@ -15,11 +15,11 @@ one level at a time, each against the offsets the levels before corrected:
 browser x first-party flag x window (cookie policies), then country (consent
 rules), then advertiser (its users' consent and its tag coverage), the last two
 pooled over windows: a panel of a few percent has too few conversions for finer
-cells. Each log-ratio is shrunk towards its level's pooled value by empirical
-Bayes: log r -> c + (log r - c) tau^2 / (tau^2 + v), v its sampling variance
-(1/Y + 1/P) and tau^2 the spread left after the sampling noise (method of
-moments). The student's offset off the panel becomes o_w times the three ratios
-(at most e_w); on the panel it stays e_w.
+cells. Each group's two rates are shrunk towards their level's pooled rates
+(Gamma-Poisson posterior means with PRIOR_CONVERSIONS pseudo-conversions), so a
+group with few conversions keeps about the pooled ratio. The student's offset off
+the panel becomes o_w times the three ratios (at most e_w); on the panel it stays
+e_w.
 
 Hand-written: no library estimates a hierarchical observability ratio from a
 panel; the estimator is a few sums.
@@ -49,32 +49,35 @@ def segment_index(browser, first_party):
   return browser * 2 + first_party
 
 
-def shrunk_log_ratio(observed: np.ndarray, expected: np.ndarray,
-                     panel_counts: np.ndarray, panel_expected: np.ndarray
-                     ) -> np.ndarray:
-  """Empirical-Bayes shrunk log((observed / expected) / (panel_counts /
-  panel_expected)) per group; 0 where a group has no conversion on either side.
+# Prior strength of each group's rates, in conversions (Gamma-Poisson): a group
+# with far fewer conversions keeps about its level's pooled ratio, one with far
+# more its own. Fixed rather than fitted: with a panel of a few percent most
+# groups have a handful of panel conversions, too few to estimate a spread.
+PRIOR_CONVERSIONS = 20.0
 
-  All arrays have the same shape; each element is one group.
+
+def smoothed_log_ratio(observed: np.ndarray, expected: np.ndarray,
+                       panel_counts: np.ndarray, panel_expected: np.ndarray,
+                       prior_conversions: float = PRIOR_CONVERSIONS) -> np.ndarray:
+  """Per group, log of (observed / expected) / (panel_counts / panel_expected),
+  each rate smoothed towards its pooled value by `prior_conversions` pseudo-
+  conversions (the posterior mean of a Gamma prior centred there).
+
+  No group is dropped for having no conversion (conditioning on a count > 0
+  would bias small groups' rates up); a group with no exposure on a side gets
+  that side's pooled rate. All arrays have the same shape, one element a group.
   """
-  ok = (observed > 0) & (panel_counts > 0) & (expected > 0) & (panel_expected > 0)
-  raw = np.zeros(observed.shape)
-  var = np.full(observed.shape, np.inf)
-  raw[ok] = (np.log(observed[ok] / expected[ok]) -
-             np.log(panel_counts[ok] / panel_expected[ok]))
-  var[ok] = 1.0 / observed[ok] + 1.0 / panel_counts[ok]
-  if ok.sum() < 2:
-    return np.zeros(observed.shape)
-  # Precision-weighted centre, then the spread the noise does not explain.
-  weights = 1.0 / var[ok]
-  centre = float((weights * raw[ok]).sum() / weights.sum())
-  tau2 = max(0.0, float(np.mean((raw[ok] - centre)**2) - np.mean(var[ok])))
-  out = np.zeros(observed.shape)
-  # Shrink towards the pooled centre (the prior's overall error), not towards 0,
-  # so a prior that is off everywhere is corrected everywhere.
-  out[ok] = centre + (raw[ok] - centre) * tau2 / (tau2 + var[ok])
-  out[~ok] = centre
-  return out
+  observed, expected, panel_counts, panel_expected = (
+      np.asarray(x, np.float64) for x in (observed, expected, panel_counts,
+                                           panel_expected))
+  if observed.sum() <= 0 or panel_counts.sum() <= 0:
+    return np.zeros(observed.shape)  # nothing to learn from: keep the prior
+
+  def rate(y, exposure):
+    pooled = y.sum() / exposure.sum()
+    return (y + prior_conversions) / (exposure + prior_conversions / pooled)
+  return (np.log(rate(observed, expected)) -
+          np.log(rate(panel_counts, panel_expected)))
 
 
 def fit(rows: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
@@ -95,7 +98,7 @@ def fit(rows: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
 
   def sums(values, index, mask, n):
     return np.bincount(index[mask], values[mask], minlength=n)
-  log_segment = np.stack([shrunk_log_ratio(
+  log_segment = np.stack([smoothed_log_ratio(
       sums(y[:, w], segment, ~panel, N_SEGMENTS),
       sums(o[:, w], segment, ~panel, N_SEGMENTS),
       sums(y[:, w], segment, panel, N_SEGMENTS),
@@ -107,7 +110,7 @@ def fit(rows: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
   for level, name, n in (('country', COUNTRY, N_COUNTRIES),
                          ('advertiser', ADVERTISER, N_ADVERTISERS)):
     index = col(name).astype(np.int64)
-    log_ratio = shrunk_log_ratio(
+    log_ratio = smoothed_log_ratio(
         sums(y.sum(1), index, ~panel, n), sums(corrected.sum(1), index, ~panel, n),
         sums(y.sum(1), index, panel, n), sums(e.sum(1), index, panel, n))
     corrected = corrected * np.exp(log_ratio[index])[:, None]

@@ -79,17 +79,26 @@ def test_panel_calibration_recovers_what_the_prior_misses():
   np.testing.assert_allclose(got, want, rtol=1e-5)
 
 
-def test_shrinkage_keeps_sparse_groups_near_the_pooled_ratio():
-  """Groups with a handful of conversions are pulled to the centre; the one
-  with plenty keeps its own ratio."""
-  observed = np.array([2.0, 1.0, 3.0, 4000.0])
+def test_smoothing_keeps_sparse_groups_near_the_pooled_ratio_without_bias():
+  """Groups with a handful of conversions keep about the pooled ratio, the one
+  with plenty its own; and many small groups of one true ratio average to it
+  (no group is dropped for a zero count)."""
+  observed = np.array([2.0, 0.0, 3.0, 4000.0])
   expected = np.array([1.0, 2.0, 2.0, 2000.0])
-  panel = np.array([1.0, 1.0, 2.0, 1000.0])
+  panel = np.array([1.0, 1.0, 0.0, 1000.0])
   panel_expected = np.array([1.0, 1.0, 1.0, 1000.0])
-  out = panel_calibration.shrunk_log_ratio(observed, expected, panel, panel_expected)
-  raw = np.log(observed / expected) - np.log(panel / panel_expected)
-  assert abs(out[3] - raw[3]) < 0.01
-  assert np.all(np.abs(out[:3] - out[3]) <= np.abs(raw[:3] - raw[3]) + 1e-12)
+  out = panel_calibration.smoothed_log_ratio(observed, expected, panel, panel_expected)
+  pooled = np.log(observed.sum() / expected.sum()) - np.log(panel.sum() /
+                                                           panel_expected.sum())
+  assert abs(out[3] - np.log(2.0)) < 0.02
+  assert np.all(np.abs(out[:3] - pooled) < 0.2)
+  rng = np.random.default_rng(5)
+  n = 5000
+  e = rng.uniform(0.5, 1.5, n)
+  p = rng.uniform(0.05, 0.15, n) * 10  # ~0.3 panel conversions a group
+  ratio = panel_calibration.smoothed_log_ratio(
+      rng.poisson(0.6 * 0.3 * e), e, rng.poisson(0.3 * p), p)
+  assert abs(np.exp(np.mean(ratio)) - 0.6) < 0.05
 
 
 @pytest.mark.parametrize('recipe', PANEL_RECIPES)
