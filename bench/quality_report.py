@@ -159,6 +159,8 @@ class Scorer:
 # calibration is shown by, as functions of a world's scoring rows.
 CALIBRATION_MODELS = ('production', 'offset', 'lgbm', DEFAULT_RECIPE)
 OBSERVABILITY_QUINTILES = 5
+ADVERTISER_DECILES = 10
+ADVERTISER = 'advertiser_id'
 # scoring.npz column: World.expected_observability of each scoring click.
 EXPECTED_OBSERVABILITY = 'expected_observability'
 
@@ -186,7 +188,22 @@ def calibration_groups(rows) -> Dict[str, Dict[str, np.ndarray]]:
     # Named by rank alone: the edges differ from world to world.
     groups['expected_observability'] = {f'Q{i + 1}': q == i
                                         for i in range(OBSERVABILITY_QUINTILES)}
+    if ADVERTISER in rows:
+      groups['advertiser_decile'] = advertiser_deciles(rows[ADVERTISER], expected)
   return groups
+
+
+def advertiser_deciles(advertiser: np.ndarray, expected: np.ndarray
+                       ) -> Dict[str, np.ndarray]:
+  """Clicks grouped by their advertiser's decile of mean expected observability
+  (advertisers ranked, each decile a tenth of the advertisers seen): consent mix
+  and tag coverage are per advertiser, the prior's blind spot."""
+  ids, inverse = np.unique(np.asarray(advertiser), return_inverse=True)
+  mean = np.bincount(inverse, expected) / np.bincount(inverse)
+  rank = np.empty(len(ids), np.int64)
+  rank[np.argsort(mean, kind='stable')] = np.arange(len(ids))
+  decile = rank * ADVERTISER_DECILES // len(ids)
+  return {f'D{i + 1}': decile[inverse] == i for i in range(ADVERTISER_DECILES)}
 
 
 def calibration_by_slice(worlds: List[World], models: Sequence[str],

@@ -189,7 +189,8 @@ def test_calibration_by_slice_follows_each_group(tmp_path):
           columns.BROWSER: rng.integers(0, 5, n),
           'country': rng.integers(0, 32, n),
           columns.ADVERTISER_FIRST_PARTY: rng.integers(0, 2, n),
-          quality_report.EXPECTED_OBSERVABILITY: rng.random(n)}
+          quality_report.EXPECTED_OBSERVABILITY: rng.random(n),
+          'advertiser_id': rng.integers(0, 100, n)}
   for name in quality_report.SLICES[1:]:
     rows[quality_report.SLICE_PREFIX + name] = np.zeros(n, bool)
   os.makedirs(tmp_path / 'predictions')
@@ -207,7 +208,15 @@ def test_calibration_by_slice_follows_each_group(tmp_path):
       want((rows['country'] % 2 == 0) & (rows['country'] > 0)))
   q1 = cal['expected_observability']['Q1']
   assert q1['mean'] == pytest.approx(want(low), rel=0.02) and q1['mean'] < 0.5
-  assert set(cal) == {'browser', 'region', 'first_party', 'expected_observability'}
+  assert set(cal) == {'browser', 'region', 'first_party', 'expected_observability',
+                      'advertiser_decile'}
+  # Advertisers ranked by their mean expected observability, ten to a decile.
+  groups = quality_report.calibration_groups(rows)['advertiser_decile']
+  adv = rows['advertiser_id']
+  means = {a: rows[quality_report.EXPECTED_OBSERVABILITY][adv == a].mean()
+           for a in np.unique(adv)}
+  lowest = sorted(means, key=means.get)[:10]
+  np.testing.assert_array_equal(groups['D1'], np.isin(adv, lowest))
   lines = quality_report._calibration_markdown(
       {'calibration_by_slice': {'offset': cal}})
   assert lines[0].startswith('**Calibration by slice**')
