@@ -14,6 +14,7 @@ from typing import Callable, Dict, Sequence
 import tensorflow as tf
 
 from models import features as features_lib
+from models import serving_graph
 from models import towers
 from schemas import columns
 
@@ -92,18 +93,14 @@ def raw_feature_function(model: tf.keras.Model, tft_layer,
 
   Inputs are named exactly like the features and are dense [batch, 1] tensors
   (int64 ids, float32 numerics), so TFMA can feed a TFLite model from examples
-  by name; the one output is pConvs [batch, 1].
+  by name; the one output is pConvs [batch, 1]. It is the lean serving graph
+  (models/serving_graph.py): the same function as the Transform layer plus the
+  network, with every per-feature step vectorised. The graph holds a copy of the
+  network's weights, tracked on the network so the SavedModel saves them.
   """
-  specs = [tf.TensorSpec([None, 1], features_lib.dtype(n), name=n)
-           for n in feature_names]
-
-  @tf.function(input_signature=specs)
-  def raw_features(*tensors):
-    transformed = tft_layer(dict(zip(feature_names, tensors)))
-    net = model({n: transformed[n] for n in feature_names}, training=False)
-    return {PCONVS: tf.reduce_sum(tf.exp(net[towers.LOG_RATES]), axis=1,
-                                  keepdims=True)}
-  return raw_features
+  model.lean_serving = serving_graph.LeanServing(model, tft_layer, feature_names,
+                                                 output_name=PCONVS)
+  return model.lean_serving.raw_features
 
 
 def save_teacher(network: tf.keras.Model, tft_layer, export_dir: str,

@@ -26,8 +26,10 @@ import tensorflow as tf
 from models import export
 
 MODES = ('int8', 'dynamic_range', 'float16')
-# Ops that run in int8 in int8 mode: the model core, and the data movement
-# between its layers.
+# Op types that run in int8 in int8 mode: the model core, and the data movement
+# between its layers. Only those downstream of the embedding GATHER are the core
+# (int8_core_outputs): the CONCATENATIONs that gather ids and raw numerics before
+# their transforms are not.
 INT8_CORE = frozenset({'FULLY_CONNECTED', 'GATHER', 'RESHAPE', 'CONCATENATION'})
 NO_DELEGATE = tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
 INPUT_PREFIX = 'serving_default_'  # TFMA strips exactly this prefix
@@ -42,6 +44,7 @@ class Op:
   name: str
   input_dtypes: List[np.dtype]
   outputs: List[str]  # output tensor names
+  inputs: List[str] = dataclasses.field(default_factory=list)  # input tensor names
 
 
 def raw_saved_model(student_dir: str, out_dir: str) -> str:
@@ -76,14 +79,29 @@ def op_table(model: bytes) -> List[Op]:
   it = interpreter(model)
   tensors = {t['index']: t for t in it.get_tensor_details()}
   return [Op(op['op_name'], [tensors[i]['dtype'] for i in op['inputs'] if i >= 0],
-             [tensors[i]['name'] for i in op['outputs']])
+             [tensors[i]['name'] for i in op['outputs']],
+             [tensors[i]['name'] for i in op['inputs'] if i >= 0])
           for op in it._get_ops_details()]  # pylint: disable=protected-access
+
+
+def int8_core_outputs(ops: Sequence[Op]) -> set:
+  """Output names of the int8 core: INT8_CORE ops fed, through INT8_CORE ops
+  only, by a GATHER (the embeddings, the numerics' concatenation with them, the
+  FULLY_CONNECTEDs). Ops list in execution order, so one pass suffices."""
+  core = set()
+  for op in ops:
+    if op.name not in INT8_CORE:
+      continue
+    if op.name == 'GATHER' or any(name in core for name in op.inputs):
+      core.update(op.outputs)
+  return core
 
 
 def float_edge_nodes(float_model: bytes) -> List[str]:
   """Output names of every op outside the int8 core: what stays float."""
-  return [name for op in op_table(float_model) if op.name not in INT8_CORE
-          for name in op.outputs]
+  ops = op_table(float_model)
+  core = int8_core_outputs(ops)
+  return [name for op in ops for name in op.outputs if name not in core]
 
 
 def convert(saved_dir: str, mode: str,
