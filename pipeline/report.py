@@ -3,10 +3,12 @@
 from typing import Dict, Optional
 
 import tensorflow_model_analysis as tfma
+from tfx.utils import path_utils
 
 from components import artifacts
 from components.pusher import push
 from components.served_baseline import executor as served_baseline
+from models import export
 from pipeline import evaluation
 from pipeline import local
 
@@ -75,6 +77,12 @@ def summarize(cfg, run_label: str = '') -> Dict:
   if examples:
     summary['snapshot_time'] = local.custom_property(examples['examples'][0],
                                                      artifacts.SNAPSHOT_TIME)
+  student = outputs('student')
+  if student:
+    trained = export.read_summary(path_utils.serving_model_path(
+        student['model'][0].uri))
+    if trained.get('warm_start_layers'):
+      summary['warm_start'] = trained['warm_start_layers']
   served = outputs('ServedBaseline')
   if served:
     result = served[served_baseline.RESULT_KEY][0]
@@ -111,6 +119,14 @@ def text(summary: Dict) -> str:
       if base is not None:
         line += f', baseline {base:.5f} ({(cand - base) / base:+.2%})'
       lines.append(line)
+  warm = summary.get('warm_start')
+  if warm:
+    lines.append(
+        f'warm start: {warm["layers_matched"]} of {warm["layers_with_weights"]} layers '
+        f'with weights matched' + (f' ({warm["path"]})' if warm['path'] else
+                                   f': {warm.get("reason", "")}, trained from scratch')
+        + (f'; kept their initialisation: {", ".join(warm["skipped"])}'
+           if warm['skipped'] else ''))
   if 'blessed' in summary:
     lines.append(f'blessed: {summary["blessed"]} (baseline: '
                  f'{summary.get("baseline_model") or "none, bootstrap"})')
