@@ -100,6 +100,11 @@ def test_float_tflite_is_lean_builtin_and_equals_the_graph_at_any_batch(lean):
   assert ops['GATHER'] == 1 and ops['FULLY_CONNECTED'] == 3, ops
   assert not PER_FEATURE_OPS & set(ops), ops
   assert sum(ops.values()) * 3 <= OPS_BEFORE, ops  # at least 3x fewer
+  # Stripped: only the contract's tensors (inputs by name, the output) have names.
+  it = convert.interpreter(model)
+  named = {t['name'] for t in it.get_tensor_details() if t['name']}
+  contract = {d['name'] for d in it.get_input_details() + it.get_output_details()}
+  assert named == contract and len(contract) == len(NAMES) + 1
   rows = raw_rows(np.random.default_rng(2), 1000)
   want = reference(network, tft_layer, rows)
   for batch in (1, 7, 256):  # convert.predict feeds batches of this size

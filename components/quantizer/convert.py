@@ -107,27 +107,53 @@ def float_edge_nodes(float_model: bytes) -> List[str]:
 def convert(saved_dir: str, mode: str,
             representative: Optional[Callable[[], Iterable[Dict[str, np.ndarray]]]] = None
             ) -> bytes:
-  """The TFLite model of `saved_dir`'s serving_default in `mode` ('float32' too)."""
+  """The TFLite model of `saved_dir`'s serving_default in `mode` ('float32' too),
+  stripped of what is neither weights nor contract (`strip`)."""
   conv = _converter(saved_dir)
   if mode == 'float32':
-    return conv.convert()
+    return strip(conv.convert())
   conv.optimizations = [tf.lite.Optimize.DEFAULT]
   if mode == 'dynamic_range':
-    return conv.convert()
+    return strip(conv.convert())
   if mode == 'float16':
     conv.target_spec.supported_types = [tf.float16]
-    return conv.convert()
+    return strip(conv.convert())
   if mode != 'int8':
     raise ValueError(f'unknown quantization mode {mode!r}; expected one of {MODES}')
   if representative is None:
     raise ValueError('int8 mode needs a representative dataset')
   conv.representative_dataset = representative
   conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+  # The float model with its tensor names: the denylist names the edge ops.
   options = tf.lite.experimental.QuantizationDebugOptions(
-      denylisted_nodes=float_edge_nodes(convert(saved_dir, 'float32')))
+      denylisted_nodes=float_edge_nodes(_converter(saved_dir).convert()))
   debugger = tf.lite.experimental.QuantizationDebugger(converter=conv,
                                                        debug_options=options)
-  return debugger.get_nondebug_quantized_model()
+  return strip(debugger.get_nondebug_quantized_model())
+
+
+def strip(model: bytes) -> bytes:
+  """`model` without what is neither weights nor contract.
+
+  Drops the names of internal tensors (the converter names them after the
+  fused TF ops they came from), the model description and the converter's
+  metadata (the minimum runtime version, the conversion options); the inputs'
+  and the output's names and the signature, which TFMA and serving feed by,
+  stay. TFLite's flatbuffer_utils reads and writes the model; what to drop is
+  decided here, since the converter has no option for it.
+  """
+  from tensorflow.lite.tools import flatbuffer_utils  # pylint: disable=g-import-not-at-top
+  m = flatbuffer_utils.convert_bytearray_to_object(bytearray(model))
+  for graph in m.subgraphs:
+    keep = set(graph.inputs) | set(graph.outputs)
+    for i, tensor in enumerate(graph.tensors):
+      if i not in keep:
+        tensor.name = None
+  for meta in m.metadata or []:
+    m.buffers[meta.buffer].data = None
+  m.metadata = None
+  m.description = None
+  return bytes(flatbuffer_utils.convert_object_to_bytearray(m))
 
 
 def check(model: bytes, feature_names: Sequence[str], mode: str) -> Dict:
