@@ -174,7 +174,7 @@ def quality(models: Models, rows: Dict[str, np.ndarray], examples: List[bytes]
   out['vs_float_saved_model'] = {k: paired(k, SAVED_MODEL) for k in per
                                  if k != SAVED_MODEL}
   out['quantization_cost'] = {k: paired(k, FLOAT32) for k in (DYNAMIC, INT8)}
-  out['max_abs_diff_float32_tflite_vs_saved_model'] = float(
+  out['max_rel_diff_float32_tflite_vs_saved_model'] = float(
       np.max(np.abs(preds[FLOAT32] - preds[SAVED_MODEL]) / preds[SAVED_MODEL]))
   return out
 
