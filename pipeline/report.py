@@ -1,7 +1,9 @@
 """What a finished local run did: wall times, the gate's verdict, the push."""
 
+import os
 from typing import Dict, Optional
 
+import tensorflow as tf
 import tensorflow_model_analysis as tfma
 from tfx.utils import path_utils
 
@@ -78,11 +80,13 @@ def summarize(cfg, run_label: str = '') -> Dict:
     summary['snapshot_time'] = local.custom_property(examples['examples'][0],
                                                      artifacts.SNAPSHOT_TIME)
   student = outputs('student')
-  if student:
-    trained = export.read_summary(path_utils.serving_model_path(
-        student['model'][0].uri))
-    if trained.get('warm_start_layers'):
-      summary['warm_start'] = trained['warm_start_layers']
+  if student.get('model'):
+    model_dir = path_utils.serving_model_path(student['model'][0].uri)
+    # A student that failed (e.g. a warm start that matched nothing) wrote none.
+    if tf.io.gfile.exists(os.path.join(model_dir, 'assets.extra', export.SUMMARY_FILE)):
+      trained = export.read_summary(model_dir)
+      if trained.get('warm_start_layers'):
+        summary['warm_start'] = trained['warm_start_layers']
   served = outputs('ServedBaseline')
   if served:
     result = served[served_baseline.RESULT_KEY][0]

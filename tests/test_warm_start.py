@@ -69,3 +69,18 @@ def test_no_weights_trains_from_scratch_and_says_so(cfg, tmp_path):
   assert got['layers_matched'] == 0 and 'no weights at' in got['reason']
   assert 'trained from scratch' in report.text({'executions': [], 'warm_start': got})
   assert student_trainer.warm_start_from(network, None) == {}
+
+
+def test_run_summary_reads_the_students_warm_start_and_survives_a_failed_one(
+    cfg, tmp_path, monkeypatch):
+  model = types.SimpleNamespace(uri=str(tmp_path / 'student'))
+  monkeypatch.setattr(report.local, 'node_executions', lambda *a: [
+      {'node': 'student', 'execution_id': 1, 'state': 'FAILED', 'seconds': 1.0}])
+  monkeypatch.setattr(report.local, 'node_outputs', lambda *a: {'model': [model]})
+  # A student that failed wrote no summary: no warm-start line, no crash.
+  assert 'warm_start' not in report.summarize(cfg)
+  layers = {'path': 'w.h5', 'layers_matched': 11, 'layers_with_weights': 13,
+            'skipped': ['aux_heads', 'hint_projection']}
+  export.write_summary(os.path.join(model.uri, 'Format-Serving'),
+                       {'warm_start': 'w.h5', 'warm_start_layers': layers})
+  assert report.summarize(cfg)['warm_start'] == layers
