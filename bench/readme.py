@@ -13,11 +13,13 @@ import sys
 from typing import Callable, Dict
 
 from bench import quality_report
+from bench import serving_report
 
 README = 'README.md'
 # table name -> (its JSON, the function rendering it)
 TABLES: Dict[str, tuple] = {
     'quality': ('bench/reported/quality.json', quality_report.markdown),
+    'serving': ('bench/reported/serving.json', serving_report.markdown),
 }
 
 

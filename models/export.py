@@ -6,15 +6,18 @@ The Transform graph is embedded (the Keras model tracks the TFT layer, so its
 assets are saved with the model).
 """
 
+import dataclasses
 import json
 import os
 import tempfile
-from typing import Callable, Dict, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+import h5py
 import tensorflow as tf
 
 from models import features as features_lib
 from models import losses
+from models import serving_graph
 from models import towers
 from schemas import columns
 
@@ -52,20 +55,53 @@ def _save_weights(network: tf.keras.Model, path: str) -> None:
     tf.io.gfile.copy(local, path, overwrite=True)
 
 
-def load_warm_start(network: tf.keras.Model, path: str) -> bool:
+@dataclasses.dataclass(frozen=True)
+class WarmStart:
+  """What a warm start loaded: layers with weights, by name."""
+  path: str
+  matched: Tuple[str, ...]  # loaded: same name, same weight shapes
+  skipped: Tuple[str, ...]  # kept their initialisation
+
+  def to_json(self) -> Dict:
+    return {'path': self.path, 'layers_matched': len(self.matched),
+            'layers_with_weights': len(self.matched) + len(self.skipped),
+            'skipped': list(self.skipped)}
+
+
+def _saved_shapes(h5_path: str) -> Dict[str, List[tuple]]:
+  """Weight shapes per layer name in a Keras HDF5 weights file."""
+  def text(v):
+    return v.decode('utf8') if isinstance(v, bytes) else str(v)
+  with h5py.File(h5_path, 'r') as f:
+    return {text(layer): [tuple(f[text(layer)][text(w)].shape)
+                          for w in f[text(layer)].attrs['weight_names']]
+            for layer in f.attrs['layer_names']}
+
+
+def load_warm_start(network: tf.keras.Model, path: str) -> Optional[WarmStart]:
   """Loads weights saved by save_student into `network`, layer by layer name.
 
   Layers the saved student did not have (e.g. a KD student's auxiliary heads
   after a production-recipe bootstrap) or whose shapes changed keep their
-  initialisation. Returns False when there is nothing at `path`.
+  initialisation: Keras' `load_weights(by_name=True, skip_mismatch=True)` skips
+  them with nothing but a log line, so which layers matched is worked out here,
+  by the same rule (name and every weight's shape), and returned. Returns None
+  when there is nothing at `path`.
   """
   if not tf.io.gfile.exists(path):
-    return False
+    return None
   with tempfile.TemporaryDirectory() as tmp:
     local = os.path.join(tmp, os.path.basename(path))
     tf.io.gfile.copy(path, local, overwrite=True)
+    saved = _saved_shapes(local)
     network.load_weights(local, by_name=True, skip_mismatch=True)
-  return True
+  matched, skipped = [], []
+  for layer in network.layers:
+    if not layer.weights:
+      continue
+    shapes = [tuple(w.shape) for w in layer.weights]
+    (matched if saved.get(layer.name) == shapes else skipped).append(layer.name)
+  return WarmStart(path, tuple(matched), tuple(skipped))
 
 
 def window_rates(log_rates: tf.Tensor) -> Dict[str, tf.Tensor]:
@@ -100,18 +136,14 @@ def raw_feature_function(model: tf.keras.Model, tft_layer,
 
   Inputs are named exactly like the features and are dense [batch, 1] tensors
   (int64 ids, float32 numerics), so TFMA can feed a TFLite model from examples
-  by name; the one output is pConvs [batch, 1].
+  by name; the one output is pConvs [batch, 1]. It is the lean serving graph
+  (models/serving_graph.py): the same function as the Transform layer plus the
+  network, with every per-feature step vectorised. The graph holds a copy of the
+  network's weights, tracked on the network so the SavedModel saves them.
   """
-  specs = [tf.TensorSpec([None, 1], features_lib.dtype(n), name=n)
-           for n in feature_names]
-
-  @tf.function(input_signature=specs)
-  def raw_features(*tensors):
-    transformed = tft_layer(dict(zip(feature_names, tensors)))
-    net = model({n: transformed[n] for n in feature_names}, training=False)
-    return {PCONVS: tf.reduce_sum(tf.exp(net[towers.LOG_RATES]), axis=1,
-                                  keepdims=True)}
-  return raw_features
+  model.lean_serving = serving_graph.LeanServing(model, tft_layer, feature_names,
+                                                 output_name=PCONVS)
+  return model.lean_serving.raw_features
 
 
 def teacher_observability(outputs: Dict[str, tf.Tensor], raw: Dict[str, tf.Tensor],

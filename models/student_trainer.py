@@ -129,19 +129,42 @@ def float32_copy(cfg, weights, network, hint_width: int) -> tf.keras.Model:
   return copy
 
 
-def warm_start_from(network: tf.keras.Model, base_model) -> str:
+class WarmStartError(RuntimeError):
+  """A warm start was asked for, its weights exist, and no layer matched."""
+
+
+def warm_start_from(network: tf.keras.Model, base_model) -> Dict:
   """Loads the blessed baseline's float student into `network` if the Trainer
-  was given one (model.student_warm_start); returns the weights path or ''."""
+  was given one (model.student_warm_start); returns what was loaded for the
+  training summary ({} when nothing was asked for).
+
+  Raises:
+    WarmStartError: the weights exist but no layer of `network` matched them by
+      name and shape: it would train from scratch while the run says it warm
+      started (the network changed; turn model.student_warm_start off for a
+      night to start over).
+  """
   if not base_model:
-    return ''
+    return {}
   path = export.warm_start_weights(base_model)
-  if not export.load_warm_start(network, path):
+  loaded = export.load_warm_start(network, path)
+  if loaded is None:
     # A baseline from before warm starts existed: train from scratch, say so.
     logging.warning('student: no warm-start weights at %s; training from scratch',
                     path)
-    return ''
-  logging.info('student: warm-started from %s', path)
-  return path
+    return {'path': '', 'layers_matched': 0, 'layers_with_weights': 0,
+            'skipped': [], 'reason': f'no weights at {path}'}
+  total = len(loaded.matched) + len(loaded.skipped)
+  if not loaded.matched:
+    raise WarmStartError(
+        f'student: warm start from {path} matched none of the {total} layers with '
+        'weights (by name and shape); it would train from scratch. Set '
+        'model.student_warm_start=false for a night to start over.')
+  logging.info('student: warm-started from %s: %d of %d layers with weights matched%s',
+               path, len(loaded.matched), total,
+               f'; kept their initialisation: {", ".join(loaded.skipped)}'
+               if loaded.skipped else '')
+  return loaded.to_json()
 
 
 def run_fn(fn_args) -> None:
@@ -178,7 +201,8 @@ def run_fn(fn_args) -> None:
       'strategy': type(strategy).__name__,
       'replicas': strategy.num_replicas_in_sync,
       'train_steps': fn_args.train_steps,
-      'warm_start': warm_start,
+      'warm_start': warm_start.get('path', ''),
+      'warm_start_layers': warm_start,
       'batch_size': cfg.model.student.batch_size,
       'parameters': towers.parameter_counts(network),
       'final': {k: float(v[-1]) for k, v in history.history.items()},

@@ -1,12 +1,16 @@
 """What a finished local run did: wall times, the gate's verdict, the push."""
 
+import os
 from typing import Dict, Optional
 
+import tensorflow as tf
 import tensorflow_model_analysis as tfma
+from tfx.utils import path_utils
 
 from components import artifacts
 from components.pusher import push
 from components.served_baseline import executor as served_baseline
+from models import export
 from pipeline import evaluation
 from pipeline import local
 
@@ -75,6 +79,14 @@ def summarize(cfg, run_label: str = '') -> Dict:
   if examples:
     summary['snapshot_time'] = local.custom_property(examples['examples'][0],
                                                      artifacts.SNAPSHOT_TIME)
+  student = outputs('student')
+  if student.get('model'):
+    model_dir = path_utils.serving_model_path(student['model'][0].uri)
+    # A student that failed (e.g. a warm start that matched nothing) wrote none.
+    if tf.io.gfile.exists(os.path.join(model_dir, 'assets.extra', export.SUMMARY_FILE)):
+      trained = export.read_summary(model_dir)
+      if trained.get('warm_start_layers'):
+        summary['warm_start'] = trained['warm_start_layers']
   served = outputs('ServedBaseline')
   if served:
     result = served[served_baseline.RESULT_KEY][0]
@@ -111,6 +123,14 @@ def text(summary: Dict) -> str:
       if base is not None:
         line += f', baseline {base:.5f} ({(cand - base) / base:+.2%})'
       lines.append(line)
+  warm = summary.get('warm_start')
+  if warm:
+    lines.append(
+        f'warm start: {warm["layers_matched"]} of {warm["layers_with_weights"]} layers '
+        f'with weights matched' + (f' ({warm["path"]})' if warm['path'] else
+                                   f': {warm.get("reason", "")}, trained from scratch')
+        + (f'; kept their initialisation: {", ".join(warm["skipped"])}'
+           if warm['skipped'] else ''))
   if 'blessed' in summary:
     lines.append(f'blessed: {summary["blessed"]} (baseline: '
                  f'{summary.get("baseline_model") or "none, bootstrap"})')

@@ -69,9 +69,12 @@ def test_labels_of_older_clicks_mature(e2e):
 
 
 def test_student_warm_starts_from_the_served_student(e2e):
-  def warm_start(night):
+  def summary(night):
     student = e2e.artifact('student', 'model', night)
-    return export.read_summary(os.path.join(student.uri, 'Format-Serving'))['warm_start']
+    return export.read_summary(os.path.join(student.uri, 'Format-Serving'))
+
+  def warm_start(night):
+    return summary(night)['warm_start']
 
   def served(night):
     """The weights the night's ServedBaseline took from the serving directory."""
@@ -94,6 +97,9 @@ def test_student_warm_starts_from_the_served_student(e2e):
                         ('backfill', 'bootstrap')):
     assert warm_start(night) == served(night), night
     assert read(served(night)) == trained(source), night
+  # From the production bootstrap every layer but the KD heads loads.
+  layers = summary('kd')['warm_start_layers']
+  assert layers['layers_matched'] == layers['layers_with_weights'] - 2 > 0, layers
 
 
 def test_a_push_happens_only_when_the_gate_passes(e2e):

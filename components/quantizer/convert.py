@@ -26,8 +26,10 @@ import tensorflow as tf
 from models import export
 
 MODES = ('int8', 'dynamic_range', 'float16')
-# Ops that run in int8 in int8 mode: the model core, and the data movement
-# between its layers.
+# Op types that run in int8 in int8 mode: the model core, and the data movement
+# between its layers. Only those downstream of the embedding GATHER are the core
+# (int8_core_outputs): the CONCATENATIONs that gather ids and raw numerics before
+# their transforms are not.
 INT8_CORE = frozenset({'FULLY_CONNECTED', 'GATHER', 'RESHAPE', 'CONCATENATION'})
 NO_DELEGATE = tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
 INPUT_PREFIX = 'serving_default_'  # TFMA strips exactly this prefix
@@ -42,6 +44,7 @@ class Op:
   name: str
   input_dtypes: List[np.dtype]
   outputs: List[str]  # output tensor names
+  inputs: List[str] = dataclasses.field(default_factory=list)  # input tensor names
 
 
 def raw_saved_model(student_dir: str, out_dir: str) -> str:
@@ -76,40 +79,81 @@ def op_table(model: bytes) -> List[Op]:
   it = interpreter(model)
   tensors = {t['index']: t for t in it.get_tensor_details()}
   return [Op(op['op_name'], [tensors[i]['dtype'] for i in op['inputs'] if i >= 0],
-             [tensors[i]['name'] for i in op['outputs']])
+             [tensors[i]['name'] for i in op['outputs']],
+             [tensors[i]['name'] for i in op['inputs'] if i >= 0])
           for op in it._get_ops_details()]  # pylint: disable=protected-access
+
+
+def int8_core_outputs(ops: Sequence[Op]) -> set:
+  """Output names of the int8 core: INT8_CORE ops fed, through INT8_CORE ops
+  only, by a GATHER (the embeddings, the numerics' concatenation with them, the
+  FULLY_CONNECTEDs). Ops list in execution order, so one pass suffices."""
+  core = set()
+  for op in ops:
+    if op.name not in INT8_CORE:
+      continue
+    if op.name == 'GATHER' or any(name in core for name in op.inputs):
+      core.update(op.outputs)
+  return core
 
 
 def float_edge_nodes(float_model: bytes) -> List[str]:
   """Output names of every op outside the int8 core: what stays float."""
-  return [name for op in op_table(float_model) if op.name not in INT8_CORE
-          for name in op.outputs]
+  ops = op_table(float_model)
+  core = int8_core_outputs(ops)
+  return [name for op in ops for name in op.outputs if name not in core]
 
 
 def convert(saved_dir: str, mode: str,
             representative: Optional[Callable[[], Iterable[Dict[str, np.ndarray]]]] = None
             ) -> bytes:
-  """The TFLite model of `saved_dir`'s serving_default in `mode` ('float32' too)."""
+  """The TFLite model of `saved_dir`'s serving_default in `mode` ('float32' too),
+  stripped of what is neither weights nor contract (`strip`)."""
   conv = _converter(saved_dir)
   if mode == 'float32':
-    return conv.convert()
+    return strip(conv.convert())
   conv.optimizations = [tf.lite.Optimize.DEFAULT]
   if mode == 'dynamic_range':
-    return conv.convert()
+    return strip(conv.convert())
   if mode == 'float16':
     conv.target_spec.supported_types = [tf.float16]
-    return conv.convert()
+    return strip(conv.convert())
   if mode != 'int8':
     raise ValueError(f'unknown quantization mode {mode!r}; expected one of {MODES}')
   if representative is None:
     raise ValueError('int8 mode needs a representative dataset')
   conv.representative_dataset = representative
   conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+  # The float model with its tensor names: the denylist names the edge ops.
   options = tf.lite.experimental.QuantizationDebugOptions(
-      denylisted_nodes=float_edge_nodes(convert(saved_dir, 'float32')))
+      denylisted_nodes=float_edge_nodes(_converter(saved_dir).convert()))
   debugger = tf.lite.experimental.QuantizationDebugger(converter=conv,
                                                        debug_options=options)
-  return debugger.get_nondebug_quantized_model()
+  return strip(debugger.get_nondebug_quantized_model())
+
+
+def strip(model: bytes) -> bytes:
+  """`model` without what is neither weights nor contract.
+
+  Drops the names of internal tensors (the converter names them after the
+  fused TF ops they came from), the model description and the converter's
+  metadata (the minimum runtime version, the conversion options); the inputs'
+  and the output's names and the signature, which TFMA and serving feed by,
+  stay. TFLite's flatbuffer_utils reads and writes the model; what to drop is
+  decided here, since the converter has no option for it.
+  """
+  from tensorflow.lite.tools import flatbuffer_utils  # pylint: disable=g-import-not-at-top
+  m = flatbuffer_utils.convert_bytearray_to_object(bytearray(model))
+  for graph in m.subgraphs:
+    keep = set(graph.inputs) | set(graph.outputs)
+    for i, tensor in enumerate(graph.tensors):
+      if i not in keep:
+        tensor.name = None
+  for meta in m.metadata or []:
+    m.buffers[meta.buffer].data = None
+  m.metadata = None
+  m.description = None
+  return bytes(flatbuffer_utils.convert_object_to_bytearray(m))
 
 
 def check(model: bytes, feature_names: Sequence[str], mode: str) -> Dict:
