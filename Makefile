@@ -27,7 +27,7 @@ TPU_IMAGE ?=
 TEMPLATE  ?= outputs/vertex/pipeline.json
 VERTEX_SET = $(if $(IMAGE),--set vertex.image=$(IMAGE)) $(if $(TPU_IMAGE),--set vertex.student.image=$(TPU_IMAGE))
 
-.PHONY: help setup data run bootstrap nightly image image-tpu push-images compile submit schedule test test-fast bench bench-world bench-quality bench-quant bench-serving lock clean
+.PHONY: help setup data run bootstrap nightly image image-tpu push-images compile submit schedule test test-fast bench bench-world bench-quality bench-quant bench-serving bench-observability lock clean
 
 help:  ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -89,6 +89,17 @@ bench-world: setup  ## Generator throughput and memory; difficulty (GLM vs floor
 
 bench-quality: setup  ## Every recipe on 5 worlds x 3 training seeds, float and INT8, with CIs (ARGS=--quick: minutes).
 	$(PY) -m bench.quality_bench $(ARGS)
+	$(PY) -m bench.readme
+
+# The observability world of docs/observability-world.md, with the pipeline reading
+# its priors and the teacher's observability head on; H is the heterogeneity.
+H ?= 1
+OBS_WORLD = --set world.observability_heterogeneity=$(H) --set world.panel_share=0.03 \
+  --set observability.priors_source=world_manifest --set model.teacher_observability_head=true
+bench-observability: setup  ## The recipes and panel baselines on the observability world at heterogeneity H (pilot: 2 worlds x 1 seed).
+	$(PY) -m bench.quality_bench --worlds 2 --seeds 1 --recipes production offset kd_full \
+	  offset_panel panel_only offset_obs_head $(OBS_WORLD) \
+	  --out bench/reported/observability_pilot_h$(H).json $(ARGS)
 	$(PY) -m bench.readme
 
 bench-quant: setup  ## The Quantizer on the benchmark's KD student: size, error, NLL, latency per mode.

@@ -20,6 +20,8 @@ README = 'README.md'
 TABLES: Dict[str, tuple] = {
     'quality': ('bench/reported/quality.json', quality_report.markdown),
     'serving': ('bench/reported/serving.json', serving_report.markdown),
+    'observability_pilot': ('bench/reported/observability_pilot_h1.json',
+                            quality_report.markdown),
 }
 
 
