@@ -30,6 +30,7 @@ from models import export
 from models import poisson_metric
 from models import spend_metric
 from observation import labels
+from schemas import codec
 from schemas import columns
 from schemas import records
 
@@ -169,9 +170,10 @@ class Executor(base_executor.BaseExecutor):
       # another recipe: the stricter rule.
       same_recipe = bool(candidate_fp) and candidate_fp == baseline_fp
       result['baseline_recipe'] = baseline_fp
-      rows = records.read_examples(
-          os.path.join(artifact_utils.get_split_uri([examples], EVAL_SPLIT), '*'))
-      rows = {k: v[:LATENCY_EXAMPLES] for k, v in rows.items()}
+      # The first LATENCY_EXAMPLES eval examples (a real eval split is far larger).
+      rows = codec.decode(records.read_records(
+          os.path.join(artifact_utils.get_split_uri([examples], EVAL_SPLIT), '*'),
+          LATENCY_EXAMPLES))
       latency = latency_lib.compare(
           _tflite(model.uri), _tflite(baseline.uri), rows, cfg.latency_samples,
           batches=(1, cfg.serving_batch), replicates=cfg.bootstrap_replicates)
