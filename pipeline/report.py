@@ -60,10 +60,14 @@ AREA_TITLES = {'loss_bias': 'area 1 loss and bias', 'business': 'area 2 business
 
 def promotion_text(p: Dict) -> list:
   """Lines of the promotion decision: rule, the three areas, every rule."""
+  if p.get('rule_applied') == 'bootstrap':
+    recipe = 'bootstrap: no baseline, the Evaluator decides'
+  else:
+    recipe = ('same recipe' if p.get('same_recipe')
+              else 'recipe or architecture changed') + f': auto is {p.get("auto_rule")}'
   lines = [f'promotion: {"promoted" if p["blessed"] else "not promoted"} '
-           f'(rule {p.get("rule")} -> {p.get("rule_applied")}; '
-           f'{"same recipe" if p.get("same_recipe") else "recipe or architecture changed"}'
-           f'; the push follows this)']
+           f'(rule {p.get("rule")} -> {p.get("rule_applied")}; {recipe}; '
+           'the push follows this)']
   for name in promotion_rule.AREAS:
     flag = p.get(f'area_{name}', -1)
     verdict = {1: 'improved', 0: 'not improved'}.get(flag, 'not judged')

@@ -194,9 +194,14 @@ def test_the_push_follows_the_promotion_decision_alone(e2e):
         e2e.artifact('Evaluator', 'blessing', night), 'blessed'), night
   assert prop(e2e.artifact('Promotion', 'blessing', 'bootstrap'),
               'rule_applied') == 'bootstrap'
-  # The production bootstrap's recipe differs from the distilled candidate's.
+  # The fixture pushes on loss_only (tests/helpers.py); auto's choice is
+  # recorded: the production bootstrap's recipe differs from the distilled
+  # candidate's, the distilled backfill's from the bootstrap it is gated against.
   kd = e2e.artifact('Promotion', 'blessing', 'kd')
-  assert prop(kd, 'rule_applied') == '2_of_3' and prop(kd, 'same_recipe') == 0
+  assert prop(kd, 'rule_applied') == 'loss_only' and prop(kd, 'same_recipe') == 0
+  assert prop(kd, 'auto_rule') == '2_of_3'
+  assert prop(e2e.artifact('Promotion', 'blessing', 'backfill'),
+              'auto_rule') == '2_of_3'
   baseline, _ = served_model(e2e, 'kd')
   assert prop(baseline, 'recipe_fingerprint')  # the Pusher recorded it
 

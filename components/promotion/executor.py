@@ -193,6 +193,9 @@ class Executor(base_executor.BaseExecutor):
       logging.info('Promotion: area %s: %s (%s)', name, area.improved, area.reason)
 
     result.update({
+        # What `auto` stands for on this night (recorded whatever the rule).
+        'auto_rule': (rule_lib.applied_rule('auto', same_recipe)
+                      if baseline is not None else 'bootstrap'),
         'rule_applied': applied, 'same_recipe': same_recipe, 'blessed': blessed,
         'reason': reason, 'decisions': decisions,
         'areas': {n: a.to_dict() for n, a in areas.items()},
@@ -220,6 +223,7 @@ class Executor(base_executor.BaseExecutor):
     blessing.set_string_custom_property('rule', cfg.rule)
     blessing.set_string_custom_property('rule_applied', applied)
     blessing.set_int_custom_property('same_recipe', int(same_recipe))
+    blessing.set_string_custom_property('auto_rule', result['auto_rule'])
     blessing.set_int_custom_property('evaluator_blessed', int(evaluator_blessed))
     blessing.set_string_custom_property('reason', reason)
     for name, area in areas.items():
@@ -230,4 +234,7 @@ class Executor(base_executor.BaseExecutor):
     for name, decided in decisions.items():
       blessing.set_int_custom_property(f'decision_{name}', int(decided))
     for name, value in headline(figs, latency).items():
-      blessing.set_float_custom_property(name, float(value))
+      # ML Metadata's SQLite store cannot hold NaN (a slice without conversions
+      # has no spend ratio); promotion.json keeps it.
+      if math.isfinite(value):
+        blessing.set_float_custom_property(name, float(value))
