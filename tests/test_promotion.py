@@ -22,6 +22,7 @@ from models import spend_metric
 from observation import eval_labels
 from observation import labels
 from pipeline import evaluation
+from pipeline import report
 from schemas import columns
 
 E = rule.Estimate
@@ -391,3 +392,23 @@ def test_loss_only_follows_the_evaluator_blessing_whatever_the_areas(evaluated):
   assert os.path.exists(os.path.join(blessing.uri, 'NOT_BLESSED'))
   assert result['decisions']['loss_only'] is False
   assert result['decisions']['2_of_3'] is True
+
+
+def test_nan_figures_stay_out_of_ml_metadata_and_the_summary_shows_the_areas():
+  assert promotion.finite({'a': 1.0, 'b': float('nan'), 'c': float('inf')}) == {
+      'a': 1.0}
+  a = areas(loss=BETTER, p50=BETTER)
+  props = {'blessed': 1, 'rule': 'auto', 'rule_applied': '2_of_3', 'same_recipe': 0,
+           'auto_rule': '2_of_3'}
+  for name, area in a.items():
+    props[f'area_{name}'] = int(area.improved)
+    props[f'area_{name}_reason'] = area.reason
+  for name, decided in rule.decide_all(a, True, True).items():
+    props[f'decision_{name}'] = int(decided)
+  text = '\n'.join(report.promotion_text(props))
+  assert text.startswith('promotion: promoted (rule auto -> 2_of_3; recipe or '
+                         'architecture changed')
+  assert 'area 1 loss and bias: improved: loss diff -0.01000' in text
+  assert 'area 2 business: not improved' in text
+  assert 'area 3 latency: improved: batch_1 p50 -1.0%' in text
+  assert 'rules: 2_of_3 promotes, refresh promotes, loss_only promotes' in text

@@ -128,6 +128,12 @@ def headline(figs: Dict, latency: Optional[Dict]) -> Dict[str, float]:
   return out
 
 
+def finite(values: Dict[str, float]) -> Dict[str, float]:
+  """The finite ones: ML Metadata's SQLite store rejects NaN (a slice without
+  conversions has no spend ratio); promotion.json keeps them all."""
+  return {k: float(v) for k, v in values.items() if math.isfinite(v)}
+
+
 class Executor(base_executor.BaseExecutor):
 
   def Do(self, input_dict: Dict[str, List[Any]], output_dict: Dict[str, List[Any]],
@@ -233,8 +239,5 @@ class Executor(base_executor.BaseExecutor):
       blessing.set_string_custom_property(f'area_{name}_reason', area.reason)
     for name, decided in decisions.items():
       blessing.set_int_custom_property(f'decision_{name}', int(decided))
-    for name, value in headline(figs, latency).items():
-      # ML Metadata's SQLite store cannot hold NaN (a slice without conversions
-      # has no spend ratio); promotion.json keeps it.
-      if math.isfinite(value):
-        blessing.set_float_custom_property(name, float(value))
+    for name, value in finite(headline(figs, latency)).items():
+      blessing.set_float_custom_property(name, value)
