@@ -461,7 +461,8 @@ class PromotionConfig:
   sum tCPA conversions)| better beyond its CI on tCPA > 250, and no tCPA bucket
   worse by more than `slice_guard` beyond its CI); 3 latency (candidate and
   baseline TFLite timed interleaved: p50 faster beyond its CI at batch 1 or the
-  serving batch, and no p50 / p99 slower beyond its CI).
+  serving batch, and no p50 / p99 slower by more than `latency_tolerance` beyond
+  its CI).
 
   rule:
     2_of_3: two of the three areas improve (a recipe or architecture change);
@@ -476,6 +477,9 @@ class PromotionConfig:
   # Timed invokes per model and batch size (interleaved); >= 10,000 by default.
   latency_samples: int = _field(10_000, min=100)
   serving_batch: int = _field(64, min=2)
+  # How much slower (relative) a p50 / p99 may be, beyond its CI, without
+  # blocking area 3 (two quantized builds of one architecture differ by ~0.5%).
+  latency_tolerance: float = _field(0.02, min=0.0)
   bootstrap_replicates: int = _field(1000, min=100)
 
   def to_json(self) -> str:

@@ -112,10 +112,15 @@ def test_business_needs_the_key_slice_and_no_slice_beyond_its_guard():
   assert areas(key_spend=BETTER, slices=E(0.04, 0.01, 0.07))['business'].improved
 
 
-def test_latency_must_be_faster_beyond_noise_and_never_slower():
+def test_latency_must_be_faster_beyond_noise_and_not_slower_beyond_a_tolerance():
   assert areas(p50=BETTER)['latency'].improved
   assert not areas(p50=BETTER, p99=WORSE)['latency'].improved
   assert not areas(p50=SAME)['latency'].improved
+  # 0.4% slower at one batch size, beyond its CI but within a 2% tolerance.
+  slightly = {'batch_1': {'p50': BETTER, 'p99': SAME},
+              'batch_64': {'p50': E(0.004, 0.001, 0.008), 'p99': SAME}}
+  assert not rule.latency_area(slightly).improved
+  assert rule.latency_area(slightly, tolerance=0.02).improved
 
 
 def test_auto_is_2_of_3_on_a_recipe_change_and_refresh_otherwise():

@@ -90,7 +90,8 @@ def areas_from(figs: Dict, latency: Optional[Dict], cfg: PromotionConfig
                  if 'diff' in figs[s].get(SPEND_ERROR, {})}
   business = (rule_lib.business_area(KEY_SLICE, slice_diffs, cfg.slice_guard)
               if slice_diffs else rule_lib.Area(None, 'no spend diffs in the evaluation'))
-  speed = rule_lib.latency_area(latency_lib.diffs(latency) if latency else {})
+  speed = rule_lib.latency_area(latency_lib.diffs(latency) if latency else {},
+                                cfg.latency_tolerance)
   return {'loss_bias': loss_bias, 'business': business, 'latency': speed}
 
 

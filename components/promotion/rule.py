@@ -15,7 +15,7 @@ Areas (the paper's promotion: two of three):
     250), and no tCPA bucket's spend log-error worse by more than the guard
     beyond its CI.
   3 latency: p50 faster beyond its CI at some batch size, and no p50 or p99
-    slower beyond its CI at any.
+    slower by more than a tolerance beyond its CI at any.
 
 Rules: `2_of_3` (recipe or architecture change) needs two areas; `refresh`
 (same recipe) area 1 and the business guards; `loss_only` is the Evaluator's
@@ -102,18 +102,22 @@ def business_area(key_slice: str, slice_diffs: Mapping[str, Estimate],
   return Area(key_better and not regressed, reason, guards_hold=not regressed)
 
 
-def latency_area(diffs: Mapping[str, Mapping[str, Estimate]]) -> Area:
+def latency_area(diffs: Mapping[str, Mapping[str, Estimate]],
+                 tolerance: float = 0.0) -> Area:
   """Area 3 from relative candidate - baseline latency percentiles.
 
   Args:
     diffs: {batch label: {'p50': Estimate, 'p99': Estimate, ...}}, each the
       relative difference (candidate - baseline) / baseline with its CI.
+    tolerance: how much slower (relative) a percentile may be beyond its CI
+      before it blocks the area (two builds of one architecture differ by a few
+      tenths of a percent, which is no regression worth refusing a model for).
   """
   if not diffs:
     return Area(None, 'no latency comparison')
   faster = [b for b, d in diffs.items() if d['p50'].below()]
   slower = [f'{b} {p}' for b, d in diffs.items() for p in ('p50', 'p99')
-            if p in d and d[p].above()]
+            if p in d and d[p].above(tolerance)]
   parts = [f'{b} p50 {d["p50"].value:+.1%} [{d["p50"].lower:+.1%}, '
            f'{d["p50"].upper:+.1%}]' for b, d in diffs.items()]
   reason = '; '.join(parts) + (f'; slower beyond noise: {slower}' if slower else '')
