@@ -24,9 +24,6 @@ from schemas import columns
 # The model spec names the promotion step reads the output by.
 CANDIDATE, BASELINE = figures.CANDIDATE, figures.BASELINE
 GATE_METRIC = poisson_metric.NAME
-BIAS_METRIC = f'{GATE_METRIC}_abs_log_bias'
-CALIBRATION_METRIC = f'{GATE_METRIC}_calibration'
-SPEND_METRIC = spend_metric.NAME
 # The paper's key slice, tCPA > 250: gated here, reported by pipeline/report.py.
 KEY_SLICE_NAME = labels.HIGH_TCPA_BUCKET
 KEY_SLICE = tfma.SlicingSpec(feature_values={columns.TCPA_BUCKET: KEY_SLICE_NAME})
