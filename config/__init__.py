@@ -28,6 +28,7 @@ from config.schema import ModelConfig
 from config.schema import NetConfig
 from config.schema import ObservabilityConfig
 from config.schema import PathsConfig
+from config.schema import PromotionConfig
 from config.schema import PriorConfig
 from config.schema import QuantizerConfig
 from config.schema import RECIPES

@@ -456,7 +456,51 @@ class GateConfig:
   # tCPA > 250 (the paper's key slice): the candidate may be at most this much
   # worse than the baseline there (relative); unset: not gated on the slice.
   key_slice_max_relative_change: Optional[float] = _field(None, min=0.0)
-  confidence_intervals: bool = False
+  # TFMA's jackknife intervals (20 buckets); the promotion step judges loss,
+  # bias and spend beyond them, so they are on by default.
+  confidence_intervals: bool = True
+
+
+PROMOTION_RULES = ('auto', '2_of_3', 'refresh', 'loss_only')
+
+
+@dataclasses.dataclass
+class PromotionConfig:
+  """The promotion step after the Evaluator (§7; components/promotion/).
+
+  Areas: 1 loss and bias (PoissonLogLoss better beyond its CI, |log calibration|
+  not worse beyond its CI); 2 business (the spend log-error |log(sum tCPA pConvs /
+  sum tCPA conversions)| better beyond its CI on tCPA > 250, and no tCPA bucket
+  worse by more than `slice_guard` beyond its CI); 3 latency (candidate and
+  baseline TFLite timed interleaved: p50 faster beyond its CI at batch 1 or the
+  serving batch, and no p50 / p99 slower by more than `latency_tolerance` beyond
+  its CI).
+
+  rule:
+    2_of_3: two of the three areas improve (a recipe or architecture change);
+    refresh: area 1 improves and the guards hold (bias, tCPA slices);
+    loss_only: the Evaluator's blessing (PoissonLogLoss thresholds), as before;
+    auto: 2_of_3 when the candidate's recipe fingerprint differs from the
+      served baseline's (or the baseline has none), else refresh.
+  """
+  rule: str = _field('auto', choices=PROMOTION_RULES)
+  # Largest worsening of a tCPA bucket's spend log-error (beyond its CI).
+  slice_guard: float = _field(0.05, min=0.0)
+  # Timed invokes per model and batch size (interleaved); >= 10,000 by default.
+  latency_samples: int = _field(10_000, min=100)
+  serving_batch: int = _field(64, min=2)
+  # How much slower (relative) a p50 / p99 may be, beyond its CI, without
+  # blocking area 3 (two quantized builds of one architecture differ by ~0.5%).
+  latency_tolerance: float = _field(0.02, min=0.0)
+  bootstrap_replicates: int = _field(1000, min=100)
+
+  def to_json(self) -> str:
+    """The Promotion component's `rule` parameter."""
+    return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+  @classmethod
+  def from_json(cls, text: str) -> 'PromotionConfig':
+    return cls(**json.loads(text))
 
 
 @dataclasses.dataclass
@@ -581,6 +625,7 @@ class Config:
   quantizer: QuantizerConfig = _field(default_factory=QuantizerConfig)
   eval: EvalConfig = _field(default_factory=EvalConfig)
   gate: GateConfig = _field(default_factory=GateConfig)
+  promotion: PromotionConfig = _field(default_factory=PromotionConfig)
   teacher_gate: TeacherGateConfig = _field(default_factory=TeacherGateConfig)
   beam: BeamConfig = _field(default_factory=BeamConfig)
   vertex: VertexConfig = _field(default_factory=VertexConfig)

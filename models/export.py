@@ -7,6 +7,7 @@ assets are saved with the model).
 """
 
 import dataclasses
+import hashlib
 import json
 import os
 import tempfile
@@ -245,3 +246,28 @@ def write_summary(export_dir: str, summary: Dict) -> None:
 def read_summary(export_dir: str) -> Dict:
   with tf.io.gfile.GFile(os.path.join(export_dir, 'assets.extra', SUMMARY_FILE)) as f:
     return json.load(f)
+
+
+# What "the recipe or architecture" of a student is, for the promotion rule
+# (components/promotion): the recipe, its loss weights and the parameter count
+# of every layer. The training run's own details (steps, warm start, strategy)
+# are not part of it: a nightly refresh of one recipe keeps its fingerprint.
+RECIPE_KEYS = ('recipe', 'loss_weights', 'parameters')
+
+
+def recipe_fingerprint(summary: Dict) -> str:
+  """16 hex digits identifying a student's recipe and architecture ('' when the
+  summary lacks them)."""
+  if not all(k in summary for k in RECIPE_KEYS):
+    return ''
+  text = json.dumps({k: summary[k] for k in RECIPE_KEYS}, sort_keys=True)
+  return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def student_recipe_fingerprint(quantized_model_uri: str) -> str:
+  """The fingerprint of the float student a Quantizer output keeps beside its
+  TFLite model ('' without one)."""
+  path = os.path.join(quantized_model_uri, FLOAT_STUDENT_DIR)
+  if not tf.io.gfile.exists(os.path.join(path, 'assets.extra', SUMMARY_FILE)):
+    return ''
+  return recipe_fingerprint(read_summary(path))

@@ -5,9 +5,11 @@ from `observation.eval_labels` (truth, or reported conversions on observable bro
 or reported + modeled), so the Evaluator, the Quantizer's report and the benchmark
 score models the same way; checked against `models.nll`.
 
-Each computation emits three metrics (name = the configured `name`):
+Each computation emits four metrics (name = the configured `name`):
   <name>               mean NLL over the scored examples
   <name>_calibration   sum(scale * prediction) / sum(label)
+  <name>_abs_log_bias  |log(calibration)|: the bias, symmetric in over and under
+                       (so TFMA gives its candidate - baseline diff a CI)
   <name>_examples      number of scored examples
 
 Used from an EvalConfig (the module is importable wherever the package is):
@@ -83,7 +85,8 @@ def _computations(name: str = NAME, label_mode: str = 'truth',
   keys = [metric_types.MetricKey(name=n, model_name=model_name,
                                  output_name=output_name, sub_key=sub_key,
                                  example_weighted=example_weighted)
-          for n in (name, f'{name}_calibration', f'{name}_examples')]
+          for n in (name, f'{name}_calibration', f'{name}_abs_log_bias',
+                    f'{name}_examples')]
   return [metric_types.MetricComputation(
       keys=keys,
       preprocessors=[metric_types.FeaturePreprocessor(
@@ -158,9 +161,12 @@ class _Combiner(beam.CombineFn):
     return out
 
   def extract_output(self, acc: _Accumulator) -> Dict[metric_types.MetricKey, float]:
-    nll_key, calibration_key, count_key = self._keys
+    nll_key, calibration_key, bias_key, count_key = self._keys
+    calibration = acc.prediction / acc.label if acc.label else float('nan')
     return {
         nll_key: acc.loss / acc.examples if acc.examples else float('nan'),
-        calibration_key: acc.prediction / acc.label if acc.label else float('nan'),
+        calibration_key: calibration,
+        bias_key: (abs(math.log(calibration)) if calibration > 0
+                   else float('inf') if calibration == 0 else float('nan')),
         count_key: float(acc.examples),
     }

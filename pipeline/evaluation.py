@@ -2,21 +2,27 @@
 
 See docs/architecture.md §7.
 
-Candidate: the quantized student; baseline: the latest blessed model of this
-pipeline (both TFLite). Metrics: PoissonLogLoss (gating, in the configured label
-mode) plus the other label modes beside it, each with its calibration and scored
-count, and the example count. Slices: overall, tCPA bucket, browser observability.
+Candidate: the quantized student; baseline: the served model (both TFLite).
+Metrics: PoissonLogLoss (gating, in the configured label mode) plus the other
+label modes beside it, each with its calibration, bias and scored count; the
+SpendProxy (implied vs desired spend, in the gating label mode: the promotion
+step's business area); the example count. Slices: overall, tCPA bucket, browser
+observability. TFMA's confidence intervals (gate.confidence_intervals, on by
+default) give every figure and every candidate - baseline diff its CI.
 """
 
 import tensorflow_model_analysis as tfma
 
+from components.promotion import figures
 import config as config_lib
 from models import poisson_metric
+from models import spend_metric
 from observation import eval_labels
 from observation import labels
 from schemas import columns
 
-CANDIDATE, BASELINE = 'candidate', 'baseline'
+# The model spec names the promotion step reads the output by.
+CANDIDATE, BASELINE = figures.CANDIDATE, figures.BASELINE
 GATE_METRIC = poisson_metric.NAME
 # The paper's key slice, tCPA > 250: gated here, reported by pipeline/report.py.
 KEY_SLICE_NAME = labels.HIGH_TCPA_BUCKET
@@ -75,6 +81,9 @@ def build_eval_config(cfg: config_lib.Config) -> tfma.EvalConfig:
       metrics_specs=[tfma.MetricsSpec(metrics=[
           tfma.MetricConfig(class_name='ExampleCount'),
           _metric(cfg, gating, gate_thresholds(cfg)),
-          *(_metric(cfg, m) for m in reported)])],
+          *(_metric(cfg, m) for m in reported),
+          tfma.MetricConfig(class_name=spend_metric.CLASS_NAME,
+                            module=spend_metric.MODULE,
+                            config=spend_metric.config_json(cfg.eval_label_spec()))])],
       options=tfma.Options(compute_confidence_intervals={
           'value': cfg.gate.confidence_intervals}))

@@ -11,6 +11,7 @@ from tfx.orchestration import data_types
 
 from components.data_gate.component import DataGate
 from components.example_gen.component import ConversionLogExampleGen
+from components.promotion.component import Promotion
 from components.pusher.component import VersionedPusher
 from components.quantizer.component import Quantizer
 from components.served_baseline import executor as served_baseline
@@ -61,7 +62,7 @@ def create_pipeline(
     trainer_custom_configs: Optional[Dict[str, Dict[str, Any]]] = None,
     force: Union[bool, data_types.RuntimeParameter] = False,
 ) -> tfx.dsl.Pipeline:
-  """The whole DAG: logs -> teacher -> student -> INT8 -> gate -> push.
+  """The whole DAG: logs -> teacher -> student -> INT8 -> gate -> promote -> push.
 
   Args:
     cfg: the validated configuration.
@@ -179,10 +180,19 @@ def create_pipeline(
         baseline_model=baseline,
         example_splits=['eval'],
         eval_config=evaluation.build_eval_config(cfg)).with_id('Evaluator')
-    # The push follows the final decision only: the Evaluator's blessing.
+    # The Evaluator's blessing (PoissonLogLoss thresholds) is recorded; the
+    # promotion step judges the three areas and its blessing alone decides.
+    promotion = Promotion(
+        evaluation=evaluator.outputs['evaluation'],
+        evaluator_blessing=evaluator.outputs['blessing'],
+        model=quantizer.outputs['quantized_model'], baseline_model=baseline,
+        examples=bulk_inferrer.outputs['output_examples'],
+        config=cfg.promotion.to_json(), max_nll=cfg.gate.max_nll,
+    ).with_id('Promotion')
+    # The push follows the final decision only: the Promotion's blessing.
     pusher = VersionedPusher(
         model=quantizer.outputs['quantized_model'],
-        model_blessing=evaluator.outputs['blessing'],
+        model_blessing=promotion.outputs['blessing'],
         examples=examples, push_base=serving_dir).with_id('Pusher')
 
   return tfx.dsl.Pipeline(
@@ -190,7 +200,8 @@ def create_pipeline(
       pipeline_root=pipeline_root,
       components=[example_gen, served, statistics_gen, schema_gen,
                   example_validator, data_gate, transform, teacher, teacher_gate,
-                  bulk_inferrer, student, quantizer, evaluator, pusher],
+                  bulk_inferrer, student, quantizer, evaluator, promotion,
+                  pusher],
       enable_cache=enable_cache,
       metadata_connection_config=metadata_connection_config,
       beam_pipeline_args=list(beam_pipeline_args))

@@ -1,4 +1,5 @@
-"""What a finished local run did: wall times, the gate's verdict, the push."""
+"""What a finished local run did: wall times, the gate's verdict, the promotion
+decision with its three areas, the push."""
 
 import os
 from typing import Dict, Optional
@@ -8,6 +9,8 @@ import tensorflow_model_analysis as tfma
 from tfx.utils import path_utils
 
 from components import artifacts
+from components.promotion import executor as promotion
+from components.promotion import rule as promotion_rule
 from components.pusher import push
 from components.served_baseline import executor as served_baseline
 from models import export
@@ -47,6 +50,47 @@ def gate_metrics(evaluation_uri: str, metric: str = evaluation.GATE_METRIC) -> D
   return out
 
 
+def promotion_summary(blessing) -> Dict:
+  """The Promotion's decision, its areas, every rule's decision and figures."""
+  props = blessing.custom_properties
+  out = {name: local.custom_property(blessing, name) for name in props}
+  out['blessed'] = bool(out.get('blessed'))
+  return out
+
+
+AREA_TITLES = {'loss_bias': 'area 1 loss and bias', 'business': 'area 2 business',
+               'latency': 'area 3 latency'}
+
+
+def promotion_text(p: Dict) -> list:
+  """Lines of the promotion decision: rule, the three areas, every rule."""
+  if p.get('rule_applied') == 'bootstrap':
+    recipe = 'bootstrap: no baseline, the Evaluator decides'
+  else:
+    recipe = ('same recipe' if p.get('same_recipe')
+              else 'recipe or architecture changed') + f': auto is {p.get("auto_rule")}'
+  lines = [f'promotion: {"promoted" if p["blessed"] else "not promoted"} '
+           f'(rule {p.get("rule")} -> {p.get("rule_applied")}; {recipe}; '
+           'the push follows this)']
+  for name in promotion_rule.AREAS:
+    flag = p.get(f'area_{name}', -1)
+    verdict = {1: 'improved', 0: 'not improved'}.get(flag, 'not judged')
+    lines.append(f'  {AREA_TITLES[name]}: {verdict}: {p.get(f"area_{name}_reason", "")}')
+    if name == 'business' and 'key_spend_ratio_candidate' in p:
+      base = p.get('key_spend_ratio_baseline')
+      lines.append(f'    spend / desired spend on {evaluation.KEY_SLICE_NAME}: candidate '
+                   f'{p["key_spend_ratio_candidate"]:.3f}'
+                   + (f', baseline {base:.3f}' if base is not None else '')
+                   + (f'; overall: candidate {p["spend_ratio_candidate"]:.3f}'
+                      if 'spend_ratio_candidate' in p else '')
+                   + (f', baseline {p["spend_ratio_baseline"]:.3f}'
+                      if 'spend_ratio_baseline' in p else ''))
+  lines.append('  rules: ' + ', '.join(
+      f'{r} {"promotes" if p.get(f"decision_{r}") else "does not promote"}'
+      for r in promotion_rule.RULES))
+  return lines
+
+
 def summarize(cfg, run_label: str = '') -> Dict:
   """The latest run: per-node wall time and state, gate metrics, blessing, push."""
   paths = local.LocalPaths.from_config(cfg)
@@ -68,6 +112,9 @@ def summarize(cfg, run_label: str = '') -> Dict:
     summary['baseline_model'] = (local.custom_property(blessing, 'baseline_model')
                                  if 'baseline_model' in props else None)
     summary['gate'] = gate_metrics(evaluation['evaluation'][0].uri)
+  promoted = outputs('Promotion')
+  if promoted:
+    summary['promotion'] = promotion_summary(promoted[promotion.BLESSING_KEY][0])
   pushed = outputs('Pusher')
   if pushed:
     p = pushed['pushed_model'][0]
@@ -132,8 +179,11 @@ def text(summary: Dict) -> str:
         + (f'; kept their initialisation: {", ".join(warm["skipped"])}'
            if warm['skipped'] else ''))
   if 'blessed' in summary:
-    lines.append(f'blessed: {summary["blessed"]} (baseline: '
-                 f'{summary.get("baseline_model") or "none, bootstrap"})')
+    lines.append(f'Evaluator blessed: {summary["blessed"]} (baseline: '
+                 f'{summary.get("baseline_model") or "none, bootstrap"}; recorded, '
+                 'loss_only)')
+  if 'promotion' in summary:
+    lines.extend(promotion_text(summary['promotion']))
   if 'pushed' in summary:
     where = summary.get('pushed_to', '')
     lines.append(f'pushed: {summary["pushed"]} ({summary["push_reason"]}) {where}')

@@ -1,6 +1,7 @@
 """End-to-end: the Evaluator gate and the push over three nights (conftest.e2e)."""
 
 import datetime
+import json
 import os
 
 import numpy as np
@@ -10,10 +11,13 @@ from ml_metadata.metadata_store import metadata_store
 from tfx import v1 as tfx
 from tfx.types import standard_artifacts
 
+from components.promotion import figures as promotion_figures
 from components.pusher import push
 from components.quantizer import convert
 from components.served_baseline import executor as served_baseline
 from models import nll
+from models import spend_metric
+from observation import eval_labels
 from pipeline import local
 from pipeline import report
 from schemas import columns
@@ -106,12 +110,14 @@ def test_after_an_unblessed_night_the_baseline_is_a_served_student_not_a_teacher
   assert not os.path.exists(os.path.join(baseline.uri, 'Format-Serving',
                                          'saved_model.pb'))
   assert baseline.uri != teacher.uri
-  # Only the Evaluator emits ModelBlessings; the Pusher reads the final one.
+  # Only the Evaluator and the Promotion emit ModelBlessings; the Pusher reads
+  # the Promotion's (the final one).
   store = metadata_store.MetadataStore(
       tfx.orchestration.metadata.sqlite_metadata_connection_config(
           e2e.paths.metadata))
   blessings = store.get_artifacts_by_type(standard_artifacts.ModelBlessing.TYPE_NAME)
-  assert blessings and all('/Evaluator/' in b.uri for b in blessings)
+  assert blessings and all('/Evaluator/' in b.uri or '/Promotion/' in b.uri
+                           for b in blessings)
 
 
 def test_a_backfill_is_gated_against_the_version_served_then_and_serving_keeps_newest(e2e):
@@ -165,3 +171,84 @@ def test_every_label_mode_and_slice_is_reported(e2e):
                'example_count'):
     assert (name, 'candidate') in names and (name, 'baseline') in names, name
   assert {(), ('tcpa_bucket',), ('browser_observability',)} <= slices
+
+
+NIGHTS_PROMOTED = ('bootstrap', 'kd', 'worse', 'backfill')
+
+
+def test_the_push_follows_the_promotion_decision_alone(e2e):
+  for night in NIGHTS_PROMOTED:
+    promotion = e2e.artifact('Promotion', 'blessing', night)
+    pushed = e2e.artifact('Pusher', 'pushed_model', night)
+    blessed = prop(promotion, 'blessed')
+    assert blessed in (0, 1), night
+    if not blessed:
+      assert prop(pushed, 'pushed') == 0 and prop(pushed, 'reason') == 'not blessed'
+    else:
+      assert prop(pushed, 'pushed') == 1, night
+    # Every rule's decision is recorded; the applied one is the blessing.
+    applied = prop(promotion, 'rule_applied')
+    if applied != 'bootstrap':
+      assert prop(promotion, f'decision_{applied}') == blessed, night
+    # loss_only is today's gate: the Evaluator's blessing.
+    assert prop(promotion, 'decision_loss_only') == prop(
+        e2e.artifact('Evaluator', 'blessing', night), 'blessed'), night
+  assert prop(e2e.artifact('Promotion', 'blessing', 'bootstrap'),
+              'rule_applied') == 'bootstrap'
+  # The fixture pushes on loss_only (tests/helpers.py); auto's choice is
+  # recorded: the production bootstrap's recipe differs from the distilled
+  # candidate's, the distilled backfill's from the bootstrap it is gated against.
+  kd = e2e.artifact('Promotion', 'blessing', 'kd')
+  assert prop(kd, 'rule_applied') == 'loss_only' and prop(kd, 'same_recipe') == 0
+  assert prop(kd, 'auto_rule') == '2_of_3'
+  assert prop(e2e.artifact('Promotion', 'blessing', 'backfill'),
+              'auto_rule') == '2_of_3'
+  baseline, _ = served_model(e2e, 'kd')
+  assert prop(baseline, 'recipe_fingerprint')  # the Pusher recorded it
+
+
+def test_the_promotion_records_three_areas_with_their_figures(e2e):
+  promotion = e2e.artifact('Promotion', 'blessing', 'kd')
+  for area in ('loss_bias', 'business', 'latency'):
+    assert prop(promotion, f'area_{area}') in (0, 1), area
+    assert prop(promotion, f'area_{area}_reason'), area
+  with open(os.path.join(promotion.uri, 'promotion.json')) as f:
+    result = json.load(f)
+  assert result['latency_samples'] >= 10_000
+  for batch in ('batch_1', 'batch_64'):
+    p50 = result['latency'][batch]['diff']['p50']
+    assert p50['lower'] <= p50['value'] <= p50['upper']
+    for model in ('candidate', 'baseline'):
+      assert set(result['latency'][batch][model]) == {'p50_us', 'p99_us', 'p99.9_us'}
+  # TFMA's intervals are on: the loss diff has a real interval.
+  loss = result['figures']['overall']['poisson_log_loss']['diff']
+  assert loss['lower'] < loss['value'] < loss['upper']
+  summary = e2e.summaries['kd']
+  for line in ('promotion: ', 'area 1 loss and bias: ', 'area 2 business: ',
+               'area 3 latency: ', 'rules: 2_of_3 '):
+    assert line in summary, (line, summary)
+  print(summary)
+
+
+def test_spend_metrics_equal_a_numpy_reference_per_tcpa_slice(e2e):
+  evaluation = e2e.artifact('Evaluator', 'evaluation', 'kd')
+  figures = promotion_figures.load(evaluation.uri)
+  examples = e2e.artifact('BulkInferrer', 'output_examples', 'kd')
+  rows = records.read_examples(os.path.join(examples.uri, 'Split-eval'))
+  label, scale, keep = eval_labels.label_and_scale(
+      rows, e2e.cfg.eval.label_mode, e2e.cfg.delay.window_shares)
+  tcpa = rows[columns.TARGET_CPA].astype(np.float64)
+  candidate = e2e.artifact('Quantizer', 'quantized_model', 'kd')
+  baseline, _ = served_model(e2e, 'kd')
+  for model_key, artifact in (('candidate', candidate), ('baseline', baseline)):
+    with open(os.path.join(artifact.uri, 'Format-Serving', 'tflite'), 'rb') as f:
+      pconvs = convert.predict(f.read(), rows)
+    slices = {'overall': np.ones(len(tcpa), bool)}
+    for bucket in np.unique(rows[columns.TCPA_BUCKET]):
+      slices[f'{columns.TCPA_BUCKET}={bucket}'] = rows[columns.TCPA_BUCKET] == bucket
+    for name, mask in slices.items():
+      want = spend_metric.reference(tcpa, pconvs, label, scale, keep & mask)
+      for metric, value in want.items():
+        got = figures[name][metric][model_key].value
+        assert got == pytest.approx(value, rel=1e-5), (name, metric)
+  assert 'diff' in figures[f'{columns.TCPA_BUCKET}=tcpa_gt_250']['spend_log_error']

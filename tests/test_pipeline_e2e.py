@@ -40,7 +40,8 @@ def test_every_node_completed(e2e):
   for node in ('ConversionLogExampleGen', 'ServedBaseline', 'StatisticsGen',
                'ImportSchemaGen',
                'ExampleValidator', 'DataGate', 'Transform', 'teacher',
-               'TeacherGate', 'BulkInferrer', 'student', 'Quantizer'):
+               'TeacherGate', 'BulkInferrer', 'student', 'Quantizer', 'Evaluator',
+               'Promotion', 'Pusher'):
     assert states.get(node) == 'COMPLETE', states
 
 

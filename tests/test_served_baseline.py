@@ -23,15 +23,18 @@ DAY = datetime.timedelta(days=1)
 T = datetime.datetime(2026, 2, 10, tzinfo=UTC)
 
 
-def write_version(base, t, model, warm_start=None, complete=True):
+def write_version(base, t, model, warm_start=None, complete=True, recipe=None):
   """A version as the pusher leaves it (through tf.io.gfile, so ram:// works)."""
   name = push.version_name(t, model)
   path = push.version_path(base, name)
   tf.io.gfile.makedirs(path)
   with tf.io.gfile.GFile(os.path.join(path, push.MODEL_FILE), 'wb') as f:
     f.write(model)
+  metadata = {'version': name, 'snapshot_time': t.isoformat()}
+  if recipe is not None:
+    metadata[push.RECIPE_FINGERPRINT] = recipe
   with tf.io.gfile.GFile(os.path.join(path, push.METADATA_FILE), 'w') as f:
-    json.dump({'version': name, 'snapshot_time': t.isoformat()}, f)
+    json.dump(metadata, f)
   if warm_start is not None:
     tf.io.gfile.makedirs(os.path.join(path, os.path.dirname(export.WARM_START_FILE)))
     with tf.io.gfile.GFile(os.path.join(path, export.WARM_START_FILE), 'wb') as f:
@@ -235,3 +238,17 @@ def test_the_component_takes_a_runtime_parameter_for_force():
                                   serving_dir='/serving', bootstrap=False, force=force)
   assert node.exec_properties[executor.FORCE_KEY] is force
   assert node.exec_properties[executor.BOOTSTRAP_KEY] == 0
+
+
+def test_the_baseline_carries_the_served_recipe_fingerprint(tmp_path):
+  serving = str(tmp_path / 'serving')
+  write_version(serving, T - DAY, b'model-1', recipe='0123456789abcdef')
+  (baseline,), _ = run(serving, tmp_path)
+  assert baseline.get_string_custom_property(
+      executor.RECIPE_FINGERPRINT) == '0123456789abcdef'
+  # A version pushed before the Pusher recorded it: empty (the promotion step
+  # then takes the recipe as changed).
+  old = str(tmp_path / 'old')
+  write_version(old, T - DAY, b'model-1')
+  (baseline,), _ = run(old, tmp_path)
+  assert baseline.get_string_custom_property(executor.RECIPE_FINGERPRINT) == ''

@@ -69,12 +69,16 @@ def test_compiled_json_has_every_node_and_the_run_time_t(template):
   assert {'ConversionLogExampleGen', 'ServedBaseline', 'StatisticsGen',
           'ImportSchemaGen', 'ExampleValidator', 'DataGate', 'Transform', 'teacher',
           'TeacherGate', 'BulkInferrer', 'student', 'Quantizer', 'Evaluator',
-          'Pusher'} == set(tasks)
+          'Promotion', 'Pusher'} == set(tasks)
   # The stops survive compilation.
   assert {'DataGate', 'ServedBaseline'} <= set(tasks['Transform']['dependentTasks'])
   assert 'TeacherGate' in tasks['BulkInferrer']['dependentTasks']
+  # The push follows the promotion step's blessing, not the Evaluator's.
+  assert 'Promotion' in tasks['Pusher']['dependentTasks']
+  assert 'Evaluator' not in tasks['Pusher']['dependentTasks']
+  assert {'Evaluator', 'Quantizer', 'ServedBaseline'} <= set(
+      tasks['Promotion']['dependentTasks'])
   assert 'model_blessing' not in tasks['BulkInferrer']['inputs'].get('artifacts', {})
-  assert 'Evaluator' in tasks['Pusher']['dependentTasks']
   # T is a run-time parameter, empty by default (resolved when the run starts).
   assert vertex.SNAPSHOT_PARAMETER in spec['root']['inputDefinitions']['parameters']
   gen = tasks['ConversionLogExampleGen']['inputs']['parameters'][
@@ -101,14 +105,21 @@ def test_the_baseline_is_what_serving_serves_and_no_blessing_query_feeds_it(temp
   # model.student_warm_start is off by default (the nightly config turns it on
   # and the student then reads the same output; the local e2e run covers it).
   assert 'base_model' not in tasks['student']['inputs']['artifacts']
-  # The only ModelBlessing is the Evaluator's, and the Pusher reads it.
+  # The ModelBlessings are the Evaluator's (recorded) and the Promotion's, which
+  # the Pusher reads; no resolver queries either by type.
   blessing_outputs = [
       (name, key) for name, comp in spec['components'].items()
       for key, out in comp.get('outputDefinitions', {}).get('artifacts', {}).items()
       if 'title: tfx.ModelBlessing' in out['artifactType'].get('instanceSchema', '')]
-  assert blessing_outputs == [('Evaluator', 'blessing')]
+  assert sorted(blessing_outputs) == [('Evaluator', 'blessing'),
+                                      ('Promotion', 'blessing')]
   pusher_blessing = tasks['Pusher']['inputs']['artifacts']['model_blessing']
-  assert pusher_blessing['taskOutputArtifact']['producerTask'] == 'Evaluator'
+  assert pusher_blessing['taskOutputArtifact']['producerTask'] == 'Promotion'
+  promotion = tasks['Promotion']['inputs']['artifacts']
+  assert promotion['baseline_model']['taskOutputArtifact'] == {
+      'producerTask': 'ServedBaseline', 'outputArtifactKey': 'baseline'}
+  assert promotion['evaluator_blessing']['taskOutputArtifact'] == {
+      'producerTask': 'Evaluator', 'outputArtifactKey': 'blessing'}
   # The serving directory is the component's parameter; a served night skips
   # every task after it (a trigger condition on its result), unless forced.
   params = tasks['ServedBaseline']['inputs']['parameters']
@@ -125,7 +136,7 @@ def test_every_task_runs_the_pipeline_image_with_dataflow_args(template):
   executors = spec['deploymentSpec']['executors']
   containers = {k[:-len('_executor')]: e['container'] for k, e in executors.items()
                 if 'container' in e}
-  assert len(containers) == 14 and all(c['image'] == IMAGE for c in containers.values())
+  assert len(containers) == 15 and all(c['image'] == IMAGE for c in containers.values())
   for beam_node in ('ConversionLogExampleGen', 'StatisticsGen', 'Transform',
                     'BulkInferrer', 'Evaluator'):
     args = containers[beam_node]['args']

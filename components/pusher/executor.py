@@ -23,7 +23,8 @@ from models import export
 from observation import snapshot
 
 MODEL_KEY = standard_component_specs.MODEL_KEY
-# The final decision only: the Evaluator's blessing (gates before it emit none).
+# The final decision only: the Promotion step's blessing (the Evaluator's is
+# recorded but not used for the push).
 BLESSING_KEY = standard_component_specs.MODEL_BLESSING_KEY
 EXAMPLES_KEY = 'examples'
 PUSHED_KEY = standard_component_specs.PUSHED_MODEL_KEY
@@ -73,6 +74,9 @@ class Executor(tfx_pusher_executor.Executor):
         'model_id': model.id,
         'baseline_model': _prop(blessing, 'baseline_model', None),
         'examples_uri': examples.uri,
+        # The next night's promotion step compares it with its candidate's
+        # (same recipe: a refresh; else a change, judged 2 of 3).
+        push.RECIPE_FINGERPRINT: export.student_recipe_fingerprint(model.uri),
     }
     result = push.push(base, t, content, metadata, extra_files=extra)
     newest = push.newest(base)

@@ -30,6 +30,9 @@ MARKER = '_COMPLETE'
 MODEL_FILE = 'model.tflite'
 METADATA_FILE = 'metadata.json'
 TMP_PREFIX = '.tmp-'
+# metadata.json key: the student's recipe fingerprint (models/export.py), which
+# ServedBaseline hands to the next night's promotion step.
+RECIPE_FINGERPRINT = 'recipe_fingerprint'
 
 
 def fingerprint(model: bytes) -> str:

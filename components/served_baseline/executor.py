@@ -8,6 +8,7 @@ Pusher look, and its warm-start weights (if pushed) where the student reads them
 """
 
 import datetime
+import json
 import os
 from typing import Any, Dict, List
 
@@ -39,6 +40,18 @@ ALREADY_SERVED = 'already_served'
 BASELINE_VERSION = 'baseline_version'
 BACKFILL = 'backfill'
 NEWEST_VERSION = 'newest_version'
+
+
+# The baseline artifact's property: the served student's recipe fingerprint.
+RECIPE_FINGERPRINT = push.RECIPE_FINGERPRINT
+
+
+def _metadata(version_dir: str) -> Dict:
+  path = os.path.join(version_dir, push.METADATA_FILE)
+  if not tf.io.gfile.exists(path):
+    return {}
+  with tf.io.gfile.GFile(path) as f:
+    return json.load(f)
 
 
 class BaselineMissingError(RuntimeError):
@@ -114,6 +127,10 @@ class Executor(base_executor.BaseExecutor):
       if has_warm:
         _copy(warm, warm_start_path(baseline.uri))
       baseline.set_string_custom_property('served_version', version)
+      # The served student's recipe fingerprint ('' for versions pushed before
+      # the Pusher recorded it): the promotion step's rule `auto` reads it.
+      baseline.set_string_custom_property(
+          RECIPE_FINGERPRINT, _metadata(src).get(push.RECIPE_FINGERPRINT, ''))
       baseline.set_string_custom_property('served_path', src)
       baseline.set_string_custom_property(
           'snapshot_time', push.version_t(version).isoformat())

@@ -1,0 +1,1 @@
+"""Promotion: two of three areas (loss and bias, business, latency) beyond their noise."""

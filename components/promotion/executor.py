@@ -1,0 +1,244 @@
+"""Promotion executor: the three areas from the Evaluator's output and a latency
+comparison, the configured rule, and a ModelBlessing the Pusher follows.
+
+Reads the Evaluator's `evaluation` (per-slice metrics, candidate - baseline diffs
+and their jackknife CIs) and `blessing` (today's gate, `loss_only`), times the
+candidate and baseline TFLite models interleaved on the eval examples, and
+writes its decision as a ModelBlessing (`blessed` and every area's figures as
+custom properties, everything in promotion.json beside the BLESSED / NOT_BLESSED
+marker the Evaluator writes too).
+"""
+
+import json
+import math
+import os
+from typing import Any, Dict, List, Optional
+
+import tensorflow as tf
+from absl import logging
+from tfx.components.evaluator import constants
+from tfx.dsl.components.base import base_executor
+from tfx.types import artifact_utils
+from tfx.utils import io_utils
+
+from components.promotion import figures as figures_lib
+from components.promotion import latency as latency_lib
+from components.promotion import rule as rule_lib
+from components.served_baseline import executor as served_baseline
+from config import PromotionConfig
+from models import export
+from models import poisson_metric
+from models import spend_metric
+from observation import labels
+from schemas import codec
+from schemas import columns
+from schemas import records
+
+EVALUATION_KEY = 'evaluation'
+EVALUATOR_BLESSING_KEY = 'evaluator_blessing'
+MODEL_KEY = 'model'
+BASELINE_KEY = 'baseline_model'
+EXAMPLES_KEY = 'examples'
+BLESSING_KEY = 'blessing'
+# PromotionConfig JSON.
+CONFIG_KEY = 'config'
+# gate.max_nll: every rule needs the candidate's overall loss below it.
+MAX_NLL_KEY = 'max_nll'
+RESULT_FILE = 'promotion.json'
+EVAL_SPLIT = 'eval'
+# Distinct eval examples the latency comparison cycles through.
+LATENCY_EXAMPLES = 4096
+
+# The metric names pipeline/evaluation.py configures (the gating label mode's
+# PoissonLogLoss carries the bare name).
+LOSS = poisson_metric.NAME
+BIAS = f'{LOSS}_abs_log_bias'
+CALIBRATION = f'{LOSS}_calibration'
+SPEND_ERROR = f'{spend_metric.NAME}_log_error'
+SPEND_RATIO = f'{spend_metric.NAME}_ratio'
+# The paper's key slice, tCPA > 250, as figures.slice_name names it.
+KEY_SLICE = f'{columns.TCPA_BUCKET}={labels.HIGH_TCPA_BUCKET}'
+
+
+def _tflite(model_uri: str) -> bytes:
+  with tf.io.gfile.GFile(served_baseline.tflite_path(model_uri), 'rb') as f:
+    return f.read()
+
+
+def _prop(artifact, name: str, default=None):
+  if name not in artifact.mlmd_artifact.custom_properties:
+    return default
+  value = artifact.mlmd_artifact.custom_properties[name]
+  return getattr(value, value.WhichOneof('value'))
+
+
+def tcpa_slices(figs: Dict) -> List[str]:
+  """The tCPA bucket slices present in the Evaluator's output."""
+  return sorted(s for s in figs if s.startswith(
+      columns.TCPA_BUCKET + '='))
+
+
+def areas_from(figs: Dict, latency: Optional[Dict], cfg: PromotionConfig
+               ) -> Dict[str, rule_lib.Area]:
+  """The three areas from the Evaluator's figures and the latency comparison."""
+  overall = figs.get(figures_lib.OVERALL, {})
+  if 'diff' in overall.get(LOSS, {}) and 'diff' in overall.get(BIAS, {}):
+    loss_bias = rule_lib.loss_bias_area(overall[LOSS]['diff'], overall[BIAS]['diff'])
+  else:
+    loss_bias = rule_lib.Area(None, 'no loss / bias diff in the evaluation')
+  slice_diffs = {s: figs[s][SPEND_ERROR]['diff'] for s in tcpa_slices(figs)
+                 if 'diff' in figs[s].get(SPEND_ERROR, {})}
+  business = (rule_lib.business_area(KEY_SLICE, slice_diffs, cfg.slice_guard)
+              if slice_diffs else rule_lib.Area(None, 'no spend diffs in the evaluation'))
+  speed = rule_lib.latency_area(latency_lib.diffs(latency) if latency else {},
+                                cfg.latency_tolerance)
+  return {'loss_bias': loss_bias, 'business': business, 'latency': speed}
+
+
+def _figure(figs: Dict, slice_name: str, metric: str, role: str
+            ) -> Optional[rule_lib.Estimate]:
+  return figs.get(slice_name, {}).get(metric, {}).get(role)
+
+
+def headline(figs: Dict, latency: Optional[Dict]) -> Dict[str, float]:
+  """The figures recorded as custom properties (promotion.json has them all)."""
+  out: Dict[str, float] = {}
+  wanted = [(figures_lib.OVERALL, LOSS, 'loss'), (figures_lib.OVERALL, BIAS, 'bias'),
+            (figures_lib.OVERALL, CALIBRATION, 'calibration'),
+            (KEY_SLICE, SPEND_ERROR, 'key_spend_log_error'),
+            (KEY_SLICE, SPEND_RATIO, 'key_spend_ratio'),
+            (figures_lib.OVERALL, SPEND_RATIO, 'spend_ratio')]
+  for slice_name, metric, label in wanted:
+    for role in ('candidate', 'baseline', 'diff'):
+      est = _figure(figs, slice_name, metric, role)
+      if est is None:
+        continue
+      out[f'{label}_{role}'] = est.value
+      if role == 'diff':
+        out[f'{label}_diff_lower'] = est.lower
+        out[f'{label}_diff_upper'] = est.upper
+  for batch, comparison in (latency or {}).items():
+    for model in ('candidate', 'baseline'):
+      for p in ('p50', 'p99'):
+        out[f'latency_{batch}_{model}_{p}_us'] = comparison[model][p + '_us'].value
+    for p in ('p50', 'p99'):
+      est = comparison['diff'][p]
+      out[f'latency_{batch}_{p}_rel_diff'] = est.value
+      out[f'latency_{batch}_{p}_rel_diff_lower'] = est.lower
+      out[f'latency_{batch}_{p}_rel_diff_upper'] = est.upper
+  return out
+
+
+def finite(values: Dict[str, float]) -> Dict[str, float]:
+  """The finite ones: ML Metadata's SQLite store rejects NaN (a slice without
+  conversions has no spend ratio); promotion.json keeps them all."""
+  return {k: float(v) for k, v in values.items() if math.isfinite(v)}
+
+
+class Executor(base_executor.BaseExecutor):
+
+  def Do(self, input_dict: Dict[str, List[Any]], output_dict: Dict[str, List[Any]],
+         exec_properties: Dict[str, Any]) -> None:
+    cfg = PromotionConfig.from_json(exec_properties[CONFIG_KEY])
+    max_nll = float(exec_properties[MAX_NLL_KEY])
+    evaluation = artifact_utils.get_single_instance(input_dict[EVALUATION_KEY])
+    evaluator_blessing = artifact_utils.get_single_instance(
+        input_dict[EVALUATOR_BLESSING_KEY])
+    model = artifact_utils.get_single_instance(input_dict[MODEL_KEY])
+    baselines = input_dict.get(BASELINE_KEY) or []
+    baseline = baselines[0] if baselines else None
+    examples = artifact_utils.get_single_instance(input_dict[EXAMPLES_KEY])
+    blessing = artifact_utils.get_single_instance(output_dict[BLESSING_KEY])
+
+    evaluator_blessed = bool(_prop(evaluator_blessing,
+                                   constants.ARTIFACT_PROPERTY_BLESSED_KEY, 0))
+    figs = figures_lib.load(evaluation.uri)
+    loss = _figure(figs, figures_lib.OVERALL, LOSS, 'candidate')
+    value_ok = loss is not None and math.isfinite(loss.value) and loss.value < max_nll
+
+    candidate_fp = export.student_recipe_fingerprint(model.uri)
+    result: Dict[str, Any] = {'rule': cfg.rule, 'evaluator_blessed': evaluator_blessed,
+                              'value_ok': value_ok, 'max_nll': max_nll,
+                              'candidate_recipe': candidate_fp}
+    latency = None
+    if baseline is None:
+      # The bootstrap: nothing to compare with; the Evaluator's value threshold
+      # decides, as before (ServedBaseline fails any other run without one).
+      areas = areas_from(figs, None, cfg)
+      applied = 'bootstrap'
+      decisions = {r: evaluator_blessed for r in rule_lib.RULES}
+      blessed = evaluator_blessed
+      reason = ('bootstrap: no baseline; the Evaluator\'s value threshold decides '
+                f'({"blessed" if blessed else "not blessed"})')
+      same_recipe = False
+    else:
+      baseline_fp = _prop(baseline, served_baseline.RECIPE_FINGERPRINT, '') or ''
+      # A baseline without a fingerprint (pushed before it was recorded) counts as
+      # another recipe: the stricter rule.
+      same_recipe = bool(candidate_fp) and candidate_fp == baseline_fp
+      result['baseline_recipe'] = baseline_fp
+      # The first LATENCY_EXAMPLES eval examples (a real eval split is far larger).
+      rows = codec.decode(records.read_records(
+          os.path.join(artifact_utils.get_split_uri([examples], EVAL_SPLIT), '*'),
+          LATENCY_EXAMPLES))
+      latency = latency_lib.compare(
+          _tflite(model.uri), _tflite(baseline.uri), rows, cfg.latency_samples,
+          batches=(1, cfg.serving_batch), replicates=cfg.bootstrap_replicates)
+      areas = areas_from(figs, latency, cfg)
+      applied = rule_lib.applied_rule(cfg.rule, same_recipe)
+      decisions = rule_lib.decide_all(areas, evaluator_blessed, value_ok)
+      blessed = decisions[applied]
+      improved = [n for n, a in areas.items() if a.improved]
+      reason = (f'rule {applied} ({cfg.rule}; '
+                f'{"same recipe" if same_recipe else "recipe or architecture changed"})'
+                f': areas improved {improved or "none"}; '
+                f'{"promoted" if blessed else "not promoted"}')
+      if not value_ok:
+        reason += f'; overall loss not below gate.max_nll {max_nll}'
+    logging.info('Promotion: %s', reason)
+    for name, area in areas.items():
+      logging.info('Promotion: area %s: %s (%s)', name, area.improved, area.reason)
+
+    result.update({
+        # What `auto` stands for on this night (recorded whatever the rule).
+        'auto_rule': (rule_lib.applied_rule('auto', same_recipe)
+                      if baseline is not None else 'bootstrap'),
+        'rule_applied': applied, 'same_recipe': same_recipe, 'blessed': blessed,
+        'reason': reason, 'decisions': decisions,
+        'areas': {n: a.to_dict() for n, a in areas.items()},
+        'figures': figures_lib.to_json(figs),
+        'latency': latency_lib.to_json(latency) if latency else None,
+        'latency_samples': cfg.latency_samples if latency else 0,
+        'baseline_model': baseline.uri if baseline else None,
+    })
+    io_utils.write_string_file(os.path.join(blessing.uri, RESULT_FILE),
+                               json.dumps(result, indent=1, sort_keys=True))
+    marker = constants.BLESSED_FILE_NAME if blessed else constants.NOT_BLESSED_FILE_NAME
+    io_utils.write_string_file(os.path.join(blessing.uri, marker), '')
+
+    blessing.set_int_custom_property(constants.ARTIFACT_PROPERTY_BLESSED_KEY,
+                                     int(blessed))
+    blessing.set_string_custom_property(
+        constants.ARTIFACT_PROPERTY_CURRENT_MODEL_URI_KEY, model.uri)
+    blessing.set_int_custom_property(
+        constants.ARTIFACT_PROPERTY_CURRENT_MODEL_ID_KEY, model.id)
+    if baseline is not None:
+      blessing.set_string_custom_property(
+          constants.ARTIFACT_PROPERTY_BASELINE_MODEL_URI_KEY, baseline.uri)
+      blessing.set_int_custom_property(
+          constants.ARTIFACT_PROPERTY_BASELINE_MODEL_ID_KEY, baseline.id)
+    blessing.set_string_custom_property('rule', cfg.rule)
+    blessing.set_string_custom_property('rule_applied', applied)
+    blessing.set_int_custom_property('same_recipe', int(same_recipe))
+    blessing.set_string_custom_property('auto_rule', result['auto_rule'])
+    blessing.set_int_custom_property('evaluator_blessed', int(evaluator_blessed))
+    blessing.set_string_custom_property('reason', reason)
+    for name, area in areas.items():
+      # 1 improved, 0 not, -1 not judged (no baseline).
+      blessing.set_int_custom_property(
+          f'area_{name}', -1 if area.improved is None else int(area.improved))
+      blessing.set_string_custom_property(f'area_{name}_reason', area.reason)
+    for name, decided in decisions.items():
+      blessing.set_int_custom_property(f'decision_{name}', int(decided))
+    for name, value in finite(headline(figs, latency)).items():
+      blessing.set_float_custom_property(name, value)

@@ -1,0 +1,419 @@
+"""The promotion step: the rule on crafted candidates, the latency comparison's
+noise, the spend metric's combiner, and the executor on a tiny TFMA evaluation."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_model_analysis as tfma
+from tfx.types import standard_artifacts
+
+import config as config_lib
+from components.promotion import executor as promotion
+from components.promotion import figures
+from components.promotion import latency
+from components.promotion import rule
+from components.served_baseline import executor as served_baseline
+from models import export
+from models import nll
+from models import spend_metric
+from observation import eval_labels
+from observation import labels
+from pipeline import evaluation
+from pipeline import report
+from schemas import columns
+
+E = rule.Estimate
+BETTER = E(-0.01, -0.015, -0.005)  # candidate - baseline wholly below 0
+SAME = E(0.0, -0.01, 0.01)  # an interval around 0: within the noise
+WORSE = E(0.01, 0.005, 0.015)
+KEY = promotion.KEY_SLICE
+TCPA = [f'{columns.TCPA_BUCKET}={b}' for b in
+        ('tcpa_le_50', 'tcpa_50_100', 'tcpa_100_250', 'tcpa_gt_250')]
+
+
+def areas(loss=SAME, bias=SAME, key_spend=SAME, slices=SAME, p50=SAME, p99=SAME):
+  return {
+      'loss_bias': rule.loss_bias_area(loss, bias),
+      'business': rule.business_area(
+          KEY, {s: key_spend if s == KEY else slices for s in TCPA}, guard=0.05),
+      'latency': rule.latency_area({'batch_1': {'p50': p50, 'p99': p99},
+                                    'batch_64': {'p50': p50, 'p99': p99}}),
+  }
+
+
+def decide(rule_name, a, evaluator_blessed=True, value_ok=True):
+  return rule.decide(rule_name, a, evaluator_blessed, value_ok)
+
+
+def test_better_loss_alone_is_not_promoted_under_2_of_3():
+  a = areas(loss=BETTER)
+  assert a['loss_bias'].improved and not a['business'].improved
+  assert not a['latency'].improved
+  assert not decide('2_of_3', a)
+  # A same-recipe refresh needs only area 1 and the guards.
+  assert decide('refresh', a)
+
+
+def test_better_loss_and_latency_is_promoted_under_2_of_3():
+  assert decide('2_of_3', areas(loss=BETTER, p50=BETTER))
+  # Business and latency without area 1 are two areas too.
+  assert decide('2_of_3', areas(key_spend=BETTER, p50=BETTER))
+  # ... but not above the Evaluator's value threshold.
+  assert not decide('2_of_3', areas(loss=BETTER, p50=BETTER), value_ok=False)
+
+
+def _rows(n=20000, seed=0):
+  rng = np.random.default_rng(seed)
+  rate = rng.gamma(2.0, 0.05, n)
+  return rate, rng.poisson(rate).astype(np.float64)
+
+
+def test_a_rescaled_baseline_that_wins_bias_but_loses_loss_is_not_area_1():
+  # The baseline knows the ranking (rate * noise) but is 30% low; the candidate,
+  # a constant, is calibrated: it wins the bias and loses the loss.
+  rate, y = _rows()
+  baseline = rate * 0.7
+  candidate = np.full_like(rate, y.mean())
+  def loss_and_bias(p):
+    return nll.poisson_nll(y, p), abs(np.log(p.sum() / y.sum()))
+  (lc, bc), (lb, bb) = loss_and_bias(candidate), loss_and_bias(baseline)
+  assert bc < bb and lc > lb
+  area = rule.loss_bias_area(E(lc - lb, lc - lb - 1e-4, lc - lb + 1e-4),
+                             E(bc - bb, bc - bb - 1e-3, bc - bb + 1e-3))
+  assert not area.improved
+  assert not decide('2_of_3', {**areas(p50=BETTER), 'loss_bias': area})
+  assert not decide('refresh', {**areas(), 'loss_bias': area})
+
+
+def test_loss_better_but_bias_worse_beyond_its_ci_is_not_area_1():
+  a = areas(loss=BETTER, bias=WORSE)
+  assert not a['loss_bias'].improved and not a['loss_bias'].guards_hold
+  assert not decide('refresh', a)
+
+
+def test_loss_only_reproduces_the_evaluator_blessing():
+  for a in (areas(), areas(loss=BETTER, p50=BETTER), areas(loss=WORSE)):
+    for blessed in (True, False):
+      assert decide('loss_only', a, evaluator_blessed=blessed) == blessed
+      assert decide('loss_only', a, evaluator_blessed=blessed,
+                    value_ok=False) == blessed
+
+
+def test_business_needs_the_key_slice_and_no_slice_beyond_its_guard():
+  assert areas(key_spend=BETTER)['business'].improved
+  # A slice worse by more than the guard (beyond its CI) blocks area 2 and refresh.
+  a = areas(loss=BETTER, key_spend=BETTER, slices=E(0.2, 0.1, 0.3))
+  assert not a['business'].improved and not a['business'].guards_hold
+  assert not decide('refresh', a)
+  # Worse, but within the guard: allowed.
+  assert areas(key_spend=BETTER, slices=E(0.04, 0.01, 0.07))['business'].improved
+
+
+def test_latency_must_be_faster_beyond_noise_and_not_slower_beyond_a_tolerance():
+  assert areas(p50=BETTER)['latency'].improved
+  assert not areas(p50=BETTER, p99=WORSE)['latency'].improved
+  assert not areas(p50=SAME)['latency'].improved
+  # 0.4% slower at one batch size, beyond its CI but within a 2% tolerance.
+  slightly = {'batch_1': {'p50': BETTER, 'p99': SAME},
+              'batch_64': {'p50': E(0.004, 0.001, 0.008), 'p99': SAME}}
+  assert not rule.latency_area(slightly).improved
+  assert rule.latency_area(slightly, tolerance=0.02).improved
+
+
+def test_auto_is_2_of_3_on_a_recipe_change_and_refresh_otherwise():
+  assert rule.applied_rule('auto', same_recipe=False) == '2_of_3'
+  assert rule.applied_rule('auto', same_recipe=True) == 'refresh'
+  assert rule.applied_rule('loss_only', same_recipe=False) == 'loss_only'
+  with pytest.raises(ValueError):
+    rule.applied_rule('3_of_3', same_recipe=True)
+
+
+def test_the_recipe_fingerprint_ignores_the_training_run():
+  summary = {'recipe': 'kd', 'loss_weights': {'alpha': 0.5}, 'parameters': {'a': 3},
+             'train_steps': 10, 'warm_start': True}
+  same = {**summary, 'train_steps': 20, 'warm_start': False}
+  assert export.recipe_fingerprint(summary) == export.recipe_fingerprint(same)
+  assert export.recipe_fingerprint(summary) != export.recipe_fingerprint(
+      {**summary, 'recipe': 'production'})
+  assert export.recipe_fingerprint({'recipe': 'kd'}) == ''
+
+
+# --- Latency -----------------------------------------------------------------
+
+FEATURES = ('price', 'target_cpa')
+
+
+def tiny_tflite(path, hidden=(8,), scale=1.0):
+  """A TFLite model with raw inputs named like the columns and one output."""
+  layers = [tf.keras.layers.Dense(h, activation='relu') for h in hidden]
+  out = tf.keras.layers.Dense(1, activation='softplus')
+
+  class M(tf.Module):
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 1], tf.float32, name=n)
+                                  for n in FEATURES])
+    def serve(self, price, target_cpa):
+      x = tf.concat([tf.math.log1p(price), tf.math.log1p(target_cpa)], 1)
+      for layer in layers:
+        x = layer(x)
+      return {'pconvs': tf.reshape(out(x), [-1]) * scale}
+
+  m = M()
+  m.serve(tf.ones([1, 1]), tf.ones([1, 1]))
+  m.vars = [v for l in layers + [out] for v in l.variables]
+  saved = os.path.join(path, 'saved')
+  tf.saved_model.save(m, saved, signatures={'serving_default': m.serve})
+  model = tf.lite.TFLiteConverter.from_saved_model(saved).convert()
+  return model
+
+
+def feature_rows(n=512, seed=0):
+  rng = np.random.default_rng(seed)
+  return {'price': rng.lognormal(3, 1, n), 'target_cpa': rng.lognormal(4, 1, n)}
+
+
+def test_two_copies_of_one_model_differ_by_nothing_beyond_noise(tmp_path):
+  model = tiny_tflite(str(tmp_path))
+  out = latency.compare(model, model, feature_rows(), samples=4000,
+                        batches=(1, 16), replicates=300)
+  for batch, comparison in out.items():
+    for p in ('p50', 'p99'):
+      d = comparison['diff'][p]
+      assert d.lower <= 0.0 <= d.upper, (batch, p, d)
+  assert not rule.latency_area(latency.diffs(out)).improved
+
+
+def test_a_much_smaller_model_is_faster_beyond_noise(tmp_path):
+  small = tiny_tflite(str(tmp_path / 'small'), hidden=(4,))
+  big = tiny_tflite(str(tmp_path / 'big'), hidden=(512, 512, 512))
+  out = latency.compare(small, big, feature_rows(), samples=2000, batches=(1,),
+                        replicates=200)
+  assert out['batch_1']['diff']['p50'].upper < 0
+  assert rule.latency_area(latency.diffs(out)).improved
+
+
+# --- The spend metric's combiner ------------------------------------------------
+
+
+class _Element:
+  """What TFMA hands a combiner: features and the model's predictions."""
+
+  def __init__(self, features, prediction):
+    self.features = features
+    self._prediction = prediction
+
+  def get_predictions(self, model_name, output_name):
+    del model_name, output_name
+    return np.array([self._prediction])
+
+
+def test_spend_combiner_equals_the_numpy_reference():
+  rng = np.random.default_rng(1)
+  n = 300
+  rows = {columns.TRUE_CONVERSIONS: rng.poisson(0.3, n).astype(np.float64),
+          columns.TARGET_CPA: rng.lognormal(4, 1, n)}
+  pconvs = rng.gamma(2, 0.15, n)
+  (computation,) = spend_metric.SpendProxy().computations(
+      model_names=['m'], output_names=[''])
+  combiner = computation.combiner
+  accs = [combiner.create_accumulator(), combiner.create_accumulator()]
+  for i in range(n):
+    element = _Element({k: np.array([v[i]]) for k, v in rows.items()}, pconvs[i])
+    accs[i % 2] = combiner.add_input(accs[i % 2], element)
+  got = {k.name: v for k, v in combiner.extract_output(
+      combiner.merge_accumulators(accs)).items()}
+  label, scale, keep = eval_labels.label_and_scale(rows, 'truth', (1.0, 0.0, 0.0))
+  want = spend_metric.reference(rows[columns.TARGET_CPA], pconvs, label, scale, keep)
+  assert got == pytest.approx(want, rel=1e-9)
+
+
+# --- The executor on a tiny TFMA evaluation -------------------------------------
+
+
+def true_rate(price):
+  return 0.08 * np.exp(0.3 * np.log1p(price) - 0.6)
+
+
+def rate_tflite(path, scale):
+  """A TFLite model predicting scale x the true rate from the raw price."""
+
+  class M(tf.Module):
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 1], tf.float32, name=n)
+                                  for n in FEATURES])
+    def serve(self, price, target_cpa):
+      del target_cpa
+      rate = 0.08 * tf.exp(0.3 * tf.math.log1p(price) - 0.6) * scale
+      return {'pconvs': tf.reshape(rate, [-1])}
+
+  m = M()
+  saved = os.path.join(path, 'saved')
+  tf.saved_model.save(m, saved, signatures={'serving_default': m.serve})
+  return tf.lite.TFLiteConverter.from_saved_model(saved).convert()
+
+
+def write_examples(split_dir, n=3000, seed=2):
+  """Eval examples with every column the EvalConfig reads; returns the rows."""
+  rng = np.random.default_rng(seed)
+  tcpa = rng.lognormal(4.2, 1.2, n)
+  price = rng.lognormal(3, 1, n)
+  rate = true_rate(price)
+  fraction = np.where(rng.random(n) < 0.6, 1.0, 0.4)
+  rows = {'price': price, 'target_cpa': tcpa, columns.CLICK_ID: np.arange(n),
+          columns.TRUE_CONVERSIONS: rng.poisson(rate),
+          columns.TCPA_BUCKET: labels.tcpa_bucket(tcpa),
+          columns.BROWSER_OBSERVABILITY: np.where(fraction >= 0.95, 'full', 'low'),
+          columns.OBSERVED_FRACTION: fraction}
+  for c in columns.LABELS:
+    rows[c] = rng.poisson(rate / 3 * fraction)
+  for c in columns.EXPOSURES + columns.OBSERVED_EXPOSURES:
+    rows[c] = np.ones(n)
+  for c in columns.TEACHER_RATES:
+    rows[c] = rate / 3
+  os.makedirs(split_dir)
+  # Gzip, as the ExampleGen writes (schemas/records.py reads it).
+  with tf.io.TFRecordWriter(os.path.join(split_dir, 'data.tfrecord.gz'),
+                            options='GZIP') as w:
+    for i in range(n):
+      ex = tf.train.Example()
+      for k, v in rows.items():
+        value = v[i]
+        if isinstance(value, str):
+          ex.features.feature[k].bytes_list.value.append(value.encode())
+        elif np.issubdtype(type(value), np.integer):
+          ex.features.feature[k].int64_list.value.append(int(value))
+        else:
+          ex.features.feature[k].float_list.value.append(float(value))
+      w.write(ex.SerializeToString())
+  return rows
+
+
+def _artifact(cls, uri, **props):
+  a = cls()
+  a.uri = str(uri)
+  a.id = 1
+  for k, v in props.items():
+    if isinstance(v, int):
+      a.set_int_custom_property(k, v)
+    else:
+      a.set_string_custom_property(k, v)
+  return a
+
+
+@pytest.fixture(scope='module')
+def evaluated(tmp_path_factory):
+  """A TFMA evaluation (the pipeline's EvalConfig, CIs on) of a calibrated
+  candidate against a baseline predicting half the rate, on 3,000 examples."""
+  root = tmp_path_factory.mktemp('promotion')
+  cfg = config_lib.load_config(None, [])
+  models = {}
+  for name, scale in (('candidate', 1.0), ('baseline', 0.5)):
+    model = rate_tflite(str(root / f'{name}_src'), scale)
+    models[name] = str(root / name)
+    os.makedirs(os.path.join(models[name], 'Format-Serving'))
+    with open(served_baseline.tflite_path(models[name]), 'wb') as f:
+      f.write(model)
+  rows = write_examples(str(root / 'examples' / 'Split-eval'))
+  eval_config = evaluation.build_eval_config(cfg)
+  shared = [tfma.default_eval_shared_model(
+      eval_saved_model_path=os.path.join(models[n], 'Format-Serving'),
+      model_name=n, eval_config=eval_config) for n in ('candidate', 'baseline')]
+  out = str(root / 'evaluation')
+  tfma.run_model_analysis(eval_shared_model=shared, eval_config=eval_config,
+                          data_location=str(root / 'examples' / 'Split-eval' / '*'),
+                          file_format='tfrecords', output_path=out)
+  return root, models, rows, out
+
+
+def run_promotion(evaluated, rule_name, evaluator_blessed=1):
+  root, models, _, out = evaluated
+  blessing = _artifact(standard_artifacts.ModelBlessing,
+                       root / f'blessing_{rule_name}_{evaluator_blessed}')
+  os.makedirs(blessing.uri, exist_ok=True)
+  examples = _artifact(standard_artifacts.Examples, root / 'examples')
+  examples.split_names = '["eval"]'
+  cfg = config_lib.PromotionConfig(rule=rule_name, latency_samples=1000,
+                                   serving_batch=8, bootstrap_replicates=100)
+  promotion.Executor().Do({
+      promotion.EVALUATION_KEY: [_artifact(standard_artifacts.ModelEvaluation, out)],
+      promotion.EVALUATOR_BLESSING_KEY: [_artifact(
+          standard_artifacts.ModelBlessing, root, blessed=evaluator_blessed)],
+      promotion.MODEL_KEY: [_artifact(standard_artifacts.Model, models['candidate'])],
+      promotion.BASELINE_KEY: [_artifact(
+          standard_artifacts.Model, models['baseline'],
+          **{served_baseline.RECIPE_FINGERPRINT: ''})],
+      promotion.EXAMPLES_KEY: [examples],
+  }, {promotion.BLESSING_KEY: [blessing]},
+      {promotion.CONFIG_KEY: cfg.to_json(), promotion.MAX_NLL_KEY: 1.0})
+  with open(os.path.join(blessing.uri, promotion.RESULT_FILE)) as f:
+    return blessing, json.load(f)
+
+
+def prop(artifact, name):
+  value = artifact.mlmd_artifact.custom_properties[name]
+  return getattr(value, value.WhichOneof('value'))
+
+
+def test_the_executor_promotes_a_calibrated_candidate_on_loss_bias_and_business(
+    evaluated):
+  _, _, rows, out = evaluated
+  blessing, result = run_promotion(evaluated, 'auto')
+  # The baseline has no recipe fingerprint: a change, judged 2 of 3.
+  assert result['rule_applied'] == '2_of_3' and not result['same_recipe']
+  assert result['areas']['loss_bias']['improved'], result['areas']
+  assert result['areas']['business']['improved'], result['areas']
+  # One graph twice, 1000 samples: no latency difference beyond the noise.
+  assert result['areas']['latency']['improved'] is False
+  assert result['blessed'] and prop(blessing, 'blessed') == 1
+  assert os.path.exists(os.path.join(blessing.uri, 'BLESSED'))
+  assert result['decisions'] == {'2_of_3': True, 'refresh': True, 'loss_only': True}
+  for name in ('area_loss_bias', 'area_business', 'area_latency', 'decision_2_of_3',
+               'loss_diff', 'loss_diff_upper', 'key_spend_ratio_candidate',
+               'latency_batch_1_p50_rel_diff', 'latency_batch_8_p50_rel_diff'):
+    assert name in blessing.mlmd_artifact.custom_properties, name
+  # TFMA's figures, with intervals, equal the numpy reference.
+  figs = figures.load(out)
+  pconvs = true_rate(rows['price'])
+  high = rows[columns.TCPA_BUCKET] == labels.HIGH_TCPA_BUCKET
+  label, scale, keep = eval_labels.label_and_scale(rows, 'truth', (1.0, 0.0, 0.0))
+  for name, mask in (('overall', np.ones_like(high)), (KEY, high)):
+    want = spend_metric.reference(rows['target_cpa'], pconvs, label, scale,
+                                  keep & mask)
+    for metric, value in want.items():
+      got = figs[name][metric]['candidate']
+      assert got.value == pytest.approx(value, rel=1e-4), (name, metric)
+  key = figs[KEY]['spend_log_error']['diff']
+  assert key.lower < key.value < key.upper < 0
+  print(json.dumps(result['areas'], indent=1))
+
+
+def test_loss_only_follows_the_evaluator_blessing_whatever_the_areas(evaluated):
+  blessing, result = run_promotion(evaluated, 'loss_only', evaluator_blessed=0)
+  assert result['areas']['loss_bias']['improved']
+  assert not result['blessed'] and prop(blessing, 'blessed') == 0
+  assert os.path.exists(os.path.join(blessing.uri, 'NOT_BLESSED'))
+  assert result['decisions']['loss_only'] is False
+  assert result['decisions']['2_of_3'] is True
+
+
+def test_nan_figures_stay_out_of_ml_metadata_and_the_summary_shows_the_areas():
+  assert promotion.finite({'a': 1.0, 'b': float('nan'), 'c': float('inf')}) == {
+      'a': 1.0}
+  a = areas(loss=BETTER, p50=BETTER)
+  props = {'blessed': 1, 'rule': 'auto', 'rule_applied': '2_of_3', 'same_recipe': 0,
+           'auto_rule': '2_of_3'}
+  for name, area in a.items():
+    props[f'area_{name}'] = int(area.improved)
+    props[f'area_{name}_reason'] = area.reason
+  for name, decided in rule.decide_all(a, True, True).items():
+    props[f'decision_{name}'] = int(decided)
+  text = '\n'.join(report.promotion_text(props))
+  assert text.startswith('promotion: promoted (rule auto -> 2_of_3; recipe or '
+                         'architecture changed')
+  assert 'area 1 loss and bias: improved: loss diff -0.01000' in text
+  assert 'area 2 business: not improved' in text
+  assert 'area 3 latency: improved: batch_1 p50 -1.0%' in text
+  assert 'rules: 2_of_3 promotes, refresh promotes, loss_only promotes' in text
