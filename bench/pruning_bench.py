@@ -65,10 +65,14 @@ def overrides(sparsity: float, seed: int) -> List[str]:
   return extra
 
 
+def student_name(sparsity: float, seed: int) -> str:
+  return f'{pruning_report.key(sparsity)[:-1]}-s{seed}'
+
+
 def int8_model(size, artifacts, out: str, sparsity: float, seed: int, resume: bool,
                log=print) -> bytes:
   """The INT8 student at `sparsity` under `seed` (trained and quantized here)."""
-  name = f'{pruning_report.key(sparsity)[:-1]}-s{seed}'
+  name = student_name(sparsity, seed)
   student_dir = os.path.join(out, 'students', name)
   cfg = quality_bench.bench_config(size, quality_bench.FIRST_WORLD_SEED,
                                    overrides(sparsity, seed))
@@ -83,6 +87,16 @@ def int8_model(size, artifacts, out: str, sparsity: float, seed: int, resume: bo
                            os.path.join(out, 'int8', name), cfg, latency_samples=20)
   with open(path, 'rb') as f:
     return f.read()
+
+
+def float_hidden_zeros(student_dir: str) -> List[float]:
+  """Share of exact zeros in the exported float student's hidden kernels."""
+  variables = {v.name: v.numpy() for v in tf.saved_model.load(student_dir).variables}
+  out, i = [], 0
+  while f'dense_{i}/kernel:0' in variables:
+    out.append(float((variables[f'dense_{i}/kernel:0'] == 0).mean()))
+    i += 1
+  return out
 
 
 def hidden_zeros(model: bytes) -> List[float]:
@@ -153,6 +167,8 @@ def main(argv=None) -> int:
       if seed == args.seeds[0]:
         seed0[k] = model
         models[k] = {'bytes': len(model), 'gzip_bytes': len(gzip.compress(model, 9)),
+                     'float_hidden_zeros': float_hidden_zeros(os.path.join(
+                         out_dir, 'students', student_name(s, seed))),
                      'int8_hidden_zeros': hidden_zeros(model),
                      'ops': serving_bench.op_summary(model)['op_count']}
     print(k, models[k], f'NLL {np.mean(losses[k]):.6f}', flush=True)

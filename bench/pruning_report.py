@@ -38,14 +38,16 @@ def markdown(result: Dict) -> str:
       'clicks of the benchmark world, paired over clicks and seeds [95% CI, click '
       'level]; latency is one thread, default delegates (XNNPACK), '
       f'{result["samples"]:,} timings per point.', '',
-      '| sparsity | zeros in the int8 hidden kernels | bytes | gzip bytes | gzip vs 0% '
+      '| sparsity | zeros in dense_0, dense_1: float / int8 | bytes | gzip bytes | gzip vs 0% '
       '| Poisson NLL (INT8) | NLL vs 0% | seed SD of the change |',
       '|---|---:|---:|---:|---:|---:|---:|---:|']
   base_gz = result['models'][key(0.0)]['gzip_bytes']
   for s in result['sparsities']:
     k = key(s)
     m = result['models'][k]
-    zeros = ', '.join(f'{100 * z:.1f}%' for z in m['int8_hidden_zeros'])
+    zeros = ' / '.join(
+        ', '.join(f'{100 * z:.1f}%' for z in m[f'{kind}_hidden_zeros'])
+        for kind in ('float', 'int8'))
     change = q['vs_sparsity_0'].get(k)
     vs = (f'{_ci(change)} | {100 * change["seed_sd"]:.4f}%' if change else ' | ')
     lines.append(f'| {k} | {zeros} | {m["bytes"]:,} | {m["gzip_bytes"]:,} | '
