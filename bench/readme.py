@@ -12,6 +12,7 @@ import re
 import sys
 from typing import Callable, Dict
 
+from bench import pruning_report
 from bench import quality_report
 from bench import serving_report
 
@@ -20,6 +21,7 @@ README = 'README.md'
 TABLES: Dict[str, tuple] = {
     'quality': ('bench/reported/quality.json', quality_report.markdown),
     'serving': ('bench/reported/serving.json', serving_report.markdown),
+    'pruning': ('bench/reported/pruning.json', pruning_report.markdown),
 }
 
 
