@@ -27,7 +27,7 @@ TPU_IMAGE ?=
 TEMPLATE  ?= outputs/vertex/pipeline.json
 VERTEX_SET = $(if $(IMAGE),--set vertex.image=$(IMAGE)) $(if $(TPU_IMAGE),--set vertex.student.image=$(TPU_IMAGE))
 
-.PHONY: help setup data run bootstrap nightly image image-tpu push-images compile submit schedule test test-fast bench bench-world bench-quality bench-quant bench-serving bench-observability lock clean
+.PHONY: help setup data run bootstrap nightly image image-tpu push-images compile submit schedule test test-fast bench bench-world bench-quality bench-quant bench-serving bench-pruning bench-observability lock clean
 
 help:  ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -82,7 +82,7 @@ test: setup  ## Run the whole suite (unit, executor, end-to-end, compile tests).
 test-fast: setup  ## Run the suite without the end-to-end DAG tests.
 	$(PY) -m pytest -m "not e2e" $(PYTEST_ARGS)
 
-bench: bench-world bench-quality bench-quant bench-serving  ## All benchmarks (hours on 2 cores: see the README); quality results in bench/reported/.
+bench: bench-world bench-quality bench-quant bench-serving bench-pruning  ## All benchmarks (hours on 2 cores: see the README); quality results in bench/reported/.
 
 bench-world: setup  ## Generator throughput and memory; difficulty (GLM vs floor).
 	$(PY) -m bench.world_bench $(ARGS)
@@ -107,6 +107,10 @@ bench-quant: setup  ## The Quantizer on the benchmark's KD student: size, error,
 
 bench-serving: setup  ## Latency as ads serving calls it (batches 1-1024, per request), size, ops and NLL per model (ARGS=--quick: minutes).
 	$(PY) -m bench.serving_bench $(ARGS)
+	$(PY) -m bench.readme
+
+bench-pruning: setup  ## The student pruned at 0/30/50/70% before INT8: bytes raw and gzip, NLL change with CIs, latency at batch 1 and 256.
+	$(PY) -m bench.pruning_bench $(ARGS)
 	$(PY) -m bench.readme
 
 lock:  ## Rebuild constraints.txt from the direct pins in pyproject.toml.

@@ -12,6 +12,7 @@ import re
 import sys
 from typing import Callable, Dict
 
+from bench import pruning_report
 from bench import quality_report
 from bench import serving_report
 
@@ -22,6 +23,7 @@ TABLES: Dict[str, tuple] = {
     'serving': ('bench/reported/serving.json', serving_report.markdown),
     'observability_pilot': ('bench/reported/observability_pilot_h1.json',
                             quality_report.markdown),
+    'pruning': ('bench/reported/pruning.json', pruning_report.markdown),
 }
 
 

@@ -30,6 +30,8 @@ from config.schema import ObservabilityConfig
 from config.schema import PathsConfig
 from config.schema import PromotionConfig
 from config.schema import PriorConfig
+from config.schema import PRUNING_SCHEDULES
+from config.schema import PruningConfig
 from config.schema import QuantizerConfig
 from config.schema import RECIPES
 from config.schema import ScheduleConfig
@@ -50,6 +52,7 @@ __all__ = [
     'load_config',
     'parse_override',
     'trainer_custom_config',
+    'PRUNING_SCHEDULES',
     'RECIPES',
     'SNAPSHOT_POLICIES',
     'TEACHER_GATE_MODES',
@@ -68,6 +71,7 @@ __all__ = [
     'ObservabilityConfig',
     'PathsConfig',
     'PriorConfig',
+    'PruningConfig',
     'QuantizerConfig',
     'ScheduleConfig',
     'TeacherGateConfig',

@@ -10,6 +10,7 @@ refer to docs/architecture.md; this is §9.
 
 import dataclasses
 import datetime
+import fnmatch
 import json
 import math
 import os
@@ -418,6 +419,60 @@ class TrainingConfig:
   precision: str = _field('float32', choices=('float32', 'mixed_bfloat16'))
 
 
+PRUNING_SCHEDULES = ('polynomial', 'constant')
+# The student's Dense layers by name (models/towers.py): the hidden layers
+# dense_<i>, the window heads, and the training-only heads.
+STUDENT_HEADS = ('window_heads', 'aux_heads', 'hint_projection', 'observability_head')
+
+
+@dataclasses.dataclass
+class PruningConfig:
+  """Magnitude pruning of the student's Dense layers before quantization
+  (§5; models/pruning.py, TF-MOT). Off by default.
+
+  The layers' kernels are pruned to `target_sparsity` (the share of exact
+  zeros) during training and the pruning wrappers are stripped before export,
+  so the exported and warm-start weights have the Dense layers' own names.
+  schedule polynomial: sparsity rises from `initial_sparsity` at
+  `begin_fraction` of the student's train_steps to `target_sparsity` at
+  `end_fraction` (TF-MOT's PolynomialDecay); constant: `target_sparsity` from
+  `begin_fraction` on. Masks are updated every `frequency` steps. `layers` are
+  fnmatch patterns over the student's Dense layer names (dense_<i>, the hidden
+  layers; window_heads); each must match one.
+  """
+  enabled: bool = False
+  target_sparsity: float = _field(0.5, min=0.0, max=1.0)
+  schedule: str = _field('polynomial', choices=PRUNING_SCHEDULES)
+  initial_sparsity: float = _field(0.0, min=0.0, max=1.0)
+  begin_fraction: float = _field(0.0, min=0.0, max=1.0)
+  end_fraction: float = _field(0.8, min=0.0, max=1.0)
+  frequency: int = _field(100, min=1, doc='steps between mask updates')
+  layers: List[str] = _field(default_factory=lambda: ['dense_*'])
+
+  def check(self, key: str) -> None:
+    if self.target_sparsity >= 1.0:
+      raise ConfigError(f'{key}.target_sparsity: {self.target_sparsity!r} is out of '
+                        'range (must be < 1.0: a layer of zeros)')
+    if self.schedule == 'polynomial':
+      if self.end_fraction <= self.begin_fraction:
+        raise ConfigError(f'{key}.end_fraction: {self.end_fraction!r} must be above '
+                          f'{key}.begin_fraction ({self.begin_fraction!r})')
+      if self.initial_sparsity > self.target_sparsity:
+        raise ConfigError(f'{key}.initial_sparsity: {self.initial_sparsity!r} is '
+                          f'above {key}.target_sparsity ({self.target_sparsity!r})')
+    if not self.layers:
+      raise ConfigError(f'{key}.layers: name at least one Dense layer (default '
+                        "['dense_*'], the hidden layers)")
+
+  def check_layers(self, key: str, hidden_layers: int) -> None:
+    """Every pattern names a Dense layer of a student with `hidden_layers`."""
+    names = [f'dense_{i}' for i in range(hidden_layers)] + list(STUDENT_HEADS)
+    for i, pattern in enumerate(self.layers):
+      if not fnmatch.filter(names, pattern):
+        raise ConfigError(f'{key}.layers[{i}]: {pattern!r} matches none of the '
+                          f"student's Dense layers {names}")
+
+
 @dataclasses.dataclass
 class QuantizerConfig:
   """Post-training quantization of the student (§6)."""
@@ -622,6 +677,7 @@ class Config:
   model: ModelConfig = _field(default_factory=ModelConfig)
   distill: DistillConfig = _field(default_factory=DistillConfig)
   training: TrainingConfig = _field(default_factory=TrainingConfig)
+  pruning: PruningConfig = _field(default_factory=PruningConfig)
   quantizer: QuantizerConfig = _field(default_factory=QuantizerConfig)
   eval: EvalConfig = _field(default_factory=EvalConfig)
   gate: GateConfig = _field(default_factory=GateConfig)
@@ -637,6 +693,7 @@ class Config:
       if len(getattr(self.world, name)) != n:
         raise ConfigError(f'world.{name}: needs {n} values, one per browser in '
                           'observability.browsers')
+    self.pruning.check_layers('pruning', len(self.model.student.hidden_units))
     buckets = columns.BY_NAME[columns.BROWSER].buckets
     if n > buckets:
       raise ConfigError(f'observability.browsers: {n} browsers, but the schema '

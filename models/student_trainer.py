@@ -4,7 +4,8 @@ Reads the BulkInferrer's examples (the joined examples plus teacher columns); th
 network sees serving features only. The loss (models/distill.py) follows the
 recipe in config; the teacher's columns count only for clicks at or before
 T - teacher_lag_hours (masked otherwise). Distribution, XLA and precision come
-from the `training` config section.
+from the `training` config section; optional magnitude pruning from `pruning`
+(models/pruning.py).
 """
 
 import functools
@@ -22,6 +23,7 @@ from models import distribution
 from models import export
 from models import losses
 from models import panel_calibration
+from models import pruning
 from models import features as features_lib
 from models import towers
 from models import training
@@ -167,6 +169,33 @@ def warm_start_from(network: tf.keras.Model, base_model) -> Dict:
   return loaded.to_json()
 
 
+def train_network(cfg: config_lib.Config, weights: distill.DistillWeights,
+                  hint_width: int, strategy, train: tf.data.Dataset,
+                  evaluation: tf.data.Dataset, fn_args):
+  """Builds, warm-starts and trains the student (pruned if cfg.pruning says so).
+
+  Returns:
+    (the float32 network to export, the Keras History, the warm start's record).
+    A pruned network comes back stripped: plain Dense layers with their own
+    names and masked kernels, for the export, the lean serving graph and the
+    next night's warm start.
+  """
+  prune = cfg.pruning.enabled
+  with strategy.scope():
+    network = build_network(cfg, weights, hint_width)
+    # Before wrapping for pruning: the wrappers train the warm-started weights.
+    warm_start = warm_start_from(network, getattr(fn_args, 'base_model', None))
+    trained = (pruning.wrap(network, cfg.pruning, fn_args.train_steps,
+                            cfg.training.steps_per_execution) if prune else network)
+    model = compile_model(cfg, weights, trained, fn_args.train_steps)
+  history = training.fit(model, train, evaluation, fn_args,
+                         callbacks=pruning.callbacks() if prune else ())
+  network = pruning.strip(trained) if prune else network
+  if cfg.training.precision != 'float32':
+    network = float32_copy(cfg, weights, network, hint_width)
+  return network, history, warm_start
+
+
 def run_fn(fn_args) -> None:
   """TFX Trainer entry point for the student."""
   cfg = config_lib.from_trainer_custom_config(fn_args.custom_config)
@@ -188,13 +217,8 @@ def run_fn(fn_args) -> None:
   strategy = distribution.get_strategy(cfg.training.strategy, cfg.training.tpu)
   tf.keras.mixed_precision.set_global_policy(cfg.training.precision)
   hint_width = schemas.hint_width(schema_path)
-  with strategy.scope():
-    network = build_network(cfg, weights, hint_width)
-    warm_start = warm_start_from(network, getattr(fn_args, 'base_model', None))
-    model = compile_model(cfg, weights, network, fn_args.train_steps)
-  history = training.fit(model, train, evaluation, fn_args)
-  if cfg.training.precision != 'float32':
-    network = float32_copy(cfg, weights, network, hint_width)
+  network, history, warm_start = train_network(
+      cfg, weights, hint_width, strategy, train, evaluation, fn_args)
   summary: Dict = {
       'recipe': cfg.distill.recipe,
       'loss_weights': weights.__dict__,
@@ -207,6 +231,10 @@ def run_fn(fn_args) -> None:
       'parameters': towers.parameter_counts(network),
       'final': {k: float(v[-1]) for k, v in history.history.items()},
   }
+  if cfg.pruning.enabled:
+    summary['pruning'] = {'layers': pruning.pruned_layers(network, cfg.pruning),
+                          'target_sparsity': cfg.pruning.target_sparsity,
+                          'sparsity': pruning.sparsity(network)}
   if tables is not None:
     # What the panel said of the prior, level by level (ratio quantiles).
     summary['panel_calibration'] = {

@@ -91,8 +91,11 @@ def optimizer(net_cfg: NetConfig, train_steps: int) -> tf.keras.optimizers.Optim
 
 
 def fit(model: tf.keras.Model, train: tf.data.Dataset, evaluation: tf.data.Dataset,
-        fn_args) -> tf.keras.callbacks.History:
-  """One epoch of the Trainer's train_steps, validated on its eval_steps."""
+        fn_args, callbacks: Sequence[tf.keras.callbacks.Callback] = ()
+        ) -> tf.keras.callbacks.History:
+  """One epoch of the Trainer's train_steps, validated on its eval_steps
+  (`callbacks`: e.g. pruning's mask steps)."""
   return model.fit(train, steps_per_epoch=fn_args.train_steps, epochs=1,
                    validation_data=evaluation,
-                   validation_steps=max(1, fn_args.eval_steps or 1), verbose=2)
+                   validation_steps=max(1, fn_args.eval_steps or 1), verbose=2,
+                   callbacks=list(callbacks))

@@ -171,3 +171,40 @@ def serving_listing(base):
       with open(path, 'rb') as f:
         out[os.path.relpath(path, base)] = f.read()
   return out
+
+
+def tfma_tflite_predictions(model_dir: str, file_pattern: str, key_column: str,
+                            label_key: str, dump: str) -> dict:
+  """{key: prediction} of the TFLite model at <model_dir>/tflite on the
+  tf.Examples at `file_pattern`, through TFMA's own extractors (how the
+  Evaluator feeds it: inputs by feature name, -1 for a missing one)."""
+  # Imported here: only the tests that run TFMA pay for it.
+  import pickle  # pylint: disable=g-import-not-at-top
+  import apache_beam as beam  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow_model_analysis as tfma  # pylint: disable=g-import-not-at-top
+  from tfx_bsl.tfxio import tf_example_record  # pylint: disable=g-import-not-at-top
+  eval_config = tfma.EvalConfig(model_specs=[tfma.ModelSpec(
+      model_type=tfma.TF_LITE, label_key=label_key)])
+  shared = tfma.default_eval_shared_model(eval_saved_model_path=model_dir,
+                                          eval_config=eval_config)
+  extractors = tfma.default_extractors(eval_shared_model=shared,
+                                       eval_config=eval_config)
+
+  def save(pairs):
+    with open(dump, 'wb') as f:
+      pickle.dump(pairs, f)
+
+  source = tf_example_record.TFExampleRecord(
+      file_pattern=file_pattern, raw_record_column_name=tfma.ARROW_INPUT_COLUMN)
+  with beam.Pipeline() as p:
+    extracts = p | source.BeamSource(batch_size=256) | tfma.BatchedInputsToExtracts()
+    for extractor in extractors:
+      extracts = extracts | extractor.stage_name >> extractor.ptransform
+    _ = (extracts
+         | beam.FlatMap(lambda e: zip(
+             np.asarray(e[tfma.FEATURES_KEY][key_column]).reshape(-1).tolist(),
+             np.asarray(e[tfma.PREDICTIONS_KEY]).reshape(-1).tolist()))
+         | beam.combiners.ToList() | beam.Map(save))
+  with open(dump, 'rb') as f:
+    return dict(pickle.load(f))

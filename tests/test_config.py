@@ -85,6 +85,13 @@ def test_teacher_gate_json_without_calibration_band_loads_the_default():
      'teacher_gate.calibration_band: -0.1 is out of range (must be >= 0.0)'),
     ('teacher_gate.calibration_band=1',
      'teacher_gate.calibration_band: 1.0 is out of range (must be < 1.0)'),
+    ('pruning.target_sparsity=1', 'pruning.target_sparsity: 1.0 is out of range'),
+    ('pruning.schedule=cubic', 'pruning.schedule'),
+    ('pruning.end_fraction=0', 'pruning.end_fraction: 0.0 must be above '
+     'pruning.begin_fraction'),
+    ('pruning.layers=[dense_*, dense_7]',
+     "pruning.layers[1]: 'dense_7' matches none of the student's Dense layers"),
+    ('pruning.layers=[]', 'pruning.layers: name at least one Dense layer'),
 ])
 def test_bad_values_name_the_key(override, message):
   with pytest.raises(config_lib.ConfigError) as e:

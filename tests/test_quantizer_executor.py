@@ -2,16 +2,12 @@
 
 import json
 import os
-import pickle
 
-import apache_beam as beam
 import numpy as np
 import pytest
 import tensorflow as tf
-import tensorflow_model_analysis as tfma
 from tfx.types import standard_artifacts
 from tfx.utils import path_utils
-from tfx_bsl.tfxio import tf_example_record
 
 from components.quantizer import convert
 from components.quantizer import executor
@@ -19,6 +15,7 @@ from models import export
 from models import features as features_lib
 from schemas import columns
 from schemas import records
+from tests import helpers
 
 pytestmark = pytest.mark.e2e
 
@@ -78,32 +75,9 @@ def test_predictions_match_the_float_student(e2e, quantized):
 def test_tfma_predictions_equal_the_interpreters(quantized, tmp_path):
   model, _, eval_dir, rows = quantized
   model_dir = path_utils.serving_model_path(model.uri)
-  eval_config = tfma.EvalConfig(model_specs=[tfma.ModelSpec(
-      model_type=tfma.TF_LITE, label_key=columns.TRUE_CONVERSIONS)])
-  shared = tfma.default_eval_shared_model(eval_saved_model_path=model_dir,
-                                          eval_config=eval_config)
-  extractors = tfma.default_extractors(eval_shared_model=shared,
-                                       eval_config=eval_config)
-  dump = str(tmp_path / 'predictions.pkl')
-
-  def save(pairs):
-    with open(dump, 'wb') as f:
-      pickle.dump(pairs, f)
-
-  source = tf_example_record.TFExampleRecord(
-      file_pattern=os.path.join(eval_dir, '*'),
-      raw_record_column_name=tfma.ARROW_INPUT_COLUMN)
-  with beam.Pipeline() as p:
-    extracts = p | source.BeamSource(batch_size=256) | tfma.BatchedInputsToExtracts()
-    for extractor in extractors:
-      extracts = extracts | extractor.stage_name >> extractor.ptransform
-    _ = (extracts
-         | beam.FlatMap(lambda e: zip(
-             np.asarray(e[tfma.FEATURES_KEY][columns.CLICK_ID]).reshape(-1).tolist(),
-             np.asarray(e[tfma.PREDICTIONS_KEY]).reshape(-1).tolist()))
-         | beam.combiners.ToList() | beam.Map(save))
-  with open(dump, 'rb') as f:
-    tfma_pred = dict(pickle.load(f))
+  tfma_pred = helpers.tfma_tflite_predictions(
+      model_dir, os.path.join(eval_dir, '*'), columns.CLICK_ID,
+      columns.TRUE_CONVERSIONS, str(tmp_path / 'predictions.pkl'))
   with open(os.path.join(model_dir, 'tflite'), 'rb') as f:
     ours = convert.predict(f.read(), rows)
   assert len(tfma_pred) == len(ours)
