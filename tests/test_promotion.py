@@ -266,7 +266,8 @@ def write_examples(split_dir, n=3000, seed=2):
           columns.TRUE_CONVERSIONS: rng.poisson(rate),
           columns.TCPA_BUCKET: labels.tcpa_bucket(tcpa),
           columns.BROWSER_OBSERVABILITY: np.where(fraction >= 0.95, 'full', 'low'),
-          columns.OBSERVED_FRACTION: fraction}
+          columns.OBSERVED_FRACTION: fraction,
+          columns.IN_PANEL: (rng.random(n) < 0.05).astype(np.int64)}
   for c in columns.LABELS:
     rows[c] = rng.poisson(rate / 3 * fraction)
   for c in columns.EXPOSURES + columns.OBSERVED_EXPOSURES:
