@@ -294,6 +294,11 @@ class ModelConfig:
   # anchors the rate (models/losses.py teacher_offsets). Off until the BulkInferrer
   # writes the teacher's observability for the student.
   teacher_observability_head: bool = False
+  # The teacher's offsets calibrated on the measurement panel first (the
+  # prior's observed exposure times panel-vs-other ratios by browser x
+  # first-party x window, country and advertiser, shrunk:
+  # models/panel_calibration.py); the head, if on, learns what they still miss.
+  teacher_panel_calibration: bool = False
 
   def check(self, key: str) -> None:
     width = schemas.hint_width()

@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from models import features as features_lib
 from models import losses
+from models import panel_calibration
 from models import serving_graph
 from models import towers
 from schemas import columns
@@ -148,15 +149,17 @@ def raw_feature_function(model: tf.keras.Model, tft_layer,
 
 
 def teacher_observability(outputs: Dict[str, tf.Tensor], raw: Dict[str, tf.Tensor],
-                          window_shares: tf.Tensor) -> Dict[str, tf.Tensor]:
+                          window_shares: tf.Tensor,
+                          panel_tables=None) -> Dict[str, tf.Tensor]:
   """The teacher's per-click observability outputs from its network outputs and
   the example's browser, first-party flag, panel flag and exposures.
 
   observability_<w>: sigmoid(logit(p_w) + d_w) off the panel, 1 on it, with p_w the
     prior's mature share for the click's browser x first-party row
-    (`window_shares`, observation.labels.matured_window_shares) and d_w the
-    observability head's logit shift (0 without the head): the estimate scored
-    against the world's true_observability_<w>.
+    (`window_shares`, observation.labels.matured_window_shares; times the panel
+    calibration's ratios with `panel_tables`) and d_w the observability head's
+    logit shift (0 without the head): the estimate scored against the world's
+    true_observability_<w>.
   observed_exposure_<w>: the offset of the teacher's own likelihood as of T
     (losses.teacher_offsets): the observed exposure it believes in.
   """
@@ -166,7 +169,16 @@ def teacher_observability(outputs: Dict[str, tf.Tensor], raw: Dict[str, tf.Tenso
              losses.OBSERVED_EXPOSURES: column(columns.OBSERVED_EXPOSURES),
              losses.IN_PANEL: raw[columns.IN_PANEL]}
   row = tf.reshape(2 * raw[columns.BROWSER] + raw[columns.ADVERTISER_FIRST_PARTY], [-1])
-  share = losses.clip_share(tf.gather(window_shares, row))
+  share = tf.gather(window_shares, row)
+  if panel_tables is not None:
+    # As in training: the calibrated offsets, and the mature share they imply.
+    keys = {c: raw[c] for c in panel_calibration.KEY_COLUMNS + (columns.IN_PANEL,)}
+    targets[losses.OBSERVED_EXPOSURES] = panel_calibration.apply(
+        panel_tables, keys, targets[losses.OBSERVED_EXPOSURES],
+        targets[losses.EXPOSURES])
+    share = panel_calibration.apply(panel_tables, {**keys, columns.IN_PANEL: tf.zeros_like(
+        raw[columns.IN_PANEL])}, share, tf.ones_like(share))
+  share = losses.clip_share(share)
   shift = outputs.get(towers.OBS_LOGIT_SHIFT, tf.zeros_like(share))
   panel = tf.cast(targets[losses.IN_PANEL], tf.bool)
   observability = tf.where(panel, 1.0, tf.sigmoid(losses.logit(share) + shift))
@@ -184,7 +196,7 @@ OBSERVABILITY_COLUMNS = (columns.EXPOSURES + columns.OBSERVED_EXPOSURES +
 
 
 def save_teacher(network: tf.keras.Model, tft_layer, export_dir: str,
-                 summary: Dict, window_shares) -> None:
+                 summary: Dict, window_shares, panel_tables=None) -> None:
   """Saves the teacher with its serving and predict signatures and its summary.
 
   Args:
@@ -194,6 +206,8 @@ def save_teacher(network: tf.keras.Model, tft_layer, export_dir: str,
     summary: the training summary (assets.extra).
     window_shares: [browsers * 2, windows] the prior's mature observed shares
       (observation.labels.matured_window_shares), for teacher_observability.
+    panel_tables: the panel calibration's tables the teacher trained with
+      (model.teacher_panel_calibration), or None.
   """
   network.tft_layer = tft_layer  # tracked: the transform assets are saved too
   names = features_lib.TEACHER_FEATURES
@@ -205,7 +219,7 @@ def save_teacher(network: tf.keras.Model, tft_layer, export_dir: str,
     out = {k: v for k, v in window_rates(o[towers.LOG_RATES]).items()
            if k in RATE_OUTPUTS}
     out[HINT_OUTPUT] = o[towers.HINT]
-    out.update(teacher_observability(o, raw, shares))
+    out.update(teacher_observability(o, raw, shares, panel_tables))
     return out
   extra = [c for c in OBSERVABILITY_COLUMNS if c not in names]
   predict = example_signature(network, tft_layer, names, predict_outputs, extra)

@@ -25,11 +25,13 @@ Hand-written: no library estimates a hierarchical observability ratio from a
 panel; the estimator is a few sums.
 """
 
-from typing import Dict, Mapping
+from typing import Dict, Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
 
+from models import data
+from models import losses
 from schemas import columns
 
 COUNTRY = 'country'
@@ -118,6 +120,29 @@ def fit(rows: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
   return out
 
 
+def fit_from_files(patterns: Sequence[str], who: str) -> Dict[str, np.ndarray]:
+  """`fit` on every example under `patterns` (a split's files).
+
+  Raises:
+    ValueError: the examples hold no panel click (`who` names the setting that
+      needs them).
+  """
+  ds = data.raw_dataset(patterns, FIT_COLUMNS, 65536, shuffle=False, repeat=False,
+                        drop_remainder=False)
+  batches = list(ds.as_numpy_iterator())
+  rows = {c: np.concatenate([b[c] for b in batches]) for c in batches[0]}
+  if not (rows[columns.IN_PANEL] == 1).any():
+    raise ValueError(f'{who} needs measurement-panel clicks (in_panel = 1); the '
+                     'training split has none')
+  return fit(rows)
+
+
+def summary(tables: Dict[str, np.ndarray]) -> Dict:
+  """What the panel said of the prior, level by level (ratio quantiles)."""
+  return {level: np.quantile(table, [0.05, 0.5, 0.95]).round(4).tolist()
+          for level, table in tables.items()}
+
+
 def ratios(tables: Dict[str, np.ndarray], browser, first_party, country,
            advertiser):
   """[n, windows] the product of the three levels' ratios (numpy)."""
@@ -139,3 +164,16 @@ def apply(tables: Dict[str, np.ndarray], raw: Mapping[str, tf.Tensor],
   calibrated = tf.minimum(observed_exposures * ratio, exposures)
   panel = tf.reshape(raw[columns.IN_PANEL], [-1, 1]) == 1
   return tf.where(panel, exposures, calibrated)
+
+
+def calibrate_targets(targets: Dict[str, tf.Tensor],
+                      tables: Dict[str, np.ndarray]) -> Dict[str, tf.Tensor]:
+  """Training targets with the calibrated observed exposures, the lookup
+  columns (KEY_COLUMNS, read raw beside the features) taken out; `targets` holds
+  them and in_panel."""
+  targets = dict(targets)
+  keys = {c: targets.pop(c) for c in KEY_COLUMNS}
+  keys[columns.IN_PANEL] = targets[columns.IN_PANEL]
+  targets[losses.OBSERVED_EXPOSURES] = apply(
+      tables, keys, targets[losses.OBSERVED_EXPOSURES], targets[losses.EXPOSURES])
+  return targets

@@ -53,11 +53,7 @@ def with_distill_targets(features, targets, *, weights: distill.DistillWeights,
   targets = dict(targets)
   targets[distill.TCPA] = targets.pop(columns.TARGET_CPA)
   if weights.panel_calibrated:
-    keys = {c: targets.pop(c) for c in panel_calibration.KEY_COLUMNS}
-    keys[columns.IN_PANEL] = targets[columns.IN_PANEL]
-    targets[losses.OBSERVED_EXPOSURES] = panel_calibration.apply(
-        panel_tables, keys, targets[losses.OBSERVED_EXPOSURES],
-        targets[losses.EXPOSURES])
+    targets = panel_calibration.calibrate_targets(targets, panel_tables)
   available = targets[columns.CLICK_TS] <= targets[columns.SNAPSHOT_TS] - lag_seconds
   targets[distill.TEACHER_MASK] = tf.cast(available, tf.float32)
   if weights.uses_teacher:
@@ -83,22 +79,6 @@ def dataset(patterns: Sequence[str], tft_layer, cfg: config_lib.Config,
   return ds.map(functools.partial(
       with_distill_targets, weights=weights,
       lag_seconds=cfg.window.teacher_lag_seconds(), panel_tables=panel_tables))
-
-
-def fit_panel_calibration(patterns: Sequence[str]) -> Dict:
-  """The panel-calibrated recipe's ratio tables, from the training examples.
-
-  Raises:
-    ValueError: the training examples hold no panel click.
-  """
-  ds = data.raw_dataset(patterns, panel_calibration.FIT_COLUMNS, 65536,
-                        shuffle=False, repeat=False, drop_remainder=False)
-  batches = list(ds.as_numpy_iterator())
-  rows = {c: np.concatenate([b[c] for b in batches]) for c in batches[0]}
-  if not (rows[columns.IN_PANEL] == 1).any():
-    raise ValueError('distill.recipe offset_panel_calibrated needs measurement-panel '
-                     'clicks (in_panel = 1); the training split has none')
-  return panel_calibration.fit(rows)
 
 
 def build_network(cfg: config_lib.Config, weights: distill.DistillWeights,
@@ -207,7 +187,8 @@ def run_fn(fn_args) -> None:
       fn_args.transform_graph_path).transform_features_layer()
   # The teacher columns' widths come from the schema artifact (DISTILL environment).
   schema_path = fn_args.schema_path or schemas.SCHEMA_PATH
-  tables = (fit_panel_calibration(fn_args.train_files)
+  tables = (panel_calibration.fit_from_files(
+      fn_args.train_files, 'distill.recipe offset_panel_calibrated')
             if weights.panel_calibrated else None)
   train = dataset(fn_args.train_files, tft_layer, cfg, weights, tables,
                   seed=cfg.model.seed, schema_path=schema_path)
@@ -236,9 +217,6 @@ def run_fn(fn_args) -> None:
                           'target_sparsity': cfg.pruning.target_sparsity,
                           'sparsity': pruning.sparsity(network)}
   if tables is not None:
-    # What the panel said of the prior, level by level (ratio quantiles).
-    summary['panel_calibration'] = {
-        level: np.quantile(table, [0.05, 0.5, 0.95]).round(4).tolist()
-        for level, table in tables.items()}
+    summary['panel_calibration'] = panel_calibration.summary(tables)
   export.save_student(network, tft_layer, fn_args.serving_model_dir, summary)
   logging.info('student: summary %s', summary)

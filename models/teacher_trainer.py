@@ -19,6 +19,7 @@ from models import data
 from models import export
 from models import features as features_lib
 from models import losses
+from models import panel_calibration
 from models import towers
 from models import training
 from observation import labels
@@ -75,20 +76,37 @@ def lag_summary(patterns: Sequence[str], lag_hours: float) -> Dict:
 
 
 def training_dataset(patterns: Sequence[str], tft_layer, cfg: config_lib.Config,
-                     shuffle: bool = True, repeat: bool = True) -> tf.data.Dataset:
+                     shuffle: bool = True, repeat: bool = True,
+                     panel_tables=None) -> tf.data.Dataset:
   """The teacher's training batches: train-split clicks at or before T - lag."""
-  return data.model_dataset(patterns, tft_layer, features_lib.TEACHER_FEATURES,
-                            cfg.model.teacher.batch_size, shuffle=shuffle,
-                            repeat=repeat, extra_targets=extra_targets(cfg),
-                            keep=data.lag_filter(cfg.window.teacher_lag_hours),
-                            seed=cfg.model.seed,
-                            shuffle_buffer=cfg.model.shuffle_buffer)
+  ds = data.model_dataset(patterns, tft_layer, features_lib.TEACHER_FEATURES,
+                          cfg.model.teacher.batch_size, shuffle=shuffle,
+                          repeat=repeat, extra_targets=extra_targets(cfg),
+                          keep=data.lag_filter(cfg.window.teacher_lag_hours),
+                          seed=cfg.model.seed,
+                          shuffle_buffer=cfg.model.shuffle_buffer)
+  return with_panel_calibration(ds, panel_tables)
+
+
+def with_panel_calibration(ds: tf.data.Dataset, panel_tables) -> tf.data.Dataset:
+  """The batches with panel-calibrated offsets (model.teacher_panel_calibration)."""
+  if panel_tables is None:
+    return ds
+  return ds.map(lambda features, targets: (
+      features, panel_calibration.calibrate_targets(targets, panel_tables)))
 
 
 def extra_targets(cfg: config_lib.Config) -> Sequence[str]:
   """Targets beyond data.TARGET_COLUMNS: panel membership for the
-  observability head."""
-  return [columns.IN_PANEL] if cfg.model.teacher_observability_head else []
+  observability head and the panel calibration, and the calibration's lookup
+  columns."""
+  m = cfg.model
+  cols = []
+  if m.teacher_observability_head or m.teacher_panel_calibration:
+    cols.append(columns.IN_PANEL)
+  if m.teacher_panel_calibration:
+    cols += list(panel_calibration.KEY_COLUMNS)
+  return cols
 
 
 def run_fn(fn_args) -> None:
@@ -105,9 +123,13 @@ def run_fn(fn_args) -> None:
   tft_layer = tft.TFTransformOutput(
       fn_args.transform_graph_path).transform_features_layer()
   names = features_lib.TEACHER_FEATURES
-  train = training_dataset(fn_args.train_files, tft_layer, cfg)
-  evaluation = data.model_dataset(fn_args.eval_files, tft_layer, names, t.batch_size,
-                                  shuffle=False, extra_targets=extra_targets(cfg))
+  tables = (panel_calibration.fit_from_files(
+      fn_args.train_files, 'model.teacher_panel_calibration')
+            if cfg.model.teacher_panel_calibration else None)
+  train = training_dataset(fn_args.train_files, tft_layer, cfg, panel_tables=tables)
+  evaluation = with_panel_calibration(data.model_dataset(
+      fn_args.eval_files, tft_layer, names, t.batch_size, shuffle=False,
+      extra_targets=extra_targets(cfg)), tables)
   network = towers.build_teacher(cfg)
   model = training.LossModel(network, losses.teacher_loss)
   model.compile(optimizer=training.optimizer(t, fn_args.train_steps))
@@ -120,9 +142,11 @@ def run_fn(fn_args) -> None:
       'parameters': towers.parameter_counts(network),
       'observability_head': cfg.model.teacher_observability_head,
   })
+  if tables is not None:
+    summary['panel_calibration'] = panel_calibration.summary(tables)
   # The prior its observability outputs start from (and are compared with).
   shares = labels.matured_window_shares(cfg.label_spec())
   summary['prior_window_shares'] = np.round(shares, 6).tolist()
   export.save_teacher(network, tft_layer, fn_args.serving_model_dir, summary,
-                      shares)
+                      shares, tables)
   logging.info('teacher: summary %s', summary)

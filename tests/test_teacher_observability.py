@@ -182,3 +182,46 @@ def test_the_predict_signature_writes_per_click_observability(tmp_path, head):
                                rtol=1e-4)
   for key in export.RATE_OUTPUTS + (export.HINT_OUTPUT,):
     assert key in got
+
+
+def test_the_predict_signature_applies_the_panel_calibration(tmp_path):
+  """With model.teacher_panel_calibration the teacher's observability starts
+  from the prior's mature share times the panel ratios, and its observed
+  exposure from the calibrated offsets, as in its training."""
+  cfg = config_lib.load_config(None, ['model.teacher_observability_head=true',
+                                      'model.teacher_panel_calibration=true'])
+  network = towers.build_teacher(cfg)
+  shift = np.array([0.3, -0.2, 0.5], np.float32)
+  layer = network.get_layer('observability_head')
+  layer.set_weights([layer.get_weights()[0], shift])
+  rng = np.random.default_rng(1)
+  shares = rng.uniform(0.3, 0.9, (10, W)).astype(np.float32)
+  tables = {'segment': rng.uniform(0.5, 1.5, (10, W)),
+            'country': rng.uniform(0.7, 1.2, 32),
+            'advertiser': rng.uniform(0.6, 1.3, 4096)}
+  rows = []
+  for i in range(6):
+    e = rng.uniform(0.1, 1.0, W)
+    rows.append({columns.BROWSER: i % 5, columns.ADVERTISER_FIRST_PARTY: i % 2,
+                 'country': 3 * i, 'advertiser_id': 100 + i, columns.IN_PANEL: 0,
+                 **dict(zip(columns.EXPOSURES, e)),
+                 **dict(zip(columns.OBSERVED_EXPOSURES, e * rng.uniform(0.2, 0.6, W)))})
+  export.save_teacher(network, _Features(), str(tmp_path), {}, shares, tables)
+  predict = tf.saved_model.load(str(tmp_path)).signatures[export.PREDICT_SIGNATURE]
+  got = {k: v.numpy() for k, v in predict(examples=_examples(rows)).items()}
+
+  def sigmoid_shift(p):
+    return 1 / (1 + np.exp(-(np.log(p / (1 - p)) + shift)))
+  for i, row in enumerate(rows):
+    ratio = (tables['segment'][2 * row[columns.BROWSER] +
+                               row[columns.ADVERTISER_FIRST_PARTY]] *
+             tables['country'][row['country']] *
+             tables['advertiser'][row['advertiser_id']])
+    e = np.array([row[c] for c in columns.EXPOSURES])
+    o = np.minimum(np.array([row[c] for c in columns.OBSERVED_EXPOSURES]) * ratio, e)
+    p = np.minimum(shares[2 * row[columns.BROWSER] +
+                          row[columns.ADVERTISER_FIRST_PARTY]] * ratio, 1 - 1e-6)
+    np.testing.assert_allclose([got[k][i] for k in export.OBSERVABILITY_OUTPUTS],
+                               sigmoid_shift(p), rtol=1e-4)
+    np.testing.assert_allclose([got[k][i] for k in export.OBSERVED_EXPOSURE_OUTPUTS],
+                               e * sigmoid_shift(o / e), rtol=1e-4)
