@@ -146,14 +146,9 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
   samples = args.samples or (1_000 if args.quick else 10_000)
   t0 = time.time()
-  size = quality_bench.SIZES['quick' if args.quick else 'full']
+  size, cfg, artifacts, rows = quality_bench.first_world(args.quick)
   out_dir = os.path.join(RESULTS, size.name)
   os.makedirs(out_dir, exist_ok=True)
-  cfg = quality_bench.bench_config(size, quality_bench.FIRST_WORLD_SEED)
-  # The quality benchmark's pipeline run of this world (its student is not used).
-  artifacts = quality_bench.run_pipeline(quality_bench.bench_config(
-      size, quality_bench.FIRST_WORLD_SEED, ['model.student.train_steps=100']))
-  rows = quality_bench.scoring_set(cfg, size.scoring_clicks)
   y = rows[columns.TRUE_CONVERSIONS].astype(np.float64)
 
   keys = [pruning_report.key(s) for s in SPARSITIES]

@@ -247,6 +247,16 @@ def glm_predictions(train: Dict[str, np.ndarray], rows) -> np.ndarray:
   return total
 
 
+def first_world(quick: bool):
+  """The first benchmark world at its size: (size, config, the artifacts of its
+  pipeline run (whose own student the caller does not use), scoring clicks)."""
+  size = SIZES['quick' if quick else 'full']
+  cfg = bench_config(size, FIRST_WORLD_SEED)
+  artifacts = run_pipeline(bench_config(size, FIRST_WORLD_SEED,
+                                        ['model.student.train_steps=100']))
+  return size, cfg, artifacts, scoring_set(cfg, size.scoring_clicks)
+
+
 def teacher_fit(cfg, inferred: str) -> Dict:
   """Where the teacher's per-window calibration comes from, on the clicks it
   trained on (train split, click_ts <= T - lag), per window:

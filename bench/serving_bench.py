@@ -376,14 +376,9 @@ def main(argv=None) -> int:
     args.samples = samples
     return saved_model_worker(args)
   t0 = time.time()
-  size = quality_bench.SIZES['quick' if args.quick else 'full']
+  size, cfg, artifacts, rows = quality_bench.first_world(args.quick)
   out_dir = os.path.join(RESULTS, size.name)
   os.makedirs(out_dir, exist_ok=True)
-  cfg = quality_bench.bench_config(size, quality_bench.FIRST_WORLD_SEED)
-  # The quality benchmark's pipeline run of this world (its student is not used).
-  artifacts = quality_bench.run_pipeline(quality_bench.bench_config(
-      size, quality_bench.FIRST_WORLD_SEED, ['model.student.train_steps=100']))
-  rows = quality_bench.scoring_set(cfg, size.scoring_clicks)
   examples = quality_bench.serialized(rows)
   models = build_models(size, cfg, artifacts, out_dir, examples, args.resume)
   result = {**common.provenance(cfg), 'quick': args.quick, 'size': dataclasses.asdict(size),

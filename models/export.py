@@ -176,8 +176,7 @@ def teacher_observability(outputs: Dict[str, tf.Tensor], raw: Dict[str, tf.Tenso
     targets[losses.OBSERVED_EXPOSURES] = panel_calibration.apply(
         panel_tables, keys, targets[losses.OBSERVED_EXPOSURES],
         targets[losses.EXPOSURES])
-    share = panel_calibration.apply(panel_tables, {**keys, columns.IN_PANEL: tf.zeros_like(
-        raw[columns.IN_PANEL])}, share, tf.ones_like(share))
+    share = tf.minimum(share * panel_calibration.lookup_ratios(panel_tables, raw), 1.0)
   share = losses.clip_share(share)
   shift = outputs.get(towers.OBS_LOGIT_SHIFT, tf.zeros_like(share))
   panel = tf.cast(targets[losses.IN_PANEL], tf.bool)

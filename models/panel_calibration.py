@@ -151,17 +151,23 @@ def ratios(tables: Dict[str, np.ndarray], browser, first_party, country,
           tables['advertiser'][advertiser][:, None])
 
 
+def lookup_ratios(tables: Dict[str, np.ndarray],
+                  raw: Mapping[str, tf.Tensor]) -> tf.Tensor:
+  """[B, windows] the product of the three levels' ratios (TF, from the raw
+  KEY_COLUMNS)."""
+  def lookup(table, index):
+    return tf.gather(tf.constant(table, tf.float32), tf.reshape(index, [-1]))
+  return (lookup(tables['segment'], segment_index(
+      raw[columns.BROWSER], raw[columns.ADVERTISER_FIRST_PARTY])) *
+          lookup(tables['country'], raw[COUNTRY])[:, None] *
+          lookup(tables['advertiser'], raw[ADVERTISER])[:, None])
+
+
 def apply(tables: Dict[str, np.ndarray], raw: Mapping[str, tf.Tensor],
           observed_exposures: tf.Tensor, exposures: tf.Tensor) -> tf.Tensor:
   """The calibrated offsets [B, windows]: o_w times the ratios off the panel (at
   most e_w), e_w on it."""
-  def lookup(table, index):
-    return tf.gather(tf.constant(table, tf.float32), tf.reshape(index, [-1]))
-  ratio = (lookup(tables['segment'], segment_index(
-      raw[columns.BROWSER], raw[columns.ADVERTISER_FIRST_PARTY])) *
-           lookup(tables['country'], raw[COUNTRY])[:, None] *
-           lookup(tables['advertiser'], raw[ADVERTISER])[:, None])
-  calibrated = tf.minimum(observed_exposures * ratio, exposures)
+  calibrated = tf.minimum(observed_exposures * lookup_ratios(tables, raw), exposures)
   panel = tf.reshape(raw[columns.IN_PANEL], [-1, 1]) == 1
   return tf.where(panel, exposures, calibrated)
 

@@ -22,7 +22,6 @@ confidence intervals.
 """
 
 import dataclasses
-import json
 import math
 from typing import Dict, Iterable, List, Optional, Sequence
 
@@ -43,10 +42,9 @@ SUFFIXES = ('', '_desired', '_ratio', '_log_error')
 
 
 def config_json(spec: eval_labels.EvalLabelSpec, name: str = NAME) -> str:
-  """The MetricConfig.config of a SpendProxy: its keyword arguments."""
-  return json.dumps({'name': name, 'label_mode': spec.mode,
-                     'window_shares': list(spec.window_shares),
-                     'full_threshold': spec.full_threshold})
+  """The MetricConfig.config of a SpendProxy: the same keyword arguments as a
+  PoissonLogLoss's."""
+  return poisson_metric.config_json(spec, name)
 
 
 def reference(tcpa: np.ndarray, pconvs: np.ndarray, label: np.ndarray,

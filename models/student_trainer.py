@@ -11,7 +11,6 @@ from the `training` config section; optional magnitude pruning from `pruning`
 import functools
 from typing import Dict, List, Sequence
 
-import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 from absl import logging
@@ -21,7 +20,6 @@ from models import data
 from models import distill
 from models import distribution
 from models import export
-from models import losses
 from models import panel_calibration
 from models import pruning
 from models import features as features_lib
