@@ -295,7 +295,15 @@ def teacher_observability(cfg, inferred: str) -> Dict:
   row = (2 * rows[columns.BROWSER] + rows[columns.ADVERTISER_FIRST_PARTY]).astype(int)
   teacher = np.stack([rows[c].astype(np.float64)
                       for c in columns.TEACHER_OBSERVABILITY], 1)
-  return quality_report.observability_errors(rows, teacher, shares[row])
+  keys = {c: np.asarray(rows[c]).reshape(-1).astype(np.int64) for c in (
+      columns.BROWSER, columns.ADVERTISER_FIRST_PARTY, 'advertiser_id', 'country')}
+  expected = generator.World(cfg).expected_observability_by_window(keys)
+  # The click-level expectation (windows weighted by the true rates), for the
+  # expected-observability quintiles and advertiser deciles.
+  rate = np.stack([rows[c].astype(np.float64) for c in columns.TRUE_RATES], 1)
+  rows[quality_report.EXPECTED_OBSERVABILITY] = (rate * expected).sum(1) / np.maximum(
+      rate.sum(1), 1e-300)
+  return quality_report.observability_errors(rows, teacher, shares[row], expected)
 
 
 class WorldRun:

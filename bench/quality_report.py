@@ -228,9 +228,20 @@ def calibration_by_slice(worlds: List[World], models: Sequence[str],
   return out
 
 
-def observability_errors(rows, teacher: np.ndarray, prior: np.ndarray) -> Dict:
-  """How far the teacher's per-click observability is from the world's true one,
-  beside the population prior's, off the panel (where it is estimated).
+def observability_errors(rows, teacher: np.ndarray, prior: np.ndarray,
+                         expected: Optional[np.ndarray] = None) -> Dict:
+  """How far the teacher's per-click observability is from the world's, beside
+  the population prior's, off the panel (where it is estimated).
+
+  Two distances. Against the true per-click report probability (which carries the
+  click's hidden consent, 0 or 1): the mean absolute error, as first reported.
+  That is not a proper score for an estimate of a probability: against a 0/1
+  hidden state it favours the mode over the mean, so an estimator exact in
+  expectation can lose to a biased one. Against the expected report probability
+  given what a model can know of the click (World.expected_observability_by_window:
+  its advertiser, country, browser, first-party flag): the root mean squared
+  error, the proper comparison (squared error against the per-click truth ranks
+  estimators the same way, plus a variance neither can remove).
 
   Args:
     rows: example columns with true_observability_<w>, true_rate_<w>, in_panel
@@ -238,12 +249,14 @@ def observability_errors(rows, teacher: np.ndarray, prior: np.ndarray) -> Dict:
     teacher: [n, windows] the teacher's observability (teacher_observability_<w>).
     prior: [n, windows] the prior's mature share for each click's browser x
       first-party row (what the teacher starts from).
+    expected: [n, windows] the expected report probability, if known.
 
   Returns:
-    group -> value -> {'teacher': e, 'prior': e, 'clicks': n}, e the mean
-    absolute error over the value's clicks and windows, weighted by the true rate
-    (an error matters in proportion to the conversions it mislabels); group
-    'overall' too.
+    group -> value -> {'teacher': e, 'prior': e, 'clicks': n} with e the mean
+    absolute error against the per-click truth over the value's clicks and
+    windows, weighted by the true rate (an error matters in proportion to the
+    conversions it mislabels), and with `expected`, 'teacher_rmse' and
+    'prior_rmse' (same weights) against it; group 'overall' too.
   """
   off_panel = np.asarray(rows[columns.IN_PANEL]).reshape(-1) == 0
   truth = np.stack([np.asarray(rows[c], np.float64).reshape(-1)
@@ -263,24 +276,45 @@ def observability_errors(rows, teacher: np.ndarray, prior: np.ndarray) -> Dict:
           'teacher': float((w * np.abs(teacher[keep] - truth[keep])).sum() / total),
           'prior': float((w * np.abs(prior[keep] - truth[keep])).sum() / total),
           'clicks': int(keep.sum())}
+      if expected is not None:
+        for who, q in (('teacher', teacher), ('prior', prior)):
+          out[g][name][who + '_rmse'] = float(np.sqrt(
+              (w * (q[keep] - expected[keep]) ** 2).sum() / total))
   return out
 
 
 def observability_table(per_world: Sequence[Dict]) -> List[str]:
   """Markdown: the teacher's and the prior's observability error by slice, mean
-  over worlds, and the teacher's relative to the prior's with its 95% CI."""
-  lines = ['**Teacher observability** against the true per-click observation '
-           'probability, off the panel (true-rate-weighted mean absolute error, mean '
-           'over worlds; ratio teacher / prior with its 95% CI over worlds):', '',
-           '| slice | teacher | prior | teacher / prior |', '|---|---:|---:|---:|']
+  over worlds, and the teacher's relative to the prior's with its 95% CI; the
+  proper comparison (RMSE against the expected report probability) first where
+  the worlds have it."""
+  rmse = all('teacher_rmse' in per_world[0][g][n]
+             for g in per_world[0] for n in per_world[0][g])
+  lines = ['**Teacher observability** off the panel, true-rate weighted, mean over '
+           'worlds, teacher / prior with its 95% CI over worlds' + (
+               ': RMSE against the expected report probability given the click\'s '
+               'advertiser, country, browser and first-party flag (the proper '
+               'score), then the mean absolute error against the per-click truth '
+               '(improper: the truth carries the click\'s hidden 0/1 consent):'
+               if rmse else ' (mean absolute error against the per-click truth):'), '']
+  head = '| slice |'
+  rule = '|---|'
+  keys = (('_rmse', 'RMSE'), ('', 'MAE')) if rmse else (('', 'MAE'),)
+  for _, label in keys:
+    head += f' teacher {label} | prior {label} | teacher / prior {label} |'
+    rule += '---:|---:|---:|'
+  lines += [head, rule]
   for g, values in per_world[0].items():
     for name in values:
       have = [w[g][name] for w in per_world if name in w.get(g, {})]
-      ratio = stats.interval([h['teacher'] / max(h['prior'], 1e-300) for h in have])
-      lines.append(
-          f'| {g}: {name} | {np.mean([h["teacher"] for h in have]):.4f} | '
-          f'{np.mean([h["prior"] for h in have]):.4f} | {ratio[0]:.3f} '
-          f'[{ratio[1]:.3f}, {ratio[2]:.3f}] |')
+      line = f'| {g}: {name} |'
+      for suffix, _ in keys:
+        t, p = 'teacher' + suffix, 'prior' + suffix
+        ratio = stats.interval([h[t] / max(h[p], 1e-300) for h in have])
+        line += (f' {np.mean([h[t] for h in have]):.4f} | '
+                 f'{np.mean([h[p] for h in have]):.4f} | {ratio[0]:.3f} '
+                 f'[{ratio[1]:.3f}, {ratio[2]:.3f}] |')
+      lines.append(line)
   return lines
 
 

@@ -260,3 +260,27 @@ def test_observability_errors_weigh_by_true_rate_and_skip_the_panel():
   lines = quality_report.observability_table([got, got])
   assert any(l.startswith('| region: consent_required | 0.0000 | 0.2000 | 0.000 ')
              for l in lines), lines
+
+
+def test_observability_rmse_against_the_expectation_is_proper():
+  """Per-click truth = a 0/1 hidden consent times 0.8, consent with probability
+  0.7: an estimator exact in expectation (0.56) loses to the mode (0.8) on the
+  mean absolute error against the truth and wins on the RMSE against the
+  expectation, the score the table leads with."""
+  rng = np.random.default_rng(5)
+  n = 20000
+  W = len(columns.WINDOW_NAMES)
+  consent = rng.uniform(size=(n, 1)) < 0.7
+  truth = np.repeat(0.8 * consent, W, 1)
+  rows = {columns.IN_PANEL: np.zeros(n, np.int64)}
+  for i in range(W):
+    rows[columns.TRUE_OBSERVABILITY[i]] = truth[:, i]
+    rows[columns.TRUE_RATES[i]] = np.ones(n)
+  expected = np.full((n, W), 0.56)
+  got = quality_report.observability_errors(rows, expected, np.full((n, W), 0.8),
+                                            expected)['overall']['all clicks']
+  assert got['teacher'] > got['prior']  # the improper score picks the mode
+  assert got['teacher_rmse'] == pytest.approx(0.0)
+  assert got['prior_rmse'] == pytest.approx(0.24)
+  lines = quality_report.observability_table([{'overall': {'all clicks': got}}] * 2)
+  assert 'RMSE' in lines[0] and lines[2].count('|') == 8, lines

@@ -176,11 +176,13 @@ class World:
         lat['consent'][:, None], lat['in_panel'][:, None],
         obs.window_survival(self.delay, self._cap(f, lat)))
 
-  def expected_observability(self, f: Dict[str, np.ndarray]) -> np.ndarray:
-    """[n] the share of a click's true conversions reported outside the panel,
-    in expectation over its hidden per-click state (consent, link decoration):
-    what its advertiser, country, browser and first-party flag imply, the most a
-    model could learn of its observability."""
+  def expected_observability_by_window(self, f: Dict[str, np.ndarray]) -> np.ndarray:
+    """[n, W] the report probability of a conversion in each window outside the
+    panel, in expectation over the click's hidden per-click state (consent, link
+    decoration): what its advertiser, country, browser and first-party flag imply,
+    the most a model could learn of its observability. The report probability is
+    linear in consent and in the cookie's survival, so the expectation plugs in
+    the consent rate and the decoration-weighted survival."""
     n = len(f[columns.BROWSER])
     adv = f['advertiser_id']
     consent = self.obs_tables.consent_rate(adv, f['country'])
@@ -190,8 +192,14 @@ class World:
             np.full(n, decorated)))
         for decorated, share in ((1, obs.SPEC.decorated_share),
                                  (0, 1.0 - obs.SPEC.decorated_share)))
-    p = self.report_probability(f[columns.BROWSER][:, None], adv[:, None],
-                                consent[:, None], 0, survival)
+    return self.report_probability(f[columns.BROWSER][:, None], adv[:, None],
+                                   consent[:, None], 0, survival)
+
+  def expected_observability(self, f: Dict[str, np.ndarray]) -> np.ndarray:
+    """[n] the share of a click's true conversions reported outside the panel,
+    in expectation over its hidden per-click state (consent, link decoration):
+    expected_observability_by_window weighted by the click's window rates."""
+    p = self.expected_observability_by_window(f)
     rates = np.exp(self.log_rate(f))[:, None] * self.window_shares(f)
     return (rates * p).sum(1) / rates.sum(1)
 
