@@ -98,7 +98,7 @@ OBS_WORLD = --set world.observability_heterogeneity=$(H) --set world.panel_share
   --set observability.priors_source=world_manifest --set model.teacher_observability_head=true
 bench-observability: setup  ## The recipes and panel baselines on the observability world at heterogeneity H (pilot: 2 worlds x 1 seed).
 	$(PY) -m bench.quality_bench --worlds 2 --seeds 1 --recipes production offset kd_full \
-	  offset_panel panel_only offset_obs_head $(OBS_WORLD) \
+	  offset_panel panel_only offset_obs_head $(OBS_WORLD) --name observability-h$(H) \
 	  --out bench/reported/observability_pilot_h$(H).json $(ARGS)
 	$(PY) -m bench.readme
 

@@ -427,6 +427,9 @@ def main(argv=None) -> int:
                       'report: to split one run across processes or machines')
   parser.add_argument('--report-only', action='store_true',
                       help='write the report from the predictions on disk')
+  parser.add_argument('--name', help='results folder under bench/results/quality '
+                      '(default: the size\'s name), so runs on different worlds keep '
+                      'their models side by side')
   parser.add_argument('--out', help=f'result JSON (default {REPORTED}; --quick: '
                       f'{RESULTS}/quick/quality.json)')
   args = parser.parse_args(argv)
@@ -436,7 +439,8 @@ def main(argv=None) -> int:
     args.recipes = [r for r in RECIPES if panel or r not in PANEL_RECIPES]
   size = SIZES['quick' if args.quick else 'full']
   size = dataclasses.replace(size, worlds=args.worlds or size.worlds,
-                             seeds=args.seeds or size.seeds)
+                             seeds=args.seeds or size.seeds,
+                             name=args.name or size.name)
   results = os.path.join(RESULTS, size.name)
   if not (args.resume or args.report_only or args.world_index) and os.path.exists(
       results):
