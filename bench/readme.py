@@ -8,6 +8,7 @@ in README.md and is generated from bench/reported/<name>.json. `--check` exits 1
 """
 
 import argparse
+import os
 import re
 import sys
 from typing import Callable, Dict
@@ -24,7 +25,25 @@ TABLES: Dict[str, tuple] = {
     'observability_pilot': ('bench/reported/observability_pilot_h1.json',
                             quality_report.markdown),
     'pruning': ('bench/reported/pruning.json', pruning_report.markdown),
+    # One table across the heterogeneity levels: every file the pattern matches,
+    # keyed by its group (h).
+    'observability_levels': (re.compile(r'observability_pilot_h([0-9.]+)\.json'),
+                             quality_report.heterogeneity_markdown),
 }
+REPORTED = 'bench/reported'
+
+
+def _load(path):
+  """A table's input: one JSON, or for a pattern {group: JSON} of the files in
+  bench/reported/ it matches (None when there are none)."""
+  if isinstance(path, str):
+    return quality_report.load(path)
+  found = {}
+  for name in sorted(os.listdir(REPORTED)):
+    m = path.fullmatch(name)
+    if m:
+      found[m.group(1)] = quality_report.load(os.path.join(REPORTED, name))
+  return found or None
 
 
 def block(name: str, body: str) -> str:
@@ -38,7 +57,7 @@ def render(text: str, tables=None) -> str:
     ValueError: a table's markers are missing from the text.
   """
   for name, (path, fn) in (tables or TABLES).items():
-    result = quality_report.load(path)
+    result = _load(path)
     if result is None:
       continue
     pattern = re.compile(rf'<!-- {name}:begin -->\n.*?\n<!-- {name}:end -->', re.S)

@@ -96,6 +96,19 @@ def test_paired_differences_carry_cis_that_order_real_effects(result):
   assert 0 < gap['mean'] <= 1.5
 
 
+def test_kd_is_compared_with_the_best_teacher_free_student(result):
+  """Offset (unbiased) beats production (0.7x), so it is the reference; the
+  table across heterogeneity levels shows that comparison per level."""
+  best = result['vs_best_teacher_free']
+  assert best['reference'] == 'offset'
+  assert best['overall'] == result['vs_offset']['kd_full']['overall']
+  text = quality_report.heterogeneity_markdown({'0.5': result, '0': result})
+  rows = [l for l in text.splitlines() if l.startswith('| 0')]
+  assert [r.split(' | ')[0] for r in rows] == ['| 0', '| 0.5']  # ordered by h
+  want = quality_report._pct(best['overall']['excess_risk'])
+  assert f'{want} (offset)' in rows[0] and 'not measured' in rows[0]
+
+
 def test_aa_row_contains_zero(result):
   aa = result['aa']
   assert aa['other_seeds'] == AA_SEEDS
