@@ -563,7 +563,7 @@ class PromotionConfig:
     return cls(**json.loads(text))
 
 
-FALLBACK_RULES = ('reference_quantile', 'off')
+FALLBACK_RULES = ('reference_quantile', 'none')
 FALLBACK_TARGETS = ('auto', 'truth', 'candidate')
 
 
@@ -579,7 +579,7 @@ class FallbackConfig:
   candidate: the candidate's own prediction (real logs); auto: truth when the
   eval label mode is truth. The Promotion step scores the band on the other half
   of the eval split and does not promote a candidate whose failed fraction is
-  above `max_failed_fraction`, whatever its loss. off: no band, no cap.
+  above `max_failed_fraction`, whatever its loss. none: no band, no cap.
   """
   rule: str = _field('reference_quantile', choices=FALLBACK_RULES)
   level: float = _field(0.9, min=0.0, max=1.0, min_exclusive=True)
