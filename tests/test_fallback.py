@@ -176,3 +176,51 @@ def test_a_version_without_a_band_serves_its_own_predictions(package):
   out = fallback.predict_with_fallback(boot, rows)
   assert not out['failed'].any()
   assert np.array_equal(out['pconvs'], out['candidate'])
+
+
+def test_the_pusher_writes_the_band_and_the_fallback_into_the_package(tmp_path):
+  from tfx.types import standard_artifacts  # pylint: disable=g-import-not-at-top
+  from components import artifacts  # pylint: disable=g-import-not-at-top
+  from components.promotion import executor as promotion  # pylint: disable=g-import-not-at-top
+  from components.pusher import executor as pusher  # pylint: disable=g-import-not-at-top
+  from components.served_baseline import executor as served_baseline  # pylint: disable=g-import-not-at-top
+  models = {}
+  for name, scale in (('candidate', 1.0), ('baseline', 0.5)):
+    models[name] = str(tmp_path / name)
+    os.makedirs(os.path.join(models[name], 'Format-Serving'))
+    with open(served_baseline.tflite_path(models[name]), 'wb') as f:
+      f.write(test_promotion.rate_tflite(str(tmp_path / f'{name}_src'), scale))
+  band = fallback.Band('reference_quantile', 0.9, 'truth', columns.BROWSER,
+                       [0.5] * 5, [0.9] * 5, [100] * 5)
+  blessing = test_promotion._artifact(  # pylint: disable=protected-access
+      standard_artifacts.ModelBlessing, tmp_path / 'blessing', blessed=1,
+      baseline_model=models['baseline'])
+  os.makedirs(blessing.uri)
+  with open(os.path.join(blessing.uri, promotion.RESULT_FILE), 'w') as f:
+    json.dump({'fallback': {'band': band.to_dict(),
+                            'fallback_version': '20260101T000000Z-00'}}, f)
+  examples = test_promotion._artifact(  # pylint: disable=protected-access
+      standard_artifacts.Examples, tmp_path / 'examples',
+      **{artifacts.SNAPSHOT_TIME: '2026-02-01T00:00:00+00:00'})
+  pushed = test_promotion._artifact(  # pylint: disable=protected-access
+      standard_artifacts.PushedModel, tmp_path / 'pushed')
+  os.makedirs(pushed.uri)
+  base = str(tmp_path / 'serving')
+  pusher.Executor().Do(
+      {pusher.MODEL_KEY: [test_promotion._artifact(  # pylint: disable=protected-access
+          standard_artifacts.Model, models['candidate'])],
+       pusher.BLESSING_KEY: [blessing], pusher.EXAMPLES_KEY: [examples]},
+      {pusher.PUSHED_KEY: [pushed]}, {pusher.PUSH_BASE_KEY: base})
+  version = push.latest(base)
+  with open(os.path.join(version, push.METADATA_FILE)) as f:
+    meta = json.load(f)
+  assert meta[fallback.METADATA_FALLBACK_VERSION] == '20260101T000000Z-00'
+  assert fallback.Band.from_dict(meta[fallback.METADATA_BAND]) == band
+  assert meta[fallback.METADATA_BAND]['serving_helper'] == (
+      'models.fallback.predict_with_fallback')
+  rows = {'price': np.array([1.0, 10.0]), 'target_cpa': np.array([50.0, 300.0]),
+          columns.BROWSER: np.array([0, 1])}
+  out = fallback.predict_with_fallback(version, rows)
+  # The candidate is 2x the fallback, inside [e^0.5, e^0.9] = [1.65, 2.46]x.
+  assert not out['failed'].any()
+  assert np.allclose(out['candidate'], 2 * out['fallback'], rtol=1e-4)
