@@ -12,6 +12,7 @@ import re
 import sys
 from typing import Callable, Dict
 
+from bench import fallback_bench
 from bench import pruning_report
 from bench import quality_report
 from bench import serving_report
@@ -24,6 +25,7 @@ TABLES: Dict[str, tuple] = {
     'observability_pilot': ('bench/reported/observability_pilot_h1.json',
                             quality_report.markdown),
     'pruning': ('bench/reported/pruning.json', pruning_report.markdown),
+    'fallback': ('bench/reported/fallback.json', fallback_bench.markdown),
 }
 
 

@@ -155,15 +155,6 @@ def covered(truth, lower, upper) -> np.ndarray:
   return (t >= lower) & (t <= upper)
 
 
-def apply(band: Band, candidate, fallback, keys) -> Tuple[np.ndarray, np.ndarray]:
-  """(served prediction, failed) for a batch: the fallback serves failed clicks."""
-  lower, upper = band.bounds(fallback, keys)
-  bad = failed(candidate, lower, upper)
-  served = np.where(bad, np.asarray(fallback, np.float64).reshape(-1),
-                    np.asarray(candidate, np.float64).reshape(-1))
-  return served, bad
-
-
 def age_bucket(click_ts, snapshot_ts, lag_seconds: int) -> np.ndarray:
   """BEFORE_CUTOFF for clicks at or before T - lag (the teacher's columns
   exist for them), AFTER_CUTOFF for newer ones."""
