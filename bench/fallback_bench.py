@@ -236,7 +236,8 @@ def markdown(result: Dict) -> str:
       f'cutoff T - lag. Coverage: the band\'s share of true rates inside it. Naive band: one '
       f'multiplier pair for every browser, fitted where f_b = 1 (production\'s '
       f'own error): it flags the observability correction. '
-      f'Run time {result["seconds"] / 60:.0f} min (`make bench-fallback`).',
+      f'Run time {result.get("seconds_total", result["seconds"]) / 60:.0f} min '
+      f'(`make bench-fallback`).',
       '',
       '| teacher lag | KD vs production | failed | failed, low obs. | failed, '
       'before cutoff | failed, after cutoff | failed, tCPA > 250 | coverage '
