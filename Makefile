@@ -27,7 +27,7 @@ TPU_IMAGE ?=
 TEMPLATE  ?= outputs/vertex/pipeline.json
 VERTEX_SET = $(if $(IMAGE),--set vertex.image=$(IMAGE)) $(if $(TPU_IMAGE),--set vertex.student.image=$(TPU_IMAGE))
 
-.PHONY: help setup data run bootstrap nightly image image-tpu push-images compile submit schedule test test-fast bench bench-world bench-quality bench-quant bench-serving bench-pruning bench-observability lock clean
+.PHONY: help setup data run bootstrap nightly image image-tpu push-images compile submit schedule test test-fast bench bench-world bench-quality bench-quant bench-serving bench-pruning bench-observability bench-fallback lock clean
 
 help:  ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -111,6 +111,10 @@ bench-serving: setup  ## Latency as ads serving calls it (batches 1-1024, per re
 
 bench-pruning: setup  ## The student pruned at 0/30/50/70% before INT8: bytes raw and gzip, NLL change with CIs, latency at batch 1 and 256.
 	$(PY) -m bench.pruning_bench $(ARGS)
+	$(PY) -m bench.readme
+
+bench-fallback: setup  ## The lag-cost curve: teacher lag 0/24/40/72 h on one world, the KD student's quality and failed fraction (~25 min on 2 cores).
+	nice -n 10 $(PY) -m bench.fallback_bench $(ARGS)
 	$(PY) -m bench.readme
 
 lock:  ## Rebuild constraints.txt from the direct pins in pyproject.toml.

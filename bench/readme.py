@@ -13,6 +13,7 @@ import re
 import sys
 from typing import Callable, Dict
 
+from bench import fallback_bench
 from bench import pruning_report
 from bench import quality_report
 from bench import serving_report
@@ -29,6 +30,7 @@ TABLES: Dict[str, tuple] = {
     # keyed by its group (h).
     'observability_levels': (re.compile(r'observability_pilot_h([0-9.]+)\.json'),
                              quality_report.heterogeneity_markdown),
+    'fallback': ('bench/reported/fallback.json', fallback_bench.markdown),
 }
 REPORTED = 'bench/reported'
 

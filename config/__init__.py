@@ -22,6 +22,7 @@ from config.schema import DataflowConfig
 from config.schema import DelayConfig
 from config.schema import DistillConfig
 from config.schema import EvalConfig
+from config.schema import FallbackConfig
 from config.schema import ExampleGenConfig
 from config.schema import GateConfig
 from config.schema import ModelConfig
@@ -64,6 +65,7 @@ __all__ = [
     'DelayConfig',
     'DistillConfig',
     'EvalConfig',
+    'FallbackConfig',
     'ExampleGenConfig',
     'GateConfig',
     'ModelConfig',

@@ -563,6 +563,44 @@ class PromotionConfig:
     return cls(**json.loads(text))
 
 
+FALLBACK_RULES = ('reference_quantile', 'none')
+FALLBACK_TARGETS = ('auto', 'truth', 'candidate')
+
+
+@dataclasses.dataclass
+class FallbackConfig:
+  """Failed predictions and the fallback (§7; models/fallback.py).
+
+  rule reference_quantile: each prediction's band is the fallback's (the served
+  version's) prediction times per-browser multipliers, the split-conformal
+  quantiles at `level` of log(target / fallback) on half the eval split; a
+  candidate prediction outside it fails and the fallback serves it. target
+  truth: the true rate (synthetic data; the band then claims to cover it);
+  candidate: the candidate's own prediction (real logs); auto: truth when the
+  eval label mode is truth. The Promotion step scores the band on the other half
+  of the eval split and does not promote a candidate whose failed fraction is
+  above `max_failed_fraction`, whatever its loss. none: no band, no cap.
+  """
+  rule: str = _field('reference_quantile', choices=FALLBACK_RULES)
+  level: float = _field(0.9, min=0.0, max=1.0, min_exclusive=True)
+  target: str = _field('auto', choices=FALLBACK_TARGETS)
+  # A perfect candidate fails (1 - level) of its clicks by construction when the
+  # band covers the truth at `level`; the cap sits above that.
+  max_failed_fraction: float = _field(0.2, min=0.0, max=1.0)
+  # A browser with fewer calibration clicks takes the pooled multipliers.
+  min_slice_clicks: int = _field(50, min=1)
+
+  def check(self, key: str) -> None:
+    if self.level >= 1.0:
+      raise ConfigError(f'{key}.level: {self.level!r} must be below 1 (a band '
+                        'that covers everything flags nothing)')
+
+  def resolved_target(self, label_mode: str) -> str:
+    if self.target != 'auto':
+      return self.target
+    return 'truth' if label_mode == 'truth' else 'candidate'
+
+
 @dataclasses.dataclass
 class PathsConfig:
   """Where things live. Local paths or gs:// URIs."""
@@ -687,6 +725,7 @@ class Config:
   eval: EvalConfig = _field(default_factory=EvalConfig)
   gate: GateConfig = _field(default_factory=GateConfig)
   promotion: PromotionConfig = _field(default_factory=PromotionConfig)
+  fallback: FallbackConfig = _field(default_factory=FallbackConfig)
   teacher_gate: TeacherGateConfig = _field(default_factory=TeacherGateConfig)
   beam: BeamConfig = _field(default_factory=BeamConfig)
   vertex: VertexConfig = _field(default_factory=VertexConfig)
@@ -708,6 +747,15 @@ class Config:
     """The whole config as JSON (the Trainers' custom_config; config.loader
     reads it back)."""
     return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+  def fallback_parameter(self) -> str:
+    """The Promotion component's `fallback` parameter: the section, the target
+    resolved, and what the band's slices need (browsers, the teacher's lag)."""
+    return json.dumps({
+        **dataclasses.asdict(self.fallback),
+        'target': self.fallback.resolved_target(self.eval.label_mode),
+        'n_keys': len(self.observability.browsers),
+        'teacher_lag_seconds': self.window.teacher_lag_seconds()}, sort_keys=True)
 
   def label_spec(self) -> labels.LabelSpec:
     """What the ExampleGen's join needs: the delay and observability models.

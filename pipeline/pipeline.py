@@ -188,6 +188,7 @@ def create_pipeline(
         model=quantizer.outputs['quantized_model'], baseline_model=baseline,
         examples=bulk_inferrer.outputs['output_examples'],
         config=cfg.promotion.to_json(), max_nll=cfg.gate.max_nll,
+        fallback=cfg.fallback_parameter(),
     ).with_id('Promotion')
     # The push follows the final decision only: the Promotion's blessing.
     pusher = VersionedPusher(

@@ -85,6 +85,17 @@ def promotion_text(p: Dict) -> list:
                       if 'spend_ratio_candidate' in p else '')
                    + (f', baseline {p["spend_ratio_baseline"]:.3f}'
                       if 'spend_ratio_baseline' in p else ''))
+  if 'fallback_failed_fraction' in p:
+    low = p.get('fallback_failed_browser_observability_low')
+    cover = p.get('fallback_coverage_overall')
+    lines.append(
+        f'  fallback: failed {100 * p["fallback_failed_fraction"]:.1f}% of eval clicks'
+        + (f' ({100 * low:.1f}% on low-observability browsers)' if low is not None
+           else '')
+        + f', cap {100 * p["fallback_max_failed_fraction"]:.0f}%'
+        + (f'; the band covers {100 * cover:.1f}% of true rates' if cover is not None
+           else '')
+        + f'; falls back to {p.get("fallback_version") or "?"}')
   lines.append('  rules: ' + ', '.join(
       f'{r} {"promotes" if p.get(f"decision_{r}") else "does not promote"}'
       for r in promotion_rule.RULES))
