@@ -11,7 +11,7 @@ from the `training` config section; optional magnitude pruning from `pruning`
 import functools
 import json
 import os
-from typing import Dict, List, Sequence
+from typing import Dict, List, NamedTuple, Sequence
 
 import tensorflow as tf
 import tensorflow_transform as tft
@@ -217,13 +217,20 @@ def prepare(cfg: config_lib.Config, fn_args):
   return weights, tft_layer, schema_path, tables
 
 
-def train(cfg: config_lib.Config, fn_args):
-  """Trains the student as run_fn does (seeded; the trial of a sweep too).
+class Trained(NamedTuple):
+  """A trained student and what it was trained with."""
+  network: tf.keras.Model  # float32, stripped if pruned
+  history: tf.keras.callbacks.History
+  warm_start: Dict  # warm_start_from's record
+  weights: distill.DistillWeights
+  tft_layer: tf.keras.layers.Layer
+  schema_path: str
+  tables: object  # panel calibration tables, or None
+  strategy: tf.distribute.Strategy
 
-  Returns:
-    (network, history, warm start record, weights, tft_layer, schema_path,
-    tables, strategy).
-  """
+
+def train(cfg: config_lib.Config, fn_args) -> Trained:
+  """Trains the student as run_fn does (seeded); a sweep's trials call it too."""
   # Before any dataset exists (see training.set_seed).
   training.set_seed(cfg.model.seed)
   weights, tft_layer, schema_path, tables = prepare(cfg, fn_args)
@@ -237,7 +244,8 @@ def train(cfg: config_lib.Config, fn_args):
   hint_width = schemas.hint_width(schema_path)
   network, history, warm_start = train_network(
       cfg, weights, hint_width, strategy, train_ds, evaluation, fn_args)
-  return network, history, warm_start, weights, tft_layer, schema_path, tables, strategy
+  return Trained(network, history, warm_start, weights, tft_layer, schema_path,
+                 tables, strategy)
 
 
 def predicted_rates(network: tf.keras.Model, tft_layer, patterns: Sequence[str],
@@ -273,8 +281,9 @@ def run_fn(fn_args) -> None:
   cfg = config_lib.from_trainer_custom_config(fn_args.custom_config)
   cfg, used = resolve_hyperparameters(cfg, fn_args)
   logging.info('student: hyperparameters %s', used)
-  network, history, warm_start, weights, tft_layer, _, tables, strategy = train(
-      cfg, fn_args)
+  trained = train(cfg, fn_args)
+  network, history, warm_start = trained.network, trained.history, trained.warm_start
+  weights, tables, strategy = trained.weights, trained.tables, trained.strategy
   summary: Dict = {
       'recipe': cfg.distill.recipe,
       'loss_weights': weights.__dict__,
@@ -296,7 +305,7 @@ def run_fn(fn_args) -> None:
                           'sparsity': pruning.sparsity(network)}
   if tables is not None:
     summary['panel_calibration'] = panel_calibration.summary(tables)
-  export.save_student(network, tft_layer, fn_args.serving_model_dir, summary)
+  export.save_student(network, trained.tft_layer, fn_args.serving_model_dir, summary)
   # The model run artifact records what the student trained with too.
   run_dir = getattr(fn_args, 'model_run_dir', None)
   if run_dir:

@@ -60,11 +60,11 @@ def oracle(sweep: config_lib.SweepConfig) -> kt.Oracle:
 def student_trial(cfg: config_lib.Config, fn_args) -> Dict[str, float]:
   """Trains the student as configured (the trial's values applied) on the
   train split and scores it on the tune split (fn_args.eval_files)."""
-  network, history, _, _, tft_layer, schema_path, _, _ = student_trainer.train(
-      cfg, fn_args)
-  score = student_trainer.tune_score(cfg, network, tft_layer, fn_args.eval_files,
-                                     schema_path)
-  return {OBJECTIVE: score['nll'], TRAIN_LOSS: float(history.history['loss'][-1]),
+  trained = student_trainer.train(cfg, fn_args)
+  score = student_trainer.tune_score(cfg, trained.network, trained.tft_layer,
+                                     fn_args.eval_files, trained.schema_path)
+  return {OBJECTIVE: score['nll'],
+          TRAIN_LOSS: float(trained.history.history['loss'][-1]),
           'tune_examples': float(score['examples']),
           'panel': 1.0 if score['mode'] == hparams.SCORE_PANEL else 0.0}
 
@@ -85,6 +85,8 @@ class StudentTuner(base_tuner.BaseTuner):
     fn_args = copy.copy(self._fn_args)
     fn_args.train_steps = cfg.model.student.train_steps
     fn_args.eval_steps = max(1, fn_args.train_steps // 20)
+    # Each trial builds its own graph; the last trial's need not stay in memory.
+    tf.keras.backend.clear_session()
     metrics = self._trial_fn(cfg, fn_args)
     logging.info('tuner: trial %s %s -> %s', trial.trial_id, values, metrics)
     self.trials.append({'trial_id': trial.trial_id, **values, **metrics})
