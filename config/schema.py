@@ -427,7 +427,7 @@ SWEEP_KEYS = {
 
 @dataclasses.dataclass
 class SweepConfig:
-  """Hyperparameter sweeps of the kd student (§14; models/student_tuner.py).
+  """Hyperparameter sweeps of the kd student (§13; models/student_tuner.py).
 
   `tune_fraction` of the train window's clicks (by a hash of click_id) go to the
   ExampleGen's `tune` split: neither trainer trains on it, nor is it the gated

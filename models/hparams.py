@@ -3,7 +3,7 @@
 One place for what a sweep searches (config.SWEEP_KEYS: dimension -> config
 key), how a HyperParameters artifact's JSON becomes config values, which config
 a sweep's result is valid for (its fingerprint), and the tune-split score that
-selects trials (docs/architecture.md §14).
+selects trials (docs/architecture.md §13).
 """
 
 import copy
