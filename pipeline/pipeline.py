@@ -208,7 +208,7 @@ def create_pipeline(
       sweep_nodes = [tuner, record]
     elif cfg.sweep.reuse:
       lookup = SweepLookup(sweeps_dir=sweeps_dir or cfg.paths.sweeps_dir,
-                               fingerprint=fingerprint).with_id('SweepLookup')
+                           fingerprint=fingerprint).with_id('SweepLookup')
       lookup.add_upstream_node(served)
       hyperparameters = lookup.outputs['hyperparameters']
       sweep_nodes = [lookup]
