@@ -15,6 +15,7 @@ from typing import Callable, Dict
 from bench import pruning_report
 from bench import quality_report
 from bench import serving_report
+from bench import sweep_report
 
 README = 'README.md'
 # table name -> (its JSON, the function rendering it)
@@ -24,6 +25,7 @@ TABLES: Dict[str, tuple] = {
     'observability_pilot': ('bench/reported/observability_pilot_h1.json',
                             quality_report.markdown),
     'pruning': ('bench/reported/pruning.json', pruning_report.markdown),
+    'sweep': (sweep_report.REPORTED, sweep_report.markdown),
 }
 
 
