@@ -146,7 +146,13 @@ def main(argv=None) -> int:
   parser.add_argument('--scoring-clicks', type=int, default=50_000)
   parser.add_argument('--steps', default='150,300,600',
                       help='sweep.train_steps values (the quick world trains 300)')
+  parser.add_argument('--worlds', type=int, nargs='*',
+                      help='unseen world seeds (default: the --unseen after 42)')
+  parser.add_argument('--resume', action='store_true',
+                      help='take the sweep (phase 1) from bench/reported/sweep.json')
   args = parser.parse_args(argv)
+  worlds = args.worlds or list(range(SELECTION_WORLD + 1,
+                                     SELECTION_WORLD + 1 + args.unseen))
   size = quality_bench.SIZES['quick']
   t0 = time.time()
   sweep_overrides = [f'sweep.trials={args.trials}', 'sweep.seed=0',
@@ -154,6 +160,10 @@ def main(argv=None) -> int:
 
   # 1. The sweep on the selection world.
   cfg = bench_config(size, SELECTION_WORLD, sweep_overrides)
+  if args.resume:
+    with open(REPORTED) as f:
+      result = json.load(f)
+    return compare(args, size, worlds, result, time.time())
   artifacts = pipeline_run(size, SELECTION_WORLD)
   scorer = Scorer(quality_bench.scoring_set(cfg, args.scoring_clicks))
   store: Dict = {}
@@ -188,10 +198,16 @@ def main(argv=None) -> int:
   # Written after each phase: a run stopped early keeps what it measured.
   result['seconds'] = time.time() - t0
   common.write_json(REPORTED, result)
+  return compare(args, size, worlds, result, time.time())
 
-  # 2. Defaults vs chosen on unseen worlds, paired by training seed.
+
+def compare(args, size, worlds: Sequence[int], result: Dict, t0: float) -> int:
+  """2. Defaults vs chosen on unseen worlds, paired by training seed."""
+  best = result['chosen']
+  result['size'].update(unseen_worlds=len(worlds), training_seeds=args.seeds,
+                        unseen_world_seeds=list(worlds))
   a, b, per_world = [], [], []
-  for world in range(SELECTION_WORLD + 1, SELECTION_WORLD + 1 + args.unseen):
+  for world in worlds:
     wcfg = bench_config(size, world)
     wart = pipeline_run(size, world)
     wscorer = Scorer(quality_bench.scoring_set(wcfg, args.scoring_clicks))
@@ -212,9 +228,11 @@ def main(argv=None) -> int:
     result['per_world'] = per_world
     # Negative: the chosen values have lower excess risk than the defaults.
     result['chosen_vs_defaults_excess_risk'] = stats.paired_relative(a, b)
-    result['seconds'] = time.time() - t0
+    result['compare_seconds'] = result.get('compare_seconds', 0.0) + (
+        time.time() - t0)
+    t0 = time.time()
     common.write_json(REPORTED, result)
-  print(f'wrote {REPORTED} in {time.time() - t0:.0f}s')
+  print(f'wrote {REPORTED}')
   return 0
 
 

@@ -45,12 +45,18 @@ def markdown(result: Dict) -> str:
   if c is None:
     lines.append('Chosen vs defaults on unseen worlds: not measured in this run.')
     return '\n'.join(lines)
-  lo, hi = c['ci95']
+  if c['worlds'] > 1:
+    lo, hi = c['ci95']
+    ci = f'95% CI over worlds {lo:+.1%}, {hi:+.1%}'
+  else:
+    # One world: no interval over worlds; the click-level one (delta method).
+    se = c['per_world'][0]['click_se']
+    ci = (f'one world, no CI over worlds; click-level 95% CI '
+          f'{c["mean"] - 1.96 * se:+.1%}, {c["mean"] + 1.96 * se:+.1%}')
   lines += [
-      f'Chosen vs defaults on {c["worlds"]} unseen worlds x '
-      f'{size["training_seeds"]} training seeds, paired: excess risk '
-      f'{c["mean"]:+.1%} [95% CI {lo:+.1%}, {hi:+.1%}] (negative: the chosen values '
-      'are better).',
+      f'Chosen vs defaults on {c["worlds"]} unseen world(s) x '
+      f'{size["training_seeds"]} training seed(s), paired: excess risk '
+      f'{c["mean"]:+.1%} [{ci}] (negative: the chosen values are better).',
       '',
       '| world | defaults: excess risk | chosen: excess risk |',
       '|---|---:|---:|',
