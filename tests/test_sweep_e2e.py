@@ -42,7 +42,9 @@ SWEEP = [f'sweep.tune_fraction={TUNE_FRACTION}', 'sweep.algorithm=grid',
          'sweep.trials=3', 'sweep.alpha=[0.3,0.6,0.9]',
          f'sweep.train_steps=[{PLANTED_STEPS}]', 'sweep.temperature=[]',
          'sweep.aux_weight=[]', 'sweep.hint_weight=[]', 'sweep.tcpa_beta=[]',
-         'sweep.learning_rate=[]', 'sweep.min_panel_examples=20']
+         'sweep.learning_rate=[]', 'sweep.min_panel_examples=20',
+         # 37-step runs: XLA's compile would cost more than the steps.
+         'training.jit_compile=false']
 
 
 def _config(e2e, extra=()):
