@@ -17,6 +17,7 @@ from bench import fallback_bench
 from bench import pruning_report
 from bench import quality_report
 from bench import serving_report
+from bench import sweep_report
 
 README = 'README.md'
 # table name -> (its JSON, the function rendering it)
@@ -31,6 +32,7 @@ TABLES: Dict[str, tuple] = {
     'observability_levels': (re.compile(r'observability_pilot_h([0-9.]+)\.json'),
                              quality_report.heterogeneity_markdown),
     'fallback': ('bench/reported/fallback.json', fallback_bench.markdown),
+    'sweep': (sweep_report.REPORTED, sweep_report.markdown),
 }
 REPORTED = 'bench/reported'
 

@@ -411,6 +411,80 @@ class DistillConfig:
   tcpa_reference: float = _field(60.0, min=0.0, min_exclusive=True)
 
 
+SWEEP_ALGORITHMS = ('random', 'grid')
+SWEEP_SCORES = ('auto', 'panel', 'prior')
+# Searched dimension -> the config key it sets (models/hparams.py applies them).
+SWEEP_KEYS = {
+    'alpha': 'distill.alpha',
+    'temperature': 'distill.temperature',
+    'aux_weight': 'distill.aux_weight',
+    'hint_weight': 'distill.hint_weight',
+    'tcpa_beta': 'distill.tcpa_beta',
+    'learning_rate': 'model.student.learning_rate',
+    'train_steps': 'model.student.train_steps',
+}
+
+
+@dataclasses.dataclass
+class SweepConfig:
+  """Hyperparameter sweeps of the kd student (§13; models/student_tuner.py).
+
+  `tune_fraction` of the train window's clicks (by a hash of click_id) go to the
+  ExampleGen's `tune` split: neither trainer trains on it, nor is it the gated
+  eval split; 0 writes no tune split (a sweep run needs one). Each dimension
+  below lists the values to search (empty: the config's value, not searched).
+  Trials are scored on the tune split by the observed-count likelihood per
+  window with exposure offsets: `panel` on the measurement panel's clicks (fully
+  observed, offset e_w), `prior` on every click (offset f_b e_w, biased where
+  observability varies within a browser), `auto` the panel when the tune split
+  has at least `min_panel_examples` panel clicks. Nightly runs use the newest
+  sweep recorded for their fingerprint (config and architecture) when `reuse`.
+  """
+  tune_fraction: float = _field(0.0, min=0.0, max=0.5,
+                                doc='share of train-window clicks in the tune split')
+  trials: int = _field(8, min=1)
+  algorithm: str = _field('random', choices=SWEEP_ALGORITHMS)
+  seed: int = 0
+  score: str = _field('auto', choices=SWEEP_SCORES)
+  min_panel_examples: int = _field(100, min=1)
+  reuse: bool = True
+  # Vertex: trials run this many at a time (the Cloud Tuner's parallel workers).
+  parallel_trials: int = _field(1, min=1)
+  alpha: List[float] = _field(default_factory=lambda: [0.3, 0.5, 0.7, 0.9])
+  temperature: List[float] = _field(default_factory=lambda: [1.0, 2.0, 4.0])
+  aux_weight: List[float] = _field(default_factory=lambda: [0.0, 0.5, 1.0])
+  hint_weight: List[float] = _field(default_factory=lambda: [0.0, 0.05, 0.1, 0.2])
+  tcpa_beta: List[float] = _field(default_factory=lambda: [0.0, 0.25, 0.5])
+  learning_rate: List[float] = _field(default_factory=lambda: [0.0005, 0.001, 0.002])
+  train_steps: List[int] = _field(default_factory=list)
+
+  def space(self) -> Dict[str, list]:
+    """The searched dimensions (non-empty lists) by name."""
+    return {name: list(getattr(self, name)) for name in SWEEP_KEYS
+            if getattr(self, name)}
+
+  def check(self, key: str) -> None:
+    for name, values in self.space().items():
+      if len(set(values)) != len(values):
+        raise ConfigError(f'{key}.{name}: repeated values {values}')
+    for name in ('alpha',):
+      bad = [v for v in self.alpha if not 0.0 <= v <= 1.0]
+      if bad:
+        raise ConfigError(f'{key}.{name}: values must be in [0, 1], got {bad}')
+    bad = [v for v in self.temperature if not 1.0 <= v <= 8.0]
+    if bad:
+      raise ConfigError(f'{key}.temperature: values must be in [1, 8] '
+                        f'(distill.temperature), got {bad}')
+    for name in ('aux_weight', 'hint_weight'):
+      bad = [v for v in getattr(self, name) if v < 0]
+      if bad:
+        raise ConfigError(f'{key}.{name}: values must be >= 0, got {bad}')
+    for name in ('learning_rate', 'train_steps'):
+      bad = [v for v in getattr(self, name) if v <= 0]
+      if bad:
+        raise ConfigError(f'{key}.{name}: values must be > 0, got {bad}')
+
+
 @dataclasses.dataclass
 class TrainingConfig:
   """How the student trains: distribution, XLA, precision (§5)."""
@@ -607,6 +681,8 @@ class PathsConfig:
   data_root: str = 'data/world'
   output_root: str = 'outputs'
   serving_dir: str = 'serving'
+  # Sweep records (best hyperparameters by fingerprint) nightly runs read.
+  sweeps_dir: str = 'sweeps'
 
 
 @dataclasses.dataclass
@@ -690,6 +766,7 @@ class VertexConfig:
   pipeline_root: str = ''  # gs:// artifacts
   data_root: str = ''  # gs:// click and conversion logs
   serving_dir: str = ''  # gs:// push destination
+  sweeps_dir: str = ''  # gs:// sweep records; empty: <pipeline_root>/sweeps
   image: str = ''  # the pipeline image (deploy/Dockerfile)
   # Where deploy/Dockerfile puts the curated schema inside the image.
   schema_path: str = '/pipeline/schemas/schema.pbtxt'
@@ -721,6 +798,7 @@ class Config:
   distill: DistillConfig = _field(default_factory=DistillConfig)
   training: TrainingConfig = _field(default_factory=TrainingConfig)
   pruning: PruningConfig = _field(default_factory=PruningConfig)
+  sweep: SweepConfig = _field(default_factory=SweepConfig)
   quantizer: QuantizerConfig = _field(default_factory=QuantizerConfig)
   eval: EvalConfig = _field(default_factory=EvalConfig)
   gate: GateConfig = _field(default_factory=GateConfig)

@@ -143,6 +143,8 @@ def summarize(cfg, run_label: str = '') -> Dict:
     # A student that failed (e.g. a warm start that matched nothing) wrote none.
     if tf.io.gfile.exists(os.path.join(model_dir, 'assets.extra', export.SUMMARY_FILE)):
       trained = export.read_summary(model_dir)
+      if trained.get('hyperparameters'):
+        summary['hyperparameters'] = trained['hyperparameters']
       if trained.get('warm_start_layers'):
         summary['warm_start'] = trained['warm_start_layers']
   served = outputs('ServedBaseline')
@@ -189,6 +191,13 @@ def text(summary: Dict) -> str:
                                    f': {warm.get("reason", "")}, trained from scratch')
         + (f'; kept their initialisation: {", ".join(warm["skipped"])}'
            if warm['skipped'] else ''))
+  used = summary.get('hyperparameters')
+  if used:
+    values = ', '.join(f'{k}={v:g}' for k, v in sorted(used['values'].items()))
+    where = {'sweep': f' from {used.get("record", "")}',
+             'config': f' ({used["reason"]})' if used.get('reason') else ''}.get(
+                 used['source'], '')
+    lines.append(f'hyperparameters ({used["source"]}): {values}{where}')
   if 'blessed' in summary:
     lines.append(f'Evaluator blessed: {summary["blessed"]} (baseline: '
                  f'{summary.get("baseline_model") or "none, bootstrap"}; recorded, '
