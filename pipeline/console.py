@@ -24,8 +24,6 @@ from unittest import mock
 
 from absl import logging
 
-from models import progress
-
 # Node id -> how its key figure is read from its output artifacts.
 _TRAINERS = ('teacher', 'student')
 
@@ -45,6 +43,7 @@ def _first(output_dict: Dict, key: str):
 def key_figure(node: str, output_dict: Dict) -> str:
   """The one figure that says what `node` did (from its output artifacts)."""
   if node in _TRAINERS:
+    from models import progress  # pylint: disable=g-import-not-at-top
     last = progress.last()
     return (f'{last["steps"]} steps, final loss {last["loss"]:.4f}'
             if last else '')
@@ -137,6 +136,8 @@ class Console:
 def _wrap_launch(console: Console, launch):
   """Launcher.launch reporting the node's start and end to `console`."""
 
+  from models import progress  # pylint: disable=g-import-not-at-top
+
   def wrapped(self):
     node = self._pipeline_node.node_info.id  # pylint: disable=protected-access
     if self._system_node_handler:  # pylint: disable=protected-access
@@ -222,6 +223,7 @@ def session(root: str, verbose: bool = False, out: Optional[TextIO] = None,
       warnings.simplefilter('default')
     # Imported once the log catches what importing TensorFlow prints.
     from tfx.orchestration.portable import launcher  # pylint: disable=g-import-not-at-top
+    from models import progress  # pylint: disable=g-import-not-at-top
     console = Console(out or sys.stdout, log_path)
     stack.enter_context(mock.patch.object(
         launcher.Launcher, 'launch', _wrap_launch(console, launcher.Launcher.launch)))
