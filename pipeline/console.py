@@ -108,11 +108,12 @@ class Console:
 
   def start(self, node: str) -> None:
     self.nodes.append(node)
-    self.line(f'[{len(self.nodes):>2}] {node} ...')
+    self.line(f'{node} started')
 
   def end(self, node: str, state: str, seconds: float, figure: str = '') -> None:
-    self.line(f'[{len(self.nodes):>2}] {node} {state} {seconds:.1f}s'
-              + (f': {figure}' if figure else ''))
+    if node not in self.nodes:
+      self.nodes.append(node)
+    self.line(f'{node} {state} {seconds:.1f}s' + (f': {figure}' if figure else ''))
 
   def progress(self, step: int, total: int, loss: float, seconds: float) -> None:
     """A training step: one rewritten line on a terminal, nothing elsewhere."""
@@ -133,16 +134,20 @@ class Console:
       self._progress_shown = False
 
 
-def _wrap_launch(console: Console, launch):
-  """Launcher.launch reporting the node's start and end to `console`."""
-
+def _wrap_launcher(console: Console, launch, run_executor):
+  """Launcher.launch and ._run_executor reporting to `console`: the start line
+  when the executor starts (a node the Cond skips gets only its end line), the
+  end line when launch returns or raises."""
   from models import progress  # pylint: disable=g-import-not-at-top
 
-  def wrapped(self):
+  def wrapped_run_executor(self, execution_info):
+    console.start(self._pipeline_node.node_info.id)  # pylint: disable=protected-access
+    return run_executor(self, execution_info)
+
+  def wrapped_launch(self):
     node = self._pipeline_node.node_info.id  # pylint: disable=protected-access
     if self._system_node_handler:  # pylint: disable=protected-access
       return launch(self)
-    console.start(node)
     progress.reset()
     start = time.monotonic()
     try:
@@ -153,13 +158,13 @@ def _wrap_launch(console: Console, launch):
       console.end(node, 'FAILED', time.monotonic() - start, cause)
       raise
     seconds = time.monotonic() - start
-    if info is None:
-      console.end(node, 'SKIPPED', seconds, 'not run on this night')
+    if info is None or info.execution_id is None:
+      console.end(node, 'SKIPPED', seconds, 'its condition is false on this night')
     else:
       console.end(node, 'COMPLETE', seconds, key_figure(node, info.output_dict))
     return info
 
-  return wrapped
+  return wrapped_launch, wrapped_run_executor
 
 
 def log_path_for(root: str) -> str:
@@ -225,8 +230,11 @@ def session(root: str, verbose: bool = False, out: Optional[TextIO] = None,
     from tfx.orchestration.portable import launcher  # pylint: disable=g-import-not-at-top
     from models import progress  # pylint: disable=g-import-not-at-top
     console = Console(out or sys.stdout, log_path)
-    stack.enter_context(mock.patch.object(
-        launcher.Launcher, 'launch', _wrap_launch(console, launcher.Launcher.launch)))
+    launch, run_executor = _wrap_launcher(console, launcher.Launcher.launch,
+                                          launcher.Launcher._run_executor)  # pylint: disable=protected-access
+    stack.enter_context(mock.patch.object(launcher.Launcher, 'launch', launch))
+    stack.enter_context(mock.patch.object(launcher.Launcher, '_run_executor',
+                                          run_executor))
     progress.set_sink(console.progress)
     stack.callback(progress.set_sink, None)
     stack.callback(logging.set_verbosity, verbosity)
