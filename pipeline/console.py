@@ -29,10 +29,13 @@ _TRAINERS = ('teacher', 'student')
 
 
 def _prop(artifact, name: str, default=None):
-  """A custom property of a TFX Artifact, or `default`."""
-  if not artifact.has_custom_property(name):
+  """A custom property of an MLMD Artifact proto (or a TFX Artifact's), or
+  `default`."""
+  props = getattr(artifact, 'mlmd_artifact', artifact).custom_properties
+  if name not in props:
     return default
-  return artifact.get_custom_property(name)
+  value = props[name]
+  return getattr(value, value.WhichOneof('value'))
 
 
 def _first(output_dict: Dict, key: str):
@@ -140,9 +143,19 @@ def _wrap_launcher(console: Console, launch, run_executor):
   end line when launch returns or raises."""
   from models import progress  # pylint: disable=g-import-not-at-top
 
+  # Node id -> its executor's output artifacts (MLMD protos with the custom
+  # properties the executor set; the launcher's ExecutionInfo has copies
+  # without them).
+  outputs = {}
+
   def wrapped_run_executor(self, execution_info):
-    console.start(self._pipeline_node.node_info.id)  # pylint: disable=protected-access
-    return run_executor(self, execution_info)
+    node = self._pipeline_node.node_info.id  # pylint: disable=protected-access
+    console.start(node)
+    result = run_executor(self, execution_info)
+    if result is not None:
+      outputs[node] = {k: list(v.artifacts)
+                       for k, v in result.output_artifacts.items()}
+    return result
 
   def wrapped_launch(self):
     node = self._pipeline_node.node_info.id  # pylint: disable=protected-access
@@ -161,7 +174,8 @@ def _wrap_launcher(console: Console, launch, run_executor):
     if info is None or info.execution_id is None:
       console.end(node, 'SKIPPED', seconds, 'its condition is false on this night')
     else:
-      console.end(node, 'COMPLETE', seconds, key_figure(node, info.output_dict))
+      console.end(node, 'COMPLETE', seconds,
+                  key_figure(node, outputs.pop(node, None) or info.output_dict))
     return info
 
   return wrapped_launch, wrapped_run_executor

@@ -318,7 +318,9 @@ def _plot(name: str, data: Dict, fig_dir: str) -> None:
       lo = min((t.get(k) or {}).get('nll', np.inf) for t in tests
                for k in ('pushed_time', 'matured', 'truth'))
       ax2.set_ylim(lo * 0.9)
-    ax2.set_title('Pushed versions: at push vs matured (backtest)')
+    modes = sorted({t['pushed_time'].get('mode', '?') for t in tests})
+    ax2.set_title('Backtests of pushed versions: at push vs matured'
+                  + (f' ({", ".join(modes)})' if modes else ''))
     ax2.legend(fontsize=7)
   fig.tight_layout()
   fig.savefig(os.path.join(fig_dir, f'{name}.png'), dpi=90)

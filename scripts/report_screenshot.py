@@ -30,7 +30,7 @@ def main(argv=None) -> int:
                       metavar='KEY=VALUE')
   parser.add_argument('--run-id', help='default: the latest run')
   parser.add_argument('--out', default=os.path.join(ROOT, 'docs', 'run-report.png'))
-  parser.add_argument('--height', type=int, default=2600,
+  parser.add_argument('--height', type=int, default=3000,
                       help='pixels of the page to keep (from the top)')
   args = parser.parse_args(argv)
   cfg = config_lib.load_config(args.config, args.overrides)
