@@ -112,8 +112,9 @@ def test_each_plots_data_matches_ml_metadata(e2e, built):
   assert int8['bytes'][int8['mode']] == local.custom_property(quantized,
                                                               'quantized_bytes')
   for key in ('size_ratio', 'nll_relative_change'):
-    # ML Metadata's SQLite store keeps a double to about 6 significant digits.
-    assert int8[key] == pytest.approx(local.custom_property(quantized, key), rel=1e-3)
+    # ML Metadata's SQLite store keeps a double property to 6 decimal places.
+    assert int8[key] == pytest.approx(local.custom_property(quantized, key),
+                                      rel=1e-6, abs=1e-6)
   assert int8['bytes']['float32'] > int8['bytes'][int8['mode']]
 
   # Wall time: the run's executions.
