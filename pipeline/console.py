@@ -59,8 +59,11 @@ def key_figure(node: str, output_dict: Dict) -> str:
           lambda a: a and (_prop(a, 'reason') or
                            f'baseline {_prop(a, "baseline_version") or "none"}'))(
                                _first(o, 'result')),
+      # The verdict's first clause: eval NLL and the gap closed (then the bar
+      # and calibration, which the summary and ML Metadata keep).
       'TeacherGate': lambda o: (
-          lambda a: a and str(_prop(a, 'verdict', '')))(_first(o, 'result')),
+          lambda a: a and str(_prop(a, 'verdict', '')).split(';')[0])(
+              _first(o, 'result')),
       'Quantizer': lambda o: (
           lambda a: a and f'{_prop(a, "quantization_mode")} '
           f'{_prop(a, "quantized_bytes", 0):,} bytes '
