@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from config import NetConfig
 from models import distill
+from models import progress
 
 LossFn = Callable[[Dict[str, tf.Tensor], Dict[str, tf.Tensor]], Dict[str, tf.Tensor]]
 
@@ -94,8 +95,10 @@ def fit(model: tf.keras.Model, train: tf.data.Dataset, evaluation: tf.data.Datas
         fn_args, callbacks: Sequence[tf.keras.callbacks.Callback] = ()
         ) -> tf.keras.callbacks.History:
   """One epoch of the Trainer's train_steps, validated on its eval_steps
-  (`callbacks`: e.g. pruning's mask steps)."""
+  (`callbacks`: e.g. pruning's mask steps). Every step is reported to
+  models.progress (the console's progress line and key figure)."""
   return model.fit(train, steps_per_epoch=fn_args.train_steps, epochs=1,
                    validation_data=evaluation,
                    validation_steps=max(1, fn_args.eval_steps or 1), verbose=2,
-                   callbacks=list(callbacks))
+                   callbacks=[*callbacks,
+                              progress.KerasProgress(fn_args.train_steps)])

@@ -1,15 +1,19 @@
 """One command line over the same create_pipeline (docs/architecture.md §8).
 
   python -m pipeline.cli run       [--config C] [--set k=v ...] [--snapshot-time T]
-                                   [--bootstrap | --auto-bootstrap]
+                                   [--bootstrap | --auto-bootstrap] [--verbose]
   python -m pipeline.cli nightly   [--config C] [--set k=v ...] [--snapshot-time T]
+                                   [--verbose]
+  python -m pipeline.cli report    [--config C] [--set k=v ...] [--run-id R | --list]
   python -m pipeline.cli compile   [--config C] [--set k=v ...] [--output JSON]
   python -m pipeline.cli submit    [--config C] [--set k=v ...] [--template JSON]
                                    [--snapshot-time T]
   python -m pipeline.cli schedule  [--config C] [--set k=v ...] [--template JSON]
 
-run and nightly use BeamDagRunner with SQLite ML Metadata (local); compile,
-submit and schedule target Vertex AI Pipelines (the `vertex` config section).
+run and nightly use BeamDagRunner with SQLite ML Metadata (local), print two
+lines per component and write the run's report (pipeline/run_report.py); report
+rebuilds it for a past local run. compile, submit and schedule target Vertex AI
+Pipelines (the `vertex` config section).
 """
 
 import os
@@ -48,6 +52,35 @@ def _common(sub):
                    metavar='KEY=VALUE', help='override a config key, e.g. window.days=14')
 
 
+def _verbose(sub):
+  sub.add_argument('--verbose', action='store_true',
+                   help="show the libraries' output (TensorFlow, absl, Beam, "
+                   'warnings) on the console instead of the run\'s log file')
+
+
+def cmd_report(parser, args) -> int:
+  """Rebuilds the HTML report of a past local run from its ML Metadata (the
+  SQLite file under <paths.output_root>/<pipeline_name>/). Local runs only: a
+  Vertex run's metadata lives in Vertex ML Metadata, which this never calls; its
+  artifacts are in the pipeline root on GCS."""
+  cfg = _load(parser, args)
+  from pipeline import local  # TFX
+  from pipeline import run_report
+  paths = local.LocalPaths.from_config(cfg)
+  if args.list:
+    for run in local.pipeline_runs(paths.metadata, cfg.pipeline_name):
+      nodes = run['executions']
+      print(f'{run["run_id"]}  {len(nodes)} nodes, last {nodes[-1]["node"]} '
+            f'{nodes[-1]["state"]}')
+    return 0
+  try:
+    path = run_report.build(cfg, args.run_id)
+  except ValueError as e:
+    parser.exit(2, f'error: {e}\n')
+  print(f'report: {path}')
+  return 0
+
+
 def _force(sub):
   sub.add_argument('--force', action='store_true',
                    help='rerun a night whose T is already served (by default '
@@ -64,30 +97,50 @@ def resolve_t(cfg: config_lib.Config, snapshot_time: Optional[str]):
 
 
 def run_once(cfg: config_lib.Config, snapshot_time: Optional[str], bootstrap: bool,
-             label: str, force: bool = False, sweep: bool = False) -> int:
-  from pipeline import local  # TFX
-  from pipeline import report
+             label: str, force: bool = False, verbose: bool = False,
+             sweep: bool = False) -> int:
+  """One local run: a line per component start and end, the summary, the
+  report's and the log's paths; the libraries' output in the log unless
+  `verbose`. `sweep` runs the sweep DAG (the Tuner before the student)."""
+  from pipeline import console  # pylint: disable=g-import-not-at-top
   if bootstrap:
     cfg = config_lib.from_dict({**json.loads(cfg.to_json()),
                                 'distill': {**json.loads(cfg.to_json())['distill'],
                                             'recipe': 'production'}})
-  print(f'\n=== {label}: recipe {cfg.distill.recipe}, T '
-        f'{snapshot_time or "resolved at run time"} ===', flush=True)
+  root = os.path.abspath(os.path.join(cfg.paths.output_root, cfg.pipeline_name))
   start = time.time()
   failure = None
-  try:
-    local.run(cfg, snapshot_time=snapshot_time, bootstrap=bootstrap, force=force,
-              sweep=sweep)
-  except Exception as e:  # pylint: disable=broad-except
-    failure = e
-  summary = report.summarize(cfg, label)
-  print(f'\n{label} {"FAILED" if failure else "finished"} in '
-        f'{time.time() - start:.0f}s')
-  print(report.text(summary))
-  if failure is not None:
-    print(f'\nerror: {failure}', file=sys.stderr)
-    return 1
-  return 0
+  with console.session(root, verbose=verbose) as out:
+    out.line(f'=== {label}: recipe {cfg.distill.recipe}, T '
+             f'{snapshot_time or "resolved at run time"} ===')
+    if out.log_path:
+      out.line(f'log: {out.log_path} (libraries\' output; --verbose shows it here)')
+    # TensorFlow and TFX are imported inside the session: their import-time
+    # warnings go to the log too.
+    from pipeline import local  # TFX
+    from pipeline import report
+    from pipeline import run_report
+    try:
+      local.run(cfg, snapshot_time=snapshot_time, bootstrap=bootstrap, force=force,
+                sweep=sweep)
+    except Exception as e:  # pylint: disable=broad-except
+      failure = e
+    seconds = time.time() - start
+    summary = report.summarize(cfg, label)
+    lines = report.text(summary).splitlines()
+    try:
+      report_line = f'report: {run_report.build(cfg, summary_lines=lines)}'
+    except Exception as e:  # pylint: disable=broad-except
+      # A report is never worth failing a night over; say why it is missing.
+      report_line = f'report: not written ({console.one_line(e)})'
+    out.line(f'\n{label} {"FAILED" if failure else "finished"} in {seconds:.0f}s')
+    out.line('\n'.join(lines))
+    out.line(report_line)
+    if out.log_path:
+      out.line(f'log: {out.log_path}')
+    if failure is not None:
+      out.line(f'error: {out.failure or console.one_line(failure)}')
+  return 1 if failure is not None else 0
 
 
 def cmd_run(parser, args) -> int:
@@ -95,7 +148,7 @@ def cmd_run(parser, args) -> int:
   cfg = _load(parser, args)
   snapshot_time = args.snapshot_time
   if args.bootstrap:
-    return run_once(cfg, snapshot_time, True, 'bootstrap', args.force)
+    return run_once(cfg, snapshot_time, True, 'bootstrap', args.force, args.verbose)
   if args.auto_bootstrap:
     from pipeline import report  # TFX
     if not report.has_baseline(cfg):
@@ -103,11 +156,11 @@ def cmd_run(parser, args) -> int:
       # The first baseline is yesterday's production model, so that tonight's
       # distilled run has something to be gated against (and may push).
       code = run_once(cfg, (t - datetime.timedelta(days=1)).isoformat(), True,
-                      'bootstrap (no baseline yet)')
+                      'bootstrap (no baseline yet)', verbose=args.verbose)
       if code:
         return code
       snapshot_time = t.isoformat()
-  return run_once(cfg, snapshot_time, False, 'run', args.force)
+  return run_once(cfg, snapshot_time, False, 'run', args.force, args.verbose)
 
 
 def cmd_nightly(parser, args) -> int:
@@ -117,7 +170,8 @@ def cmd_nightly(parser, args) -> int:
   skips everything after the ExampleGen unless --force."""
   cfg = _load(parser, args)
   t = resolve_t(cfg, args.snapshot_time)
-  return run_once(cfg, t.isoformat(), False, f'nightly {t.isoformat()}', args.force)
+  return run_once(cfg, t.isoformat(), False, f'nightly {t.isoformat()}', args.force,
+                  args.verbose)
 
 
 def cmd_sweep(parser, args) -> int:
@@ -131,7 +185,7 @@ def cmd_sweep(parser, args) -> int:
                 '(e.g. --set sweep.tune_fraction=0.1)\n')
   t = resolve_t(cfg, args.snapshot_time)
   return run_once(cfg, t.isoformat(), False, f'sweep {t.isoformat()}', True,
-                  sweep=True)
+                  args.verbose, sweep=True)
 
 
 def _template(cfg, args) -> str:
@@ -194,6 +248,7 @@ def main(argv=None) -> int:
                     help='if this pipeline has no baseline yet, bootstrap on the '
                     'previous night first (what make run does)')
   _force(run)
+  _verbose(run)
   run.set_defaults(fn=cmd_run)
 
   nightly = subs.add_parser('nightly', help='one local night (what cron runs)',
@@ -201,6 +256,7 @@ def main(argv=None) -> int:
   _common(nightly)
   nightly.add_argument('--snapshot-time', help='T (ISO 8601), for a backfill')
   _force(nightly)
+  _verbose(nightly)
   nightly.set_defaults(fn=cmd_nightly)
 
   sweep = subs.add_parser('sweep', help='a local sweep run (Tuner, then the '
@@ -209,7 +265,15 @@ def main(argv=None) -> int:
   _common(sweep)
   sweep.add_argument('--snapshot-time', help='T (ISO 8601); default: the config or '
                      'resolved by window.snapshot_policy')
+  _verbose(sweep)
   sweep.set_defaults(fn=cmd_sweep)
+  rep = subs.add_parser('report', help='rebuild the HTML report of a past local run',
+                        description=cmd_report.__doc__)
+  _common(rep)
+  rep.add_argument('--run-id', help='the run (a pipeline_run context; default: the '
+                   'latest; --list shows them)')
+  rep.add_argument('--list', action='store_true', help='list the runs and exit')
+  rep.set_defaults(fn=cmd_report)
 
   template_help = 'the compiled PipelineJob JSON (default: ' \
                   '<paths.output_root>/vertex/<pipeline_name>.json)'

@@ -63,15 +63,17 @@ def _store(metadata_path: str):
       tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path))
 
 
-def node_executions(metadata_path: str, pipeline_name: str) -> List[Dict]:
-  """The latest run's executions in order: node id, state, wall seconds, id."""
+def pipeline_runs(metadata_path: str, pipeline_name: str) -> List[Dict]:
+  """Every run of the pipeline, oldest first: its run id (the pipeline_run
+  context's name), start (ms since the epoch) and executions in order (node id,
+  state, wall seconds, execution id)."""
   store = _store(metadata_path)
   pipeline_ctx = store.get_context_by_type_and_name('pipeline', pipeline_name)
   if pipeline_ctx is None:
     return []
   type_names = {t.id: t.name for t in store.get_context_types()}
   runs: Dict[int, list] = {}
-  run_time: Dict[int, int] = {}
+  run_ctx: Dict[int, object] = {}
   for e in store.get_executions_by_context(pipeline_ctx.id):
     ctxs = store.get_contexts_by_execution(e.id)
     node = next((c.name.split('.', 1)[-1] for c in ctxs
@@ -79,16 +81,27 @@ def node_executions(metadata_path: str, pipeline_name: str) -> List[Dict]:
     for c in ctxs:
       if type_names[c.type_id] == 'pipeline_run':
         runs.setdefault(c.id, []).append((e, node))
-        run_time[c.id] = c.create_time_since_epoch
-  if not runs:
-    return []
-  latest = max(runs, key=lambda r: run_time[r])
-  return [{
-      'node': node,
-      'state': metadata_store_pb2.Execution.State.Name(e.last_known_state),
-      'seconds': (e.last_update_time_since_epoch - e.create_time_since_epoch) / 1000,
-      'execution_id': e.id,
-  } for e, node in sorted(runs[latest], key=lambda x: x[0].create_time_since_epoch)]
+        run_ctx[c.id] = c
+  out = []
+  for ctx_id in sorted(runs, key=lambda r: run_ctx[r].create_time_since_epoch):
+    out.append({
+        'run_id': run_ctx[ctx_id].name,
+        'start_ms': run_ctx[ctx_id].create_time_since_epoch,
+        'executions': [{
+            'node': node,
+            'state': metadata_store_pb2.Execution.State.Name(e.last_known_state),
+            'seconds': (e.last_update_time_since_epoch
+                        - e.create_time_since_epoch) / 1000,
+            'execution_id': e.id,
+        } for e, node in sorted(runs[ctx_id],
+                                key=lambda x: x[0].create_time_since_epoch)]})
+  return out
+
+
+def node_executions(metadata_path: str, pipeline_name: str) -> List[Dict]:
+  """The latest run's executions in order: node id, state, wall seconds, id."""
+  runs = pipeline_runs(metadata_path, pipeline_name)
+  return runs[-1]['executions'] if runs else []
 
 
 def node_outputs(metadata_path: str, pipeline_name: str, node_id: str,

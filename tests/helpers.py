@@ -1,5 +1,6 @@
 """Test helpers: small generated worlds and the shared end-to-end run."""
 
+import io
 import json
 import os
 import signal
@@ -13,6 +14,7 @@ from tfx.types import standard_artifacts
 
 import config as config_lib
 from components.example_gen import executor as example_gen_executor
+from pipeline import console
 from pipeline import local
 from pipeline import report
 from world import generator
@@ -91,6 +93,7 @@ class E2ERun:
     self.states = {}  # name -> {node: execution state}
     self.serving = {}  # name -> {relative path: bytes} after that night
     self.summaries = {}  # name -> the run summary's text (what the CLI prints)
+    self.consoles = {}  # name -> the component lines the CLI prints
     self.default_night = default_night
 
   def night(self, name, snapshot_time, bootstrap=False, overrides=(), force=False):
@@ -101,7 +104,11 @@ class E2ERun:
           f'paths.data_root={self.cfg.paths.data_root}',
           f'paths.output_root={self.cfg.paths.output_root}',
           f'paths.serving_dir={self.cfg.paths.serving_dir}'] + list(overrides))
-    local.run(cfg, snapshot_time=snapshot_time, bootstrap=bootstrap, force=force)
+    out = io.StringIO()
+    # The CLI's console hooks, without its log redirection (pytest captures).
+    with console.session(self.paths.root, out=out, redirect=False):
+      local.run(cfg, snapshot_time=snapshot_time, bootstrap=bootstrap, force=force)
+    self.consoles[name] = out.getvalue()
     executions = self.executions()
     self.nights[name] = {e['node']: e['execution_id'] for e in executions}
     self.states[name] = {e['node']: e['state'] for e in executions}

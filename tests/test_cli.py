@@ -7,6 +7,7 @@ import pytest
 from pipeline import cli
 from pipeline import local
 from pipeline import report
+from pipeline import run_report
 
 
 def run(args, capsys):
@@ -21,13 +22,15 @@ def run(args, capsys):
 def test_help_on_every_subcommand(capsys):
   code, out, _ = run(['--help'], capsys)
   assert code == 0 and 'run' in out
-  for command in ('run', 'sweep', 'nightly', 'compile', 'submit', 'schedule'):
+  for command in ('run', 'sweep', 'nightly', 'report', 'compile', 'submit', 'schedule'):
     assert command in out
   flags = {
-      'run': ('--snapshot-time', '--bootstrap', '--auto-bootstrap', '--force'),
-      'nightly': ('--snapshot-time', '--force'),
+      'run': ('--snapshot-time', '--bootstrap', '--auto-bootstrap', '--force',
+              '--verbose'),
+      'nightly': ('--snapshot-time', '--force', '--verbose'),
+      'report': ('--run-id', '--list'),
       'compile': ('--output', '--sweep'),
-      'sweep': ('--snapshot-time',),
+      'sweep': ('--snapshot-time', '--verbose'),
       'submit': ('--template', '--snapshot-time', '--force'),
       'schedule': ('--template',),
   }
@@ -54,28 +57,38 @@ def test_a_bad_config_stops_before_any_component_runs(override, message, capsys,
 
 
 @pytest.mark.parametrize('flags, force', [([], False), (['--force'], True)])
-def test_nightly_passes_force_to_the_run(flags, force, capsys, monkeypatch):
+def test_nightly_passes_force_to_the_run(flags, force, capsys, monkeypatch, tmp_path):
   calls = []
   monkeypatch.setattr(local, 'run', lambda cfg, **kwargs: calls.append(kwargs))
   monkeypatch.setattr(report, 'summarize', lambda cfg, label: {})
   monkeypatch.setattr(report, 'text', lambda summary: '')
-  code, _, _ = run(['nightly', '--snapshot-time', '2026-02-01T00:00:00Z'] + flags,
+  monkeypatch.setattr(run_report, 'build', lambda cfg, **kwargs: 'report.html')
+  code, _, _ = run(['nightly', '--snapshot-time', '2026-02-01T00:00:00Z',
+                    '--verbose', '--set', f'paths.output_root={tmp_path}'] + flags,
                    capsys)
   assert code == 0
   assert calls == [{'snapshot_time': '2026-02-01T00:00:00+00:00', 'bootstrap': False,
                     'force': force, 'sweep': False}]
 
 
-def test_sweep_runs_the_sweep_dag_and_needs_a_tune_split(capsys, monkeypatch):
+def test_sweep_runs_the_sweep_dag_and_needs_a_tune_split(capsys, monkeypatch,
+                                                         tmp_path):
   calls = []
   monkeypatch.setattr(local, 'run', lambda cfg, **kwargs: calls.append(kwargs))
   monkeypatch.setattr(report, 'summarize', lambda cfg, label: {})
   monkeypatch.setattr(report, 'text', lambda summary: '')
+  monkeypatch.setattr(run_report, 'build', lambda cfg, **kwargs: 'report.html')
   code, _, err = run(['sweep', '--snapshot-time', '2026-02-01T00:00:00Z'], capsys)
   assert code == 2 and 'sweep.tune_fraction' in err and not calls
-  code, _, _ = run(['sweep', '--snapshot-time', '2026-02-01T00:00:00Z', '--set',
-                    'sweep.tune_fraction=0.1'], capsys)
+  code, _, _ = run(['sweep', '--snapshot-time', '2026-02-01T00:00:00Z', '--verbose',
+                    '--set', 'sweep.tune_fraction=0.1',
+                    '--set', f'paths.output_root={tmp_path}'], capsys)
   assert code == 0
   # A sweep reruns its T even if served (force) and runs the Tuner (sweep).
   assert calls == [{'snapshot_time': '2026-02-01T00:00:00+00:00', 'bootstrap': False,
                     'force': True, 'sweep': True}]
+
+
+def test_report_of_a_pipeline_without_runs_says_so(capsys, tmp_path):
+  code, _, err = run(['report', '--set', f'paths.output_root={tmp_path}'], capsys)
+  assert code == 2 and 'no run of kd-conversion' in err
