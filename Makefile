@@ -27,7 +27,7 @@ TPU_IMAGE ?=
 TEMPLATE  ?= outputs/vertex/pipeline.json
 VERTEX_SET = $(if $(IMAGE),--set vertex.image=$(IMAGE)) $(if $(TPU_IMAGE),--set vertex.student.image=$(TPU_IMAGE))
 
-.PHONY: help setup data run bootstrap nightly image image-tpu push-images compile submit schedule test test-fast bench bench-world bench-quality bench-quant bench-serving bench-pruning bench-observability lock clean
+.PHONY: help setup data run bootstrap sweep nightly image image-tpu push-images compile submit schedule test test-fast bench bench-world bench-quality bench-quant bench-serving bench-pruning bench-sweep bench-observability lock clean bench-fallback
 
 help:  ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -51,6 +51,9 @@ run: data  ## Generate the default world if absent and run the pipeline locally.
 
 bootstrap: data  ## Push the production recipe as the first baseline (explicit bootstrap).
 	$(PY) -m pipeline.cli run --bootstrap --config $(CONFIG) $(SET) $(ARGS)
+
+sweep: data  ## A local sweep run: the Tuner on the tune split, best values recorded for nightly runs (needs sweep.tune_fraction > 0).
+	$(PY) -m pipeline.cli sweep --config $(CONFIG) $(SET) $(ARGS)
 
 nightly: setup  ## One local night (what deploy/nightly.cron runs): T by policy, no implicit bootstrap.
 	$(PY) -m pipeline.cli nightly --config $(CONFIG) $(SET) $(ARGS)
@@ -109,8 +112,16 @@ bench-serving: setup  ## Latency as ads serving calls it (batches 1-1024, per re
 	$(PY) -m bench.serving_bench $(ARGS)
 	$(PY) -m bench.readme
 
+bench-sweep: setup  ## A sweep on a benchmark world (tune NLL beside true excess risk), the chosen values vs defaults on unseen worlds (reduced size, ~25 min on 2 cores).
+	nice -n 10 $(PY) -m bench.sweep_bench $(ARGS)
+	$(PY) -m bench.readme
+
 bench-pruning: setup  ## The student pruned at 0/30/50/70% before INT8: bytes raw and gzip, NLL change with CIs, latency at batch 1 and 256.
 	$(PY) -m bench.pruning_bench $(ARGS)
+	$(PY) -m bench.readme
+
+bench-fallback: setup  ## The lag-cost curve: teacher lag 0/24/40/72 h on one world, the KD student's quality and failed fraction (~25 min on 2 cores).
+	nice -n 10 $(PY) -m bench.fallback_bench $(ARGS)
 	$(PY) -m bench.readme
 
 lock:  ## Rebuild constraints.txt from the direct pins in pyproject.toml.

@@ -312,10 +312,13 @@ def observability_table(per_world: Sequence[Dict]) -> List[str]:
       line = f'| {g}: {name} |'
       for suffix, _ in keys:
         t, p = 'teacher' + suffix, 'prior' + suffix
-        ratio = stats.interval([h[t] / max(h[p], 1e-300) for h in have])
         line += (f' {np.mean([h[t] for h in have]):.4f} | '
-                 f'{np.mean([h[p] for h in have]):.4f} | {ratio[0]:.3f} '
-                 f'[{ratio[1]:.3f}, {ratio[2]:.3f}] |')
+                 f'{np.mean([h[p] for h in have]):.4f} |')
+        if min(h[p] for h in have) < 1e-9:
+          line += ' (prior exact) |'
+        else:
+          ratio = stats.interval([h[t] / h[p] for h in have])
+          line += f' {ratio[0]:.3f} [{ratio[1]:.3f}, {ratio[2]:.3f}] |'
       lines.append(line)
   return lines
 
@@ -566,8 +569,13 @@ def heterogeneity_markdown(results: Dict[str, Dict]) -> str:
     obs = [w['teacher_observability']['overall']['all clicks']
            for w in r.get('worlds', []) if 'teacher_observability' in w]
     if obs and all('teacher_rmse' in o for o in obs):
-      ratio = stats.interval([o['teacher_rmse'] / o['prior_rmse'] for o in obs])
-      obs_cell = f'{ratio[0]:.3f} [{ratio[1]:.3f}, {ratio[2]:.3f}]'
+      if min(o['prior_rmse'] for o in obs) < 1e-9:
+        # h = 0: the prior is the world's observability, nothing to beat.
+        obs_cell = (f'prior exact; teacher RMSE '
+                    f'{np.mean([o["teacher_rmse"] for o in obs]):.4f}')
+      else:
+        ratio = stats.interval([o['teacher_rmse'] / o['prior_rmse'] for o in obs])
+        obs_cell = f'{ratio[0]:.3f} [{ratio[1]:.3f}, {ratio[2]:.3f}]'
     else:
       obs_cell = 'not measured'
     gap = r['models'].get(DEFAULT_RECIPE, {}).get('overall', {}).get('gap_closed')

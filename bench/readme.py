@@ -13,9 +13,11 @@ import re
 import sys
 from typing import Callable, Dict
 
+from bench import fallback_bench
 from bench import pruning_report
 from bench import quality_report
 from bench import serving_report
+from bench import sweep_report
 
 README = 'README.md'
 # table name -> (its JSON, the function rendering it)
@@ -29,6 +31,8 @@ TABLES: Dict[str, tuple] = {
     # keyed by its group (h).
     'observability_levels': (re.compile(r'observability_pilot_h([0-9.]+)\.json'),
                              quality_report.heterogeneity_markdown),
+    'fallback': ('bench/reported/fallback.json', fallback_bench.markdown),
+    'sweep': (sweep_report.REPORTED, sweep_report.markdown),
 }
 REPORTED = 'bench/reported'
 

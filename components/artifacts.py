@@ -19,3 +19,9 @@ SNAPSHOT_TIME = 'snapshot_time'  # T, ISO 8601
 SNAPSHOT_TS = 'snapshot_ts'  # T, epoch seconds
 WINDOW_START = 'window_start'  # T - W
 EVAL_START = 'eval_start'  # T - E
+
+
+class SweepResult(types.Artifact):
+  """A sweep's recorded best hyperparameters (custom properties: fingerprint,
+  values, the record's path in the sweeps directory)."""
+  TYPE_NAME = 'kdconv.SweepResult'

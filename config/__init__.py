@@ -22,6 +22,7 @@ from config.schema import DataflowConfig
 from config.schema import DelayConfig
 from config.schema import DistillConfig
 from config.schema import EvalConfig
+from config.schema import FallbackConfig
 from config.schema import ExampleGenConfig
 from config.schema import GateConfig
 from config.schema import ModelConfig
@@ -36,6 +37,8 @@ from config.schema import QuantizerConfig
 from config.schema import RECIPES
 from config.schema import ScheduleConfig
 from config.schema import SNAPSHOT_POLICIES
+from config.schema import SWEEP_KEYS
+from config.schema import SweepConfig
 from config.schema import TEACHER_GATE_MODES
 from config.schema import TeacherGateConfig
 from config.schema import TrainingConfig
@@ -55,6 +58,7 @@ __all__ = [
     'PRUNING_SCHEDULES',
     'RECIPES',
     'SNAPSHOT_POLICIES',
+    'SWEEP_KEYS',
     'TEACHER_GATE_MODES',
     'BeamConfig',
     'BrowserConfig',
@@ -64,6 +68,7 @@ __all__ = [
     'DelayConfig',
     'DistillConfig',
     'EvalConfig',
+    'FallbackConfig',
     'ExampleGenConfig',
     'GateConfig',
     'ModelConfig',
@@ -74,6 +79,7 @@ __all__ = [
     'PruningConfig',
     'QuantizerConfig',
     'ScheduleConfig',
+    'SweepConfig',
     'TeacherGateConfig',
     'TrainingConfig',
     'VertexConfig',

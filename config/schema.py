@@ -411,6 +411,80 @@ class DistillConfig:
   tcpa_reference: float = _field(60.0, min=0.0, min_exclusive=True)
 
 
+SWEEP_ALGORITHMS = ('random', 'grid')
+SWEEP_SCORES = ('auto', 'panel', 'prior')
+# Searched dimension -> the config key it sets (models/hparams.py applies them).
+SWEEP_KEYS = {
+    'alpha': 'distill.alpha',
+    'temperature': 'distill.temperature',
+    'aux_weight': 'distill.aux_weight',
+    'hint_weight': 'distill.hint_weight',
+    'tcpa_beta': 'distill.tcpa_beta',
+    'learning_rate': 'model.student.learning_rate',
+    'train_steps': 'model.student.train_steps',
+}
+
+
+@dataclasses.dataclass
+class SweepConfig:
+  """Hyperparameter sweeps of the kd student (§13; models/student_tuner.py).
+
+  `tune_fraction` of the train window's clicks (by a hash of click_id) go to the
+  ExampleGen's `tune` split: neither trainer trains on it, nor is it the gated
+  eval split; 0 writes no tune split (a sweep run needs one). Each dimension
+  below lists the values to search (empty: the config's value, not searched).
+  Trials are scored on the tune split by the observed-count likelihood per
+  window with exposure offsets: `panel` on the measurement panel's clicks (fully
+  observed, offset e_w), `prior` on every click (offset f_b e_w, biased where
+  observability varies within a browser), `auto` the panel when the tune split
+  has at least `min_panel_examples` panel clicks. Nightly runs use the newest
+  sweep recorded for their fingerprint (config and architecture) when `reuse`.
+  """
+  tune_fraction: float = _field(0.0, min=0.0, max=0.5,
+                                doc='share of train-window clicks in the tune split')
+  trials: int = _field(8, min=1)
+  algorithm: str = _field('random', choices=SWEEP_ALGORITHMS)
+  seed: int = 0
+  score: str = _field('auto', choices=SWEEP_SCORES)
+  min_panel_examples: int = _field(100, min=1)
+  reuse: bool = True
+  # Vertex: trials run this many at a time (the Cloud Tuner's parallel workers).
+  parallel_trials: int = _field(1, min=1)
+  alpha: List[float] = _field(default_factory=lambda: [0.3, 0.5, 0.7, 0.9])
+  temperature: List[float] = _field(default_factory=lambda: [1.0, 2.0, 4.0])
+  aux_weight: List[float] = _field(default_factory=lambda: [0.0, 0.5, 1.0])
+  hint_weight: List[float] = _field(default_factory=lambda: [0.0, 0.05, 0.1, 0.2])
+  tcpa_beta: List[float] = _field(default_factory=lambda: [0.0, 0.25, 0.5])
+  learning_rate: List[float] = _field(default_factory=lambda: [0.0005, 0.001, 0.002])
+  train_steps: List[int] = _field(default_factory=list)
+
+  def space(self) -> Dict[str, list]:
+    """The searched dimensions (non-empty lists) by name."""
+    return {name: list(getattr(self, name)) for name in SWEEP_KEYS
+            if getattr(self, name)}
+
+  def check(self, key: str) -> None:
+    for name, values in self.space().items():
+      if len(set(values)) != len(values):
+        raise ConfigError(f'{key}.{name}: repeated values {values}')
+    for name in ('alpha',):
+      bad = [v for v in self.alpha if not 0.0 <= v <= 1.0]
+      if bad:
+        raise ConfigError(f'{key}.{name}: values must be in [0, 1], got {bad}')
+    bad = [v for v in self.temperature if not 1.0 <= v <= 8.0]
+    if bad:
+      raise ConfigError(f'{key}.temperature: values must be in [1, 8] '
+                        f'(distill.temperature), got {bad}')
+    for name in ('aux_weight', 'hint_weight'):
+      bad = [v for v in getattr(self, name) if v < 0]
+      if bad:
+        raise ConfigError(f'{key}.{name}: values must be >= 0, got {bad}')
+    for name in ('learning_rate', 'train_steps'):
+      bad = [v for v in getattr(self, name) if v <= 0]
+      if bad:
+        raise ConfigError(f'{key}.{name}: values must be > 0, got {bad}')
+
+
 @dataclasses.dataclass
 class TrainingConfig:
   """How the student trains: distribution, XLA, precision (§5)."""
@@ -563,12 +637,52 @@ class PromotionConfig:
     return cls(**json.loads(text))
 
 
+FALLBACK_RULES = ('reference_quantile', 'none')
+FALLBACK_TARGETS = ('auto', 'truth', 'candidate')
+
+
+@dataclasses.dataclass
+class FallbackConfig:
+  """Failed predictions and the fallback (§7; models/fallback.py).
+
+  rule reference_quantile: each prediction's band is the fallback's (the served
+  version's) prediction times per-browser multipliers, the split-conformal
+  quantiles at `level` of log(target / fallback) on half the eval split; a
+  candidate prediction outside it fails and the fallback serves it. target
+  truth: the true rate (synthetic data; the band then claims to cover it);
+  candidate: the candidate's own prediction (real logs); auto: truth when the
+  eval label mode is truth. The Promotion step scores the band on the other half
+  of the eval split and does not promote a candidate whose failed fraction is
+  above `max_failed_fraction`, whatever its loss. none: no band, no cap.
+  """
+  rule: str = _field('reference_quantile', choices=FALLBACK_RULES)
+  level: float = _field(0.9, min=0.0, max=1.0, min_exclusive=True)
+  target: str = _field('auto', choices=FALLBACK_TARGETS)
+  # A perfect candidate fails (1 - level) of its clicks by construction when the
+  # band covers the truth at `level`; the cap sits above that.
+  max_failed_fraction: float = _field(0.2, min=0.0, max=1.0)
+  # A browser with fewer calibration clicks takes the pooled multipliers.
+  min_slice_clicks: int = _field(50, min=1)
+
+  def check(self, key: str) -> None:
+    if self.level >= 1.0:
+      raise ConfigError(f'{key}.level: {self.level!r} must be below 1 (a band '
+                        'that covers everything flags nothing)')
+
+  def resolved_target(self, label_mode: str) -> str:
+    if self.target != 'auto':
+      return self.target
+    return 'truth' if label_mode == 'truth' else 'candidate'
+
+
 @dataclasses.dataclass
 class PathsConfig:
   """Where things live. Local paths or gs:// URIs."""
   data_root: str = 'data/world'
   output_root: str = 'outputs'
   serving_dir: str = 'serving'
+  # Sweep records (best hyperparameters by fingerprint) nightly runs read.
+  sweeps_dir: str = 'sweeps'
 
 
 @dataclasses.dataclass
@@ -652,6 +766,7 @@ class VertexConfig:
   pipeline_root: str = ''  # gs:// artifacts
   data_root: str = ''  # gs:// click and conversion logs
   serving_dir: str = ''  # gs:// push destination
+  sweeps_dir: str = ''  # gs:// sweep records; empty: <pipeline_root>/sweeps
   image: str = ''  # the pipeline image (deploy/Dockerfile)
   # Where deploy/Dockerfile puts the curated schema inside the image.
   schema_path: str = '/pipeline/schemas/schema.pbtxt'
@@ -683,10 +798,12 @@ class Config:
   distill: DistillConfig = _field(default_factory=DistillConfig)
   training: TrainingConfig = _field(default_factory=TrainingConfig)
   pruning: PruningConfig = _field(default_factory=PruningConfig)
+  sweep: SweepConfig = _field(default_factory=SweepConfig)
   quantizer: QuantizerConfig = _field(default_factory=QuantizerConfig)
   eval: EvalConfig = _field(default_factory=EvalConfig)
   gate: GateConfig = _field(default_factory=GateConfig)
   promotion: PromotionConfig = _field(default_factory=PromotionConfig)
+  fallback: FallbackConfig = _field(default_factory=FallbackConfig)
   teacher_gate: TeacherGateConfig = _field(default_factory=TeacherGateConfig)
   beam: BeamConfig = _field(default_factory=BeamConfig)
   vertex: VertexConfig = _field(default_factory=VertexConfig)
@@ -708,6 +825,15 @@ class Config:
     """The whole config as JSON (the Trainers' custom_config; config.loader
     reads it back)."""
     return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+  def fallback_parameter(self) -> str:
+    """The Promotion component's `fallback` parameter: the section, the target
+    resolved, and what the band's slices need (browsers, the teacher's lag)."""
+    return json.dumps({
+        **dataclasses.asdict(self.fallback),
+        'target': self.fallback.resolved_target(self.eval.label_mode),
+        'n_keys': len(self.observability.browsers),
+        'teacher_lag_seconds': self.window.teacher_lag_seconds()}, sort_keys=True)
 
   def label_spec(self) -> labels.LabelSpec:
     """What the ExampleGen's join needs: the delay and observability models.

@@ -9,17 +9,22 @@ from the `training` config section; optional magnitude pruning from `pruning`
 """
 
 import functools
-from typing import Dict, List, Sequence
+import json
+import os
+from typing import Dict, List, NamedTuple, Sequence
 
 import tensorflow as tf
 import tensorflow_transform as tft
 from absl import logging
+
+import numpy as np
 
 import config as config_lib
 from models import data
 from models import distill
 from models import distribution
 from models import export
+from models import hparams
 from models import panel_calibration
 from models import pruning
 from models import features as features_lib
@@ -27,6 +32,9 @@ from models import towers
 from models import training
 import schemas
 from schemas import columns
+
+# In the model run artifact: the hyperparameters the student trained with.
+HYPERPARAMETERS_FILE = 'hyperparameters.json'
 
 
 def target_columns(weights: distill.DistillWeights) -> List[str]:
@@ -174,13 +182,31 @@ def train_network(cfg: config_lib.Config, weights: distill.DistillWeights,
   return network, history, warm_start
 
 
-def run_fn(fn_args) -> None:
-  """TFX Trainer entry point for the student."""
-  cfg = config_lib.from_trainer_custom_config(fn_args.custom_config)
-  # Before any dataset exists (see training.set_seed).
-  training.set_seed(cfg.model.seed)
+def resolve_hyperparameters(cfg: config_lib.Config, fn_args):
+  """The config with the Trainer's hyperparameters applied, and the record of
+  what the student trains with (values, where they came from).
+
+  The Trainer's `hyperparameters` input is the Tuner's best (a sweep run) or the
+  SweepLookup's (a nightly run: a recorded sweep with this fingerprint, or none:
+  the config's). `train_steps` overrides the TrainArgs' num_steps.
+  """
+  hp_config = getattr(fn_args, 'hyperparameters', None)
+  values = hparams.values_of(hp_config)
+  if values:
+    cfg = hparams.apply(cfg, values)
+  if 'train_steps' in values:
+    fn_args.train_steps = int(values['train_steps'])
+  record = {**hparams.provenance_of(hp_config),
+            'values': {**hparams.effective(cfg), 'train_steps': fn_args.train_steps},
+            'from_hyperparameters': sorted(values),
+            'fingerprint': hparams.fingerprint(cfg)}
+  return cfg, record
+
+
+def prepare(cfg: config_lib.Config, fn_args):
+  """What training needs besides the datasets: loss weights, the Transform
+  layer, the schema path and the panel calibration tables (or None)."""
   weights = distill.DistillWeights.from_config(cfg.distill)
-  logging.info('student: recipe %s, loss weights %s', cfg.distill.recipe, weights)
   tft_layer = tft.TFTransformOutput(
       fn_args.transform_graph_path).transform_features_layer()
   # The teacher columns' widths come from the schema artifact (DISTILL environment).
@@ -188,22 +214,85 @@ def run_fn(fn_args) -> None:
   tables = (panel_calibration.fit_from_files(
       fn_args.train_files, 'distill.recipe offset_panel_calibrated')
             if weights.panel_calibrated else None)
-  train = dataset(fn_args.train_files, tft_layer, cfg, weights, tables,
-                  seed=cfg.model.seed, schema_path=schema_path)
+  return weights, tft_layer, schema_path, tables
+
+
+class Trained(NamedTuple):
+  """A trained student and what it was trained with."""
+  network: tf.keras.Model  # float32, stripped if pruned
+  history: tf.keras.callbacks.History
+  warm_start: Dict  # warm_start_from's record
+  weights: distill.DistillWeights
+  tft_layer: tf.keras.layers.Layer
+  schema_path: str
+  tables: object  # panel calibration tables, or None
+  strategy: tf.distribute.Strategy
+
+
+def train(cfg: config_lib.Config, fn_args) -> Trained:
+  """Trains the student as run_fn does (seeded); a sweep's trials call it too."""
+  # Before any dataset exists (see training.set_seed).
+  training.set_seed(cfg.model.seed)
+  weights, tft_layer, schema_path, tables = prepare(cfg, fn_args)
+  logging.info('student: recipe %s, loss weights %s', cfg.distill.recipe, weights)
+  train_ds = dataset(fn_args.train_files, tft_layer, cfg, weights, tables,
+                     seed=cfg.model.seed, schema_path=schema_path)
   evaluation = dataset(fn_args.eval_files, tft_layer, cfg, weights, tables,
                        shuffle=False, schema_path=schema_path)
-
   strategy = distribution.get_strategy(cfg.training.strategy, cfg.training.tpu)
   tf.keras.mixed_precision.set_global_policy(cfg.training.precision)
   hint_width = schemas.hint_width(schema_path)
   network, history, warm_start = train_network(
-      cfg, weights, hint_width, strategy, train, evaluation, fn_args)
+      cfg, weights, hint_width, strategy, train_ds, evaluation, fn_args)
+  return Trained(network, history, warm_start, weights, tft_layer, schema_path,
+                 tables, strategy)
+
+
+def predicted_rates(network: tf.keras.Model, tft_layer, patterns: Sequence[str],
+                    schema_path: str, extra: Sequence[str] = ()):
+  """([N, W] predicted rates per window, {column: [N]} of `extra` raw columns)
+  over every example of `patterns`, in file order."""
+  names = list(dict.fromkeys(list(features_lib.SERVING_FEATURES) + list(extra)))
+  ds = data.raw_dataset(patterns, names, 4096, shuffle=False, repeat=False,
+                        drop_remainder=False, schema_path=schema_path)
+  rates, rows = [], {c: [] for c in extra}
+  for batch in ds:
+    transformed = tft_layer({n: batch[n] for n in features_lib.SERVING_FEATURES})
+    out = network({n: transformed[n] for n in features_lib.SERVING_FEATURES},
+                  training=False)
+    rates.append(np.exp(np.asarray(out[towers.LOG_RATES], np.float64)))
+    for c in extra:
+      rows[c].append(np.asarray(batch[c]).reshape(-1))
+  return np.concatenate(rates), {c: np.concatenate(v) for c, v in rows.items()}
+
+
+def tune_score(cfg: config_lib.Config, network: tf.keras.Model, tft_layer,
+               patterns: Sequence[str], schema_path: str) -> dict:
+  """The tune split's score (hparams.tune_nll) in the configured mode."""
+  rates, rows = predicted_rates(network, tft_layer, patterns, schema_path,
+                                hparams.SCORE_COLUMNS)
+  mode = hparams.score_mode(cfg.sweep.score, rows[columns.IN_PANEL],
+                            cfg.sweep.min_panel_examples)
+  return hparams.tune_nll(rates, rows, mode)
+
+
+def run_fn(fn_args) -> None:
+  """TFX Trainer entry point for the student."""
+  cfg = config_lib.from_trainer_custom_config(fn_args.custom_config)
+  cfg, used = resolve_hyperparameters(cfg, fn_args)
+  logging.info('student: hyperparameters %s', used)
+  trained = train(cfg, fn_args)
+  network, history, warm_start = trained.network, trained.history, trained.warm_start
+  weights, tables, strategy = trained.weights, trained.tables, trained.strategy
   summary: Dict = {
       'recipe': cfg.distill.recipe,
       'loss_weights': weights.__dict__,
+      'hyperparameters': used,
       'strategy': type(strategy).__name__,
       'replicas': strategy.num_replicas_in_sync,
       'train_steps': fn_args.train_steps,
+      # What Keras ran (train_steps as the Trainer passed it, or a sweep's).
+      'steps_trained': int(history.params.get('steps') or 0),
       'warm_start': warm_start.get('path', ''),
       'warm_start_layers': warm_start,
       'batch_size': cfg.model.student.batch_size,
@@ -216,5 +305,11 @@ def run_fn(fn_args) -> None:
                           'sparsity': pruning.sparsity(network)}
   if tables is not None:
     summary['panel_calibration'] = panel_calibration.summary(tables)
-  export.save_student(network, tft_layer, fn_args.serving_model_dir, summary)
+  export.save_student(network, trained.tft_layer, fn_args.serving_model_dir, summary)
+  # The model run artifact records what the student trained with too.
+  run_dir = getattr(fn_args, 'model_run_dir', None)
+  if run_dir:
+    tf.io.gfile.makedirs(run_dir)
+    with tf.io.gfile.GFile(os.path.join(run_dir, HYPERPARAMETERS_FILE), 'w') as f:
+      f.write(json.dumps(used, sort_keys=True))
   logging.info('student: summary %s', summary)

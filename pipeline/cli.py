@@ -64,7 +64,7 @@ def resolve_t(cfg: config_lib.Config, snapshot_time: Optional[str]):
 
 
 def run_once(cfg: config_lib.Config, snapshot_time: Optional[str], bootstrap: bool,
-             label: str, force: bool = False) -> int:
+             label: str, force: bool = False, sweep: bool = False) -> int:
   from pipeline import local  # TFX
   from pipeline import report
   if bootstrap:
@@ -76,7 +76,8 @@ def run_once(cfg: config_lib.Config, snapshot_time: Optional[str], bootstrap: bo
   start = time.time()
   failure = None
   try:
-    local.run(cfg, snapshot_time=snapshot_time, bootstrap=bootstrap, force=force)
+    local.run(cfg, snapshot_time=snapshot_time, bootstrap=bootstrap, force=force,
+              sweep=sweep)
   except Exception as e:  # pylint: disable=broad-except
     failure = e
   summary = report.summarize(cfg, label)
@@ -119,6 +120,20 @@ def cmd_nightly(parser, args) -> int:
   return run_once(cfg, t.isoformat(), False, f'nightly {t.isoformat()}', args.force)
 
 
+def cmd_sweep(parser, args) -> int:
+  """A sweep run: the whole DAG with the Tuner before the student, which
+  trains with the best trial's values; the values are recorded under the
+  config's fingerprint for the nightly runs (sweep.reuse). The config must
+  have sweep.tune_fraction > 0, and the nightly config the same value."""
+  cfg = _load(parser, args)
+  if not cfg.sweep.tune_fraction > 0:
+    parser.exit(2, 'error: sweep.tune_fraction: a sweep run needs a tune split '
+                '(e.g. --set sweep.tune_fraction=0.1)\n')
+  t = resolve_t(cfg, args.snapshot_time)
+  return run_once(cfg, t.isoformat(), False, f'sweep {t.isoformat()}', True,
+                  sweep=True)
+
+
 def _template(cfg, args) -> str:
   return args.template or os.path.join(cfg.paths.output_root, 'vertex',
                                        f'{cfg.pipeline_name}.json')
@@ -137,7 +152,8 @@ def cmd_compile(parser, args) -> int:
   """Compiles the pipeline for Vertex AI Pipelines (KubeflowV2DagRunner); offline."""
   cfg = _load(parser, args)
   args.template = args.output
-  path = _vertex(parser, lambda v: v.compile_pipeline(cfg, _template(cfg, args)))
+  path = _vertex(parser, lambda v: v.compile_pipeline(cfg, _template(cfg, args),
+                                                      sweep=args.sweep))
   print(f'compiled {path}')
   return 0
 
@@ -187,12 +203,23 @@ def main(argv=None) -> int:
   _force(nightly)
   nightly.set_defaults(fn=cmd_nightly)
 
+  sweep = subs.add_parser('sweep', help='a local sweep run (Tuner, then the '
+                          'student with the best values, recorded)',
+                          description=cmd_sweep.__doc__)
+  _common(sweep)
+  sweep.add_argument('--snapshot-time', help='T (ISO 8601); default: the config or '
+                     'resolved by window.snapshot_policy')
+  sweep.set_defaults(fn=cmd_sweep)
+
   template_help = 'the compiled PipelineJob JSON (default: ' \
                   '<paths.output_root>/vertex/<pipeline_name>.json)'
   comp = subs.add_parser('compile', help='compile for Vertex AI Pipelines',
                          description=cmd_compile.__doc__)
   _common(comp)
   comp.add_argument('--output', help=template_help)
+  comp.add_argument('--sweep', action='store_true',
+                    help='the sweep run (Tuner with parallel trials) instead of '
+                    'the nightly one')
   comp.set_defaults(fn=cmd_compile)
 
   sub = subs.add_parser('submit', help='submit one Vertex AI pipeline run',

@@ -21,6 +21,7 @@ class LocalPaths:
   metadata: str  # the SQLite ML Metadata file
   data_root: str
   serving_dir: str
+  sweeps_dir: str
 
   @classmethod
   def from_config(cls, cfg: config_lib.Config) -> 'LocalPaths':
@@ -28,12 +29,15 @@ class LocalPaths:
     return cls(root=root, pipeline_root=os.path.join(root, 'root'),
                metadata=os.path.join(root, 'metadata.sqlite'),
                data_root=os.path.abspath(cfg.paths.data_root),
-               serving_dir=os.path.abspath(cfg.paths.serving_dir))
+               serving_dir=os.path.abspath(cfg.paths.serving_dir),
+               sweeps_dir=os.path.abspath(cfg.paths.sweeps_dir))
 
 
 def build(cfg: config_lib.Config, snapshot_time: Optional[str] = None,
-          bootstrap: bool = False, force: bool = False) -> tfx.dsl.Pipeline:
-  """The pipeline with local paths, SQLite metadata and DirectRunner args."""
+          bootstrap: bool = False, force: bool = False,
+          sweep: bool = False) -> tfx.dsl.Pipeline:
+  """The pipeline with local paths, SQLite metadata and DirectRunner args
+  (`sweep`: a sweep run, pipeline.create_pipeline)."""
   paths = LocalPaths.from_config(cfg)
   return pipeline_lib.create_pipeline(
       cfg, pipeline_root=paths.pipeline_root, data_root=paths.data_root,
@@ -42,13 +46,15 @@ def build(cfg: config_lib.Config, snapshot_time: Optional[str] = None,
       metadata_connection_config=tfx.orchestration.metadata
       .sqlite_metadata_connection_config(paths.metadata),
       beam_pipeline_args=cfg.beam.args(), snapshot_time=snapshot_time,
-      enable_cache=cfg.enable_cache, force=force)
+      enable_cache=cfg.enable_cache, force=force, sweep=sweep,
+      sweeps_dir=paths.sweeps_dir)
 
 
 def run(cfg: config_lib.Config, snapshot_time: Optional[str] = None,
-        bootstrap: bool = False, force: bool = False) -> str:
+        bootstrap: bool = False, force: bool = False, sweep: bool = False) -> str:
   """Runs the DAG with BeamDagRunner; returns the ML Metadata path."""
-  beam_dag_runner.BeamDagRunner().run(build(cfg, snapshot_time, bootstrap, force))
+  beam_dag_runner.BeamDagRunner().run(build(cfg, snapshot_time, bootstrap, force,
+                                            sweep))
   return LocalPaths.from_config(cfg).metadata
 
 

@@ -10,24 +10,29 @@ from tfx import v1 as tfx
 from tfx.orchestration import data_types
 
 from components.data_gate.component import DataGate
+from components.example_gen import executor as example_gen_executor
 from components.example_gen.component import ConversionLogExampleGen
 from components.promotion.component import Promotion
 from components.pusher.component import VersionedPusher
 from components.quantizer.component import Quantizer
 from components.served_baseline import executor as served_baseline
 from components.served_baseline.component import ServedBaseline
+from components.sweep.component import SweepRecord
+from components.sweep.component import SweepLookup
 from components.teacher_gate.component import TeacherGate
 import config as config_lib
 from models import export
+from models import hparams
 from pipeline import evaluation
 from schemas import columns
 
 PREPROCESSING_FN = 'models.features.preprocessing_fn'
 TEACHER_RUN_FN = 'models.teacher_trainer.run_fn'
 STUDENT_RUN_FN = 'models.student_trainer.run_fn'
-SPLITS = ['train', 'eval']
-# The two Trainers' node ids (pipeline/vertex.py gives each a worker pool).
-TEACHER, STUDENT = 'teacher', 'student'
+TUNER_FN = 'models.student_tuner.tuner_fn'
+# The two Trainers' node ids (pipeline/vertex.py gives each a worker pool), and
+# the sweep's Tuner (a sweep run only).
+TEACHER, STUDENT, TUNER = 'teacher', 'student', 'tuner'
 TRAINER_IDS = (TEACHER, STUDENT)
 
 
@@ -61,6 +66,9 @@ def create_pipeline(
     enable_cache: bool = False,
     trainer_custom_configs: Optional[Dict[str, Dict[str, Any]]] = None,
     force: Union[bool, data_types.RuntimeParameter] = False,
+    sweep: bool = False,
+    sweeps_dir: str = '',
+    tuner_custom_config: Optional[Dict[str, Any]] = None,
 ) -> tfx.dsl.Pipeline:
   """The whole DAG: logs -> teacher -> student -> INT8 -> gate -> promote -> push.
 
@@ -81,7 +89,22 @@ def create_pipeline(
       runs as a Vertex Training job. None: both train in the executor's process.
     force: rerun a night whose T is already served (else everything after
       ServedBaseline is skipped); a bool, or an int RuntimeParameter on Vertex.
+    sweep: a sweep run: the Tuner searches the student's hyperparameters on the
+      tune split, the student trains with its best and SweepRecord records them
+      under the config's fingerprint. Otherwise (sweep.reuse) SweepLookup
+      gives the student the newest recorded sweep for the fingerprint, if any.
+    sweeps_dir: the sweep records (local or gs://).
+    tuner_custom_config: the Google Cloud extension Tuner's custom_config
+      (pipeline/vertex.py): trials run as a Vertex Training job with
+      sweep.parallel_trials workers. None: the stock Tuner, trials in turn.
   """
+  tune_fraction = cfg.sweep.tune_fraction
+  if sweep and not tune_fraction > 0:
+    raise config_lib.ConfigError(
+        'sweep.tune_fraction: a sweep run needs a tune split (set it above 0, '
+        'e.g. 0.1; nightly runs reusing the sweep need the same value)')
+  splits = list(example_gen_executor.split_names(tune_fraction))
+  fingerprint = hparams.fingerprint(cfg)
   trainer_custom_configs = trainer_custom_configs or {}
 
   def trainer(node_id: str, **kwargs):
@@ -101,6 +124,7 @@ def create_pipeline(
       snapshot_time=snapshot_time or cfg.window.snapshot_time,
       max_conversions_per_click=cfg.example_gen.max_conversions_per_click,
       max_capped_fraction=cfg.example_gen.max_capped_fraction,
+      tune_fraction=tune_fraction,
   ).with_id('ConversionLogExampleGen')
   examples = example_gen.outputs['examples']
 
@@ -147,20 +171,54 @@ def create_pipeline(
     # The gate stops the run when the teacher fails; it emits no ModelBlessing.
     bulk_inferrer = tfx.components.BulkInferrer(
         examples=examples, model=teacher.outputs['model'],
-        data_spec=tfx.proto.DataSpec(example_splits=SPLITS),
+        data_spec=tfx.proto.DataSpec(example_splits=splits),
         model_spec=tfx.proto.ModelSpec(
             model_signature_name=[export.PREDICT_SIGNATURE]),
         output_example_spec=teacher_columns_spec()).with_id('BulkInferrer')
     bulk_inferrer.add_upstream_node(teacher_gate)
 
     s = cfg.model.student
+    warm_base = baseline if cfg.model.student_warm_start else None
+    sweep_nodes = []
+    hyperparameters = None
+    if sweep:
+      # Trials train on train and are scored on tune (never on eval, which the
+      # Evaluator gates on); they warm-start as the nightly student does.
+      tuner_args = dict(
+          tuner_fn=TUNER_FN, examples=bulk_inferrer.outputs['output_examples'],
+          transform_graph=transform.outputs['transform_graph'], schema=schema,
+          base_model=warm_base,
+          train_args=tfx.proto.TrainArgs(num_steps=s.train_steps),
+          eval_args=tfx.proto.EvalArgs(splits=[example_gen_executor.TUNE],
+                                       num_steps=1))
+      custom_config = config_lib.trainer_custom_config(cfg)
+      if tuner_custom_config is not None:
+        tuner = tfx.extensions.google_cloud_ai_platform.Tuner(
+            tune_args=tfx.proto.TuneArgs(
+                num_parallel_trials=cfg.sweep.parallel_trials),
+            custom_config={**custom_config, **tuner_custom_config},
+            **tuner_args).with_id(TUNER)
+      else:
+        tuner = tfx.components.Tuner(custom_config=custom_config,
+                                     **tuner_args).with_id(TUNER)
+      hyperparameters = tuner.outputs['best_hyperparameters']
+      record = SweepRecord(best_hyperparameters=hyperparameters,
+                           sweeps_dir=sweeps_dir or cfg.paths.sweeps_dir,
+                           fingerprint=fingerprint).with_id('SweepRecord')
+      sweep_nodes = [tuner, record]
+    elif cfg.sweep.reuse:
+      lookup = SweepLookup(sweeps_dir=sweeps_dir or cfg.paths.sweeps_dir,
+                           fingerprint=fingerprint).with_id('SweepLookup')
+      lookup.add_upstream_node(served)
+      hyperparameters = lookup.outputs['hyperparameters']
+      sweep_nodes = [lookup]
     # Warm start: the served baseline keeps the float student's weights beside
     # the TFLite model (run_fn finds them from the base model path).
     student = trainer(
         STUDENT, run_fn=STUDENT_RUN_FN,
         examples=bulk_inferrer.outputs['output_examples'],
         transform_graph=transform.outputs['transform_graph'], schema=schema,
-        base_model=baseline if cfg.model.student_warm_start else None,
+        base_model=warm_base, hyperparameters=hyperparameters,
         train_args=tfx.proto.TrainArgs(num_steps=s.train_steps),
         eval_args=tfx.proto.EvalArgs(num_steps=max(1, s.train_steps // 20)))
 
@@ -188,6 +246,7 @@ def create_pipeline(
         model=quantizer.outputs['quantized_model'], baseline_model=baseline,
         examples=bulk_inferrer.outputs['output_examples'],
         config=cfg.promotion.to_json(), max_nll=cfg.gate.max_nll,
+        fallback=cfg.fallback_parameter(),
     ).with_id('Promotion')
     # The push follows the final decision only: the Promotion's blessing.
     pusher = VersionedPusher(
@@ -200,8 +259,8 @@ def create_pipeline(
       pipeline_root=pipeline_root,
       components=[example_gen, served, statistics_gen, schema_gen,
                   example_validator, data_gate, transform, teacher, teacher_gate,
-                  bulk_inferrer, student, quantizer, evaluator, promotion,
-                  pusher],
+                  bulk_inferrer, *sweep_nodes, student, quantizer, evaluator,
+                  promotion, pusher],
       enable_cache=enable_cache,
       metadata_connection_config=metadata_connection_config,
       beam_pipeline_args=list(beam_pipeline_args))

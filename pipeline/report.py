@@ -85,6 +85,17 @@ def promotion_text(p: Dict) -> list:
                       if 'spend_ratio_candidate' in p else '')
                    + (f', baseline {p["spend_ratio_baseline"]:.3f}'
                       if 'spend_ratio_baseline' in p else ''))
+  if 'fallback_failed_fraction' in p:
+    low = p.get('fallback_failed_browser_observability_low')
+    cover = p.get('fallback_coverage_overall')
+    lines.append(
+        f'  fallback: failed {100 * p["fallback_failed_fraction"]:.1f}% of eval clicks'
+        + (f' ({100 * low:.1f}% on low-observability browsers)' if low is not None
+           else '')
+        + f', cap {100 * p["fallback_max_failed_fraction"]:.0f}%'
+        + (f'; the band covers {100 * cover:.1f}% of true rates' if cover is not None
+           else '')
+        + f'; falls back to {p.get("fallback_version") or "?"}')
   lines.append('  rules: ' + ', '.join(
       f'{r} {"promotes" if p.get(f"decision_{r}") else "does not promote"}'
       for r in promotion_rule.RULES))
@@ -132,6 +143,8 @@ def summarize(cfg, run_label: str = '') -> Dict:
     # A student that failed (e.g. a warm start that matched nothing) wrote none.
     if tf.io.gfile.exists(os.path.join(model_dir, 'assets.extra', export.SUMMARY_FILE)):
       trained = export.read_summary(model_dir)
+      if trained.get('hyperparameters'):
+        summary['hyperparameters'] = trained['hyperparameters']
       if trained.get('warm_start_layers'):
         summary['warm_start'] = trained['warm_start_layers']
   served = outputs('ServedBaseline')
@@ -178,6 +191,13 @@ def text(summary: Dict) -> str:
                                    f': {warm.get("reason", "")}, trained from scratch')
         + (f'; kept their initialisation: {", ".join(warm["skipped"])}'
            if warm['skipped'] else ''))
+  used = summary.get('hyperparameters')
+  if used:
+    values = ', '.join(f'{k}={v:g}' for k, v in sorted(used['values'].items()))
+    where = {'sweep': f' from {used.get("record", "")}',
+             'config': f' ({used["reason"]})' if used.get('reason') else ''}.get(
+                 used['source'], '')
+    lines.append(f'hyperparameters ({used["source"]}): {values}{where}')
   if 'blessed' in summary:
     lines.append(f'Evaluator blessed: {summary["blessed"]} (baseline: '
                  f'{summary.get("baseline_model") or "none, bootstrap"}; recorded, '

@@ -17,6 +17,7 @@ from typing import Any, Dict, List
 from google.cloud import aiplatform
 from tfx import v1 as tfx
 from tfx.orchestration import data_types
+from tfx.extensions.google_cloud_ai_platform.tuner import executor as cloud_tuner
 from tfx.v1.extensions import google_cloud_ai_platform as gcp
 
 import config as config_lib
@@ -116,8 +117,33 @@ def training_custom_config(cfg: config_lib.Config, node: str) -> Dict[str, Any]:
   }
 
 
-def build(cfg: config_lib.Config):
-  """The pipeline for Vertex: T a run-time parameter, Dataflow, Vertex Training."""
+def tuner_custom_config(cfg: config_lib.Config) -> Dict[str, Any]:
+  """The Google Cloud extension Tuner's custom_config: one Vertex Training job
+  whose chief (pool 0) and sweep.parallel_trials - 1 workers (pool 1) each run
+  trials on the student's worker pool, sharing KerasTuner's oracle on the chief."""
+  config = training_custom_config(cfg, pipeline_lib.STUDENT)
+  args = dict(config.pop(gcp.TRAINING_ARGS_KEY))
+  job_spec = dict(args['job_spec'])
+  chief = job_spec['worker_pool_specs'][0]
+  pools = [chief]
+  if cfg.sweep.parallel_trials > 1:
+    pools.append({**chief, 'replica_count': cfg.sweep.parallel_trials - 1})
+  job_spec['worker_pool_specs'] = pools
+  job_spec['base_output_directory'] = {'output_uri_prefix': os.path.join(
+      cfg.vertex.pipeline_root, 'training', pipeline_lib.TUNER)}
+  args['job_spec'] = job_spec
+  args['display_name'] = f'{cfg.pipeline_name}-{pipeline_lib.TUNER}'
+  return {**config, cloud_tuner.TUNING_ARGS_KEY: args}
+
+
+def sweeps_dir(cfg: config_lib.Config) -> str:
+  """vertex.sweeps_dir, or <vertex.pipeline_root>/sweeps."""
+  return cfg.vertex.sweeps_dir or os.path.join(cfg.vertex.pipeline_root, 'sweeps')
+
+
+def build(cfg: config_lib.Config, sweep: bool = False):
+  """The pipeline for Vertex: T a run-time parameter, Dataflow, Vertex Training
+  (`sweep`: the sweep run, its trials in parallel on Vertex Training)."""
   v = cfg.vertex
   require(cfg, 'data_root', 'serving_dir', 'pipeline_root')
   # T is left to run time (docs/architecture.md §2): an empty value makes the
@@ -132,11 +158,15 @@ def build(cfg: config_lib.Config):
       beam_pipeline_args=beam_args(cfg), snapshot_time=snapshot_time,
       force=force, enable_cache=cfg.enable_cache,
       trainer_custom_configs={node: training_custom_config(cfg, node)
-                              for node in pipeline_lib.TRAINER_IDS})
+                              for node in pipeline_lib.TRAINER_IDS},
+      sweep=sweep, sweeps_dir=sweeps_dir(cfg),
+      tuner_custom_config=tuner_custom_config(cfg) if sweep else None)
 
 
-def compile_pipeline(cfg: config_lib.Config, output_path: str) -> str:
-  """Compiles the PipelineJob JSON (offline); returns its path."""
+def compile_pipeline(cfg: config_lib.Config, output_path: str,
+                     sweep: bool = False) -> str:
+  """Compiles the PipelineJob JSON (offline); returns its path (`sweep`: the
+  sweep run's template)."""
   require(cfg, 'image')
   out_dir, name = os.path.split(os.path.abspath(output_path))
   os.makedirs(out_dir, exist_ok=True)
@@ -146,7 +176,7 @@ def compile_pipeline(cfg: config_lib.Config, output_path: str) -> str:
       output_dir=out_dir, output_filename=name)
   # The default must be baked in: TFX does not copy RuntimeParameter.default
   # into the template, and a schedule would otherwise have no value to send.
-  runner.run(build(cfg), parameter_values={SNAPSHOT_PARAMETER: '',
+  runner.run(build(cfg, sweep), parameter_values={SNAPSHOT_PARAMETER: '',
                                            FORCE_PARAMETER: 0})
   return os.path.join(out_dir, name)
 

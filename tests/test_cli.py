@@ -21,12 +21,13 @@ def run(args, capsys):
 def test_help_on_every_subcommand(capsys):
   code, out, _ = run(['--help'], capsys)
   assert code == 0 and 'run' in out
-  for command in ('run', 'nightly', 'compile', 'submit', 'schedule'):
+  for command in ('run', 'sweep', 'nightly', 'compile', 'submit', 'schedule'):
     assert command in out
   flags = {
       'run': ('--snapshot-time', '--bootstrap', '--auto-bootstrap', '--force'),
       'nightly': ('--snapshot-time', '--force'),
-      'compile': ('--output',),
+      'compile': ('--output', '--sweep'),
+      'sweep': ('--snapshot-time',),
       'submit': ('--template', '--snapshot-time', '--force'),
       'schedule': ('--template',),
   }
@@ -62,4 +63,19 @@ def test_nightly_passes_force_to_the_run(flags, force, capsys, monkeypatch):
                    capsys)
   assert code == 0
   assert calls == [{'snapshot_time': '2026-02-01T00:00:00+00:00', 'bootstrap': False,
-                    'force': force}]
+                    'force': force, 'sweep': False}]
+
+
+def test_sweep_runs_the_sweep_dag_and_needs_a_tune_split(capsys, monkeypatch):
+  calls = []
+  monkeypatch.setattr(local, 'run', lambda cfg, **kwargs: calls.append(kwargs))
+  monkeypatch.setattr(report, 'summarize', lambda cfg, label: {})
+  monkeypatch.setattr(report, 'text', lambda summary: '')
+  code, _, err = run(['sweep', '--snapshot-time', '2026-02-01T00:00:00Z'], capsys)
+  assert code == 2 and 'sweep.tune_fraction' in err and not calls
+  code, _, _ = run(['sweep', '--snapshot-time', '2026-02-01T00:00:00Z', '--set',
+                    'sweep.tune_fraction=0.1'], capsys)
+  assert code == 0
+  # A sweep reruns its T even if served (force) and runs the Tuner (sweep).
+  assert calls == [{'snapshot_time': '2026-02-01T00:00:00+00:00', 'bootstrap': False,
+                    'force': True, 'sweep': True}]

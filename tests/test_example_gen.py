@@ -25,13 +25,13 @@ def world(tmp_path_factory):
                     ['world.num_clicks=8000', 'world.days=12', 'world.seed=5'])
 
 
-def run(cfg, data_root, out, snapshot_time=''):
+def run(cfg, data_root, out, snapshot_time='', **extra):
   examples = standard_artifacts.Examples()
   examples.uri = str(out)
   props = {executor.DATA_ROOT_KEY: data_root, executor.WINDOW_DAYS_KEY: 7,
            executor.EVAL_DAYS_KEY: 1, executor.SNAPSHOT_TIME_KEY: snapshot_time,
            executor.SNAPSHOT_POLICY_KEY: 'data_end',
-           executor.LABEL_SPEC_KEY: cfg.label_spec().to_json()}
+           executor.LABEL_SPEC_KEY: cfg.label_spec().to_json(), **extra}
   executor.Executor().Do({}, {executor.EXAMPLES_KEY: [examples]}, props)
   return examples
 
@@ -67,6 +67,26 @@ def test_joined_examples_equal_the_as_of_t_module(world, tmp_path):
   for name in want:
     np.testing.assert_array_equal(merged[name][order], want[name][want_order], name)
   assert merged['conversions_0_2d'].sum() > 0
+
+
+def test_tune_split_is_a_hashed_share_of_the_train_window(world, tmp_path):
+  cfg, path = world
+  plain = run(cfg, path, tmp_path / 'plain')
+  tuned = run(cfg, path, tmp_path / 'tuned', **{executor.TUNE_FRACTION_KEY: 0.2})
+  assert artifact_utils.decode_split_names(tuned.split_names) == [
+      'train', 'eval', 'tune']
+  read = lambda a, s: records.read_examples(artifact_utils.get_split_uri([a], s))
+  before, ev = read(plain, 'train'), read(plain, 'eval')
+  train, tune = read(tuned, 'train'), read(tuned, 'tune')
+  # The eval split is untouched; the train window's clicks are split by the hash.
+  np.testing.assert_array_equal(np.sort(read(tuned, 'eval')[columns.CLICK_ID]),
+                                np.sort(ev[columns.CLICK_ID]))
+  assert window_lib.tune_mask(tune[columns.CLICK_ID], 0.2).all()
+  assert not window_lib.tune_mask(train[columns.CLICK_ID], 0.2).any()
+  assert sorted(np.concatenate([train[columns.CLICK_ID], tune[columns.CLICK_ID]])) \
+      == sorted(before[columns.CLICK_ID])
+  assert 0.1 < len(tune[columns.CLICK_ID]) / len(before[columns.CLICK_ID]) < 0.3
+  assert tuned.get_int_custom_property('tune_examples') == len(tune[columns.CLICK_ID])
 
 
 def test_explicit_t_and_missing_partitions(world, tmp_path):

@@ -274,6 +274,14 @@ def write_examples(split_dir, n=3000, seed=2):
     rows[c] = np.ones(n)
   for c in columns.TEACHER_RATES:
     rows[c] = rate / 3
+  # The band's key and truth (models/fallback.py): a truth 1.3x the candidate's
+  # (a lognormal around it), so the candidate wins the loss on the observed
+  # counts and fails the band that claims the truth.
+  extra = np.random.default_rng(seed + 1)
+  rows[columns.BROWSER] = extra.integers(0, 5, n)
+  truth = rate * np.exp(extra.normal(0.25, 0.1, n))
+  for c in columns.TRUE_RATES:
+    rows[c] = truth / 3
   os.makedirs(split_dir)
   # Gzip, as the ExampleGen writes (schemas/records.py reads it).
   with tf.io.TFRecordWriter(os.path.join(split_dir, 'data.tfrecord.gz'),
@@ -329,10 +337,12 @@ def evaluated(tmp_path_factory):
   return root, models, rows, out
 
 
-def run_promotion(evaluated, rule_name, evaluator_blessed=1):
+def run_promotion(evaluated, rule_name, evaluator_blessed=1, fallback=None):
+  """Runs the executor; `fallback`: FallbackConfig overrides (None: no band)."""
   root, models, _, out = evaluated
   blessing = _artifact(standard_artifacts.ModelBlessing,
-                       root / f'blessing_{rule_name}_{evaluator_blessed}')
+                       root / f'blessing_{rule_name}_{evaluator_blessed}_'
+                       f'{len(os.listdir(root))}')
   os.makedirs(blessing.uri, exist_ok=True)
   examples = _artifact(standard_artifacts.Examples, root / 'examples')
   examples.split_names = '["eval"]'
@@ -345,10 +355,14 @@ def run_promotion(evaluated, rule_name, evaluator_blessed=1):
       promotion.MODEL_KEY: [_artifact(standard_artifacts.Model, models['candidate'])],
       promotion.BASELINE_KEY: [_artifact(
           standard_artifacts.Model, models['baseline'],
-          **{served_baseline.RECIPE_FINGERPRINT: ''})],
+          **{served_baseline.RECIPE_FINGERPRINT: '',
+             'served_version': '20260101T000000Z-0123456789abcdef'})],
       promotion.EXAMPLES_KEY: [examples],
   }, {promotion.BLESSING_KEY: [blessing]},
-      {promotion.CONFIG_KEY: cfg.to_json(), promotion.MAX_NLL_KEY: 1.0})
+      {promotion.CONFIG_KEY: cfg.to_json(), promotion.MAX_NLL_KEY: 1.0,
+       promotion.FALLBACK_KEY: None if fallback is None else config_lib.load_config(
+           None, [f'fallback.{k}={v}' for k, v in fallback.items()]
+       ).fallback_parameter()})
   with open(os.path.join(blessing.uri, promotion.RESULT_FILE)) as f:
     return blessing, json.load(f)
 
@@ -418,3 +432,37 @@ def test_nan_figures_stay_out_of_ml_metadata_and_the_summary_shows_the_areas():
   assert 'area 2 business: not improved' in text
   assert 'area 3 latency: improved: batch_1 p50 -1.0%' in text
   assert 'rules: 2_of_3 promotes, refresh promotes, loss_only promotes' in text
+
+
+def test_a_candidate_over_the_failed_fraction_cap_is_not_promoted_whatever_its_loss(
+    evaluated):
+  # Within a cap of 1: promoted as without a band, and the band is recorded.
+  blessing, result = run_promotion(evaluated, 'auto',
+                                   fallback={'max_failed_fraction': 1.0})
+  fb = result['fallback']
+  assert result['blessed'] and fb['within_cap'], result['reason']
+  assert fb['band']['rule'] == 'reference_quantile' and fb['band']['level'] == 0.9
+  assert fb['fallback_version'] == '20260101T000000Z-0123456789abcdef'
+  # The band claims the truth (1.3x the candidate) and covers it at its level.
+  assert abs(fb['coverage']['overall']['mean'] - 0.9) < 0.05, fb['coverage']
+  assert fb['failed_fraction'] > 0.9
+  assert set(fb['failed']) >= {'overall', columns.BROWSER_OBSERVABILITY,
+                               columns.TCPA_BUCKET}
+  assert prop(blessing, 'fallback_within_cap') == 1
+  assert prop(blessing, 'fallback_failed_fraction') == pytest.approx(
+      fb['failed_fraction'])
+  assert 'fallback_failed_browser_observability_low' in (
+      blessing.mlmd_artifact.custom_properties)
+  # Over the cap: not promoted by any rule, though areas 1 and 2 improved.
+  blessing, result = run_promotion(evaluated, 'auto',
+                                   fallback={'max_failed_fraction': 0.5})
+  assert result['areas']['loss_bias']['improved']
+  assert result['areas']['business']['improved']
+  assert not result['blessed'] and prop(blessing, 'blessed') == 0
+  assert not any(result['decisions'].values())
+  assert 'above fallback.max_failed_fraction 0.5' in result['reason']
+  assert os.path.exists(os.path.join(blessing.uri, 'NOT_BLESSED'))
+  assert prop(blessing, 'fallback_within_cap') == 0
+  # rule none: no band, no cap.
+  _, result = run_promotion(evaluated, 'auto', fallback={'rule': 'none'})
+  assert result['blessed'] and 'fallback' not in result

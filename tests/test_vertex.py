@@ -68,8 +68,8 @@ def test_compiled_json_has_every_node_and_the_run_time_t(template):
   tasks = spec['root']['dag']['tasks']
   assert {'ConversionLogExampleGen', 'ServedBaseline', 'StatisticsGen',
           'ImportSchemaGen', 'ExampleValidator', 'DataGate', 'Transform', 'teacher',
-          'TeacherGate', 'BulkInferrer', 'student', 'Quantizer', 'Evaluator',
-          'Promotion', 'Pusher'} == set(tasks)
+          'TeacherGate', 'BulkInferrer', 'SweepLookup', 'student', 'Quantizer',
+          'Evaluator', 'Promotion', 'Pusher'} == set(tasks)
   # The stops survive compilation.
   assert {'DataGate', 'ServedBaseline'} <= set(tasks['Transform']['dependentTasks'])
   assert 'TeacherGate' in tasks['BulkInferrer']['dependentTasks']
@@ -136,7 +136,7 @@ def test_every_task_runs_the_pipeline_image_with_dataflow_args(template):
   executors = spec['deploymentSpec']['executors']
   containers = {k[:-len('_executor')]: e['container'] for k, e in executors.items()
                 if 'container' in e}
-  assert len(containers) == 15 and all(c['image'] == IMAGE for c in containers.values())
+  assert len(containers) == 16 and all(c['image'] == IMAGE for c in containers.values())
   for beam_node in ('ConversionLogExampleGen', 'StatisticsGen', 'Transform',
                     'BulkInferrer', 'Evaluator'):
     args = containers[beam_node]['args']
@@ -176,6 +176,42 @@ def test_student_trains_on_a_tpu_pool_and_the_teacher_on_cpu(template):
       'ai_platform_training_args']['job_spec']['worker_pool_specs']
   assert teacher_pool['machine_spec'] == {'machine_type': 'n1-standard-16'}
   assert teacher_pool['container_spec']['image_uri'] == IMAGE
+
+
+def test_sweep_template_runs_parallel_trials_on_vertex_training(tmp_path):
+  path = str(tmp_path / 'sweep.json')
+  assert cli.main(['compile', '--sweep', '--output', path] + sum(
+      (['--set', o] for o in VERTEX + ['sweep.tune_fraction=0.1',
+                                       'sweep.parallel_trials=4',
+                                       'vertex.sweeps_dir=gs://test-bucket/sweeps']),
+      [])) == 0
+  spec = _spec(path)['pipelineSpec']
+  tasks = spec['root']['dag']['tasks']
+  assert {'tuner', 'SweepRecord', 'student'} <= set(tasks)
+  assert 'SweepLookup' not in tasks
+  args = spec['deploymentSpec']['executors']['tuner_executor']['container']['args']
+  assert 'tfx.extensions.google_cloud_ai_platform.tuner.executor.Executor' in args
+  tuner = tasks['tuner']['inputs']['parameters']
+  tune_args = json.loads(tuner[standard_component_specs.TUNE_ARGS_KEY]['runtimeValue'][
+      'constantValue']['stringValue'])
+  assert tune_args == {'num_parallel_trials': 4}
+  eval_args = json.loads(tuner[standard_component_specs.EVAL_ARGS_KEY]['runtimeValue'][
+      'constantValue']['stringValue'])
+  assert eval_args['splits'] == ['tune']
+  custom = _custom_config(tasks['tuner'])
+  assert custom['ai_platform_enable_vertex'] is True
+  chief, workers = custom['ai_platform_tuning_args']['job_spec']['worker_pool_specs']
+  assert chief['replica_count'] == 1 and workers['replica_count'] == 3
+  assert workers['container_spec']['image_uri'] == TPU_IMAGE
+  assert config_lib.from_json(custom['config']).sweep.parallel_trials == 4
+  # The student trains with the Tuner's best; the sweep is recorded on GCS.
+  assert 'tuner' in tasks['student']['dependentTasks']
+  record = tasks['SweepRecord']['inputs']['parameters']['sweeps_dir']
+  assert record['runtimeValue']['constantValue']['stringValue'] == \
+      'gs://test-bucket/sweeps'
+  splits = json.loads(tasks['BulkInferrer']['inputs']['parameters']['data_spec'][
+      'runtimeValue']['constantValue']['stringValue'])
+  assert splits['example_splits'] == ['train', 'eval', 'tune']
 
 
 def test_aiplatform_loads_the_template(cfg, template):

@@ -35,6 +35,8 @@ class ConversionLogExampleGenSpec(ComponentSpec):
       executor.MAX_CONVERSIONS_PER_CLICK_KEY: ExecutionParameter(type=int,
                                                                  optional=True),
       executor.MAX_CAPPED_FRACTION_KEY: ExecutionParameter(type=float, optional=True),
+      # config.SweepConfig.tune_fraction: > 0 adds the tune split.
+      executor.TUNE_FRACTION_KEY: ExecutionParameter(type=float, optional=True),
   }
   INPUTS = {}
   OUTPUTS = {
@@ -45,7 +47,8 @@ class ConversionLogExampleGenSpec(ComponentSpec):
 class ConversionLogExampleGen(base_beam_component.BaseBeamComponent):
   """Joins the click log with conversions reported by T; splits by time.
 
-  Output `examples`: splits `train` ([T - W, T - E)) and `eval` ([T - E, T)), with
+  Output `examples`: splits `train` ([T - W, T - E)) and `eval` ([T - E, T)), and
+  `tune` (a hashed `tune_fraction` of the train window's clicks) when asked, with
   custom properties `snapshot_time`, `snapshot_ts`, `window_start`, `eval_start`,
   per-split example counts, `conversions_joined`, `conversion_duplicates_dropped`,
   `clicks_capped` and `conversions_over_cap_dropped`.
@@ -57,7 +60,8 @@ class ConversionLogExampleGen(base_beam_component.BaseBeamComponent):
                label_spec: str, snapshot_policy: str = 'data_end',
                snapshot_time: Optional[Union[str, data_types.RuntimeParameter]] = None,
                max_conversions_per_click: int = executor.DEFAULT_MAX_CONVERSIONS,
-               max_capped_fraction: float = executor.DEFAULT_MAX_CAPPED_FRACTION):
+               max_capped_fraction: float = executor.DEFAULT_MAX_CAPPED_FRACTION,
+               tune_fraction: float = 0.0):
     """Constructs the component.
 
     Args:
@@ -71,6 +75,7 @@ class ConversionLogExampleGen(base_beam_component.BaseBeamComponent):
       snapshot_time: T (ISO 8601), a RuntimeParameter, or None.
       max_conversions_per_click: a click with more keeps the earliest this many.
       max_capped_fraction: more capped clicks than this share fails the run.
+      tune_fraction: the share of train-window clicks held out as `tune`.
     """
     super().__init__(spec=ConversionLogExampleGenSpec(
         data_root=data_root, window_days=window_days, eval_days=eval_days,
@@ -78,4 +83,5 @@ class ConversionLogExampleGen(base_beam_component.BaseBeamComponent):
         snapshot_time=snapshot_time or '',
         max_conversions_per_click=max_conversions_per_click,
         max_capped_fraction=max_capped_fraction,
+        tune_fraction=float(tune_fraction),
         examples=types.Channel(type=standard_artifacts.Examples)))

@@ -9,7 +9,8 @@ The label logic is `observation.labels` (pure, vectorised) and the input rules
 `inputs.py` (every failure one line naming file, column and rule); this module only
 moves rows. Files are read through tf.io.gfile, written by TFX's own WriteSplit
 (Beam file systems), so the same code runs on local paths and gs://. Output: an
-Examples artifact with splits `train` and `eval` (gzip TFRecords of tf.Example), T
+Examples artifact with splits `train` and `eval`, and `tune` (a hashed share of the
+train window's clicks) when tune_fraction > 0 (gzip TFRecords of tf.Example), T
 and the input counts (copies dropped, clicks capped) recorded as custom properties.
 """
 
@@ -52,7 +53,16 @@ MAX_CAPPED_FRACTION_KEY = 'max_capped_fraction'
 DEFAULT_MAX_CONVERSIONS = 20
 DEFAULT_MAX_CAPPED_FRACTION = 0.001
 
-SPLITS = ('train', 'eval')
+# TUNE_FRACTION_KEY > 0 adds the tune split (sweeps: config.SweepConfig).
+TUNE_FRACTION_KEY = 'tune_fraction'
+TRAIN, EVAL, TUNE = 'train', 'eval', 'tune'
+SPLITS = (TRAIN, EVAL)
+ALL_SPLITS = (TRAIN, EVAL, TUNE)
+
+
+def split_names(tune_fraction: float):
+  """The splits written: train and eval, and tune when it has a share."""
+  return ALL_SPLITS if tune_fraction and tune_fraction > 0 else SPLITS
 _NAMESPACE = 'ConversionLogExampleGen'
 
 
@@ -122,14 +132,16 @@ class _JoinBatch(beam.DoFn):
   """A batch of (click_id, {clicks, conversions}) -> joined examples by split."""
 
   def __init__(self, spec: labels.LabelSpec, snapshot_ts: int, eval_start_ts: int,
-               click_files: List[str], conversion_files: List[str], cap: int):
+               click_files: List[str], conversion_files: List[str], cap: int,
+               tune_fraction: float = 0.0):
     self._spec = spec
+    self._tune_fraction = tune_fraction
     self._t = snapshot_ts
     self._eval_start = eval_start_ts
     self._click_files, self._conversion_files = click_files, conversion_files
     self._cap = cap
     self._counters = {s: beam.metrics.Metrics.counter(_NAMESPACE, f'{s}_examples')
-                      for s in SPLITS}
+                      for s in ALL_SPLITS}
     self._orphans = beam.metrics.Metrics.counter(
         _NAMESPACE, 'conversions_of_clicks_outside_window')
     self._joined = beam.metrics.Metrics.counter(_NAMESPACE, 'conversions_joined')
@@ -172,8 +184,11 @@ class _JoinBatch(beam.DoFn):
                                 np.asarray(conv_ts, np.int64), self._t, self._spec)
     self._joined.inc(len(conv_id))
     is_eval = joined[columns.CLICK_TS] >= self._eval_start
-    for record, ev in zip(codec.encode(joined), is_eval):
-      split = 'eval' if ev else 'train'
+    # Tune clicks come from the train window only: the eval split stays whole.
+    is_tune = ~is_eval & window_lib.tune_mask(joined[columns.CLICK_ID],
+                                              self._tune_fraction)
+    for record, ev, tune in zip(codec.encode(joined), is_eval, is_tune):
+      split = EVAL if ev else TUNE if tune else TRAIN
       self._counters[split].inc()
       yield beam.pvalue.TaggedOutput(split, record)
 
@@ -208,7 +223,9 @@ class Executor(base_beam_executor.BaseBeamExecutor):
          exec_properties: Dict[str, Any]) -> None:
     del input_dict
     examples = artifact_utils.get_single_instance(output_dict[EXAMPLES_KEY])
-    examples.split_names = artifact_utils.encode_split_names(list(SPLITS))
+    tune_fraction = float(exec_properties.get(TUNE_FRACTION_KEY) or 0.0)
+    written = split_names(tune_fraction)
+    examples.split_names = artifact_utils.encode_split_names(list(written))
     data_root = exec_properties[DATA_ROOT_KEY]
     window = window_lib.resolve_window(
         data_root, exec_properties.get(SNAPSHOT_TIME_KEY) or '',
@@ -250,8 +267,8 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         | 'Batch' >> beam.BatchElements(min_batch_size=256, max_batch_size=4096)
         | 'LabelsAsOfT' >> beam.ParDo(_JoinBatch(
             spec, t, snapshot.to_ts(window.eval_start), click_files, conv_files,
-            cap)).with_outputs(*SPLITS))
-    for split in SPLITS:
+            cap, tune_fraction)).with_outputs(*ALL_SPLITS))
+    for split in written:
       _ = splits[split] | f'Write[{split}]' >> write_split.WriteSplit(
           artifact_utils.get_split_uri([examples], split),
           example_gen_pb2.FILE_FORMAT_UNSPECIFIED)
@@ -264,11 +281,11 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         raise
       raise error from None
 
-    counts = {s: _counter(result, f'{s}_examples') for s in SPLITS}
+    counts = {s: _counter(result, f'{s}_examples') for s in written}
     inputs.check_capped_fraction(
         _counter(result, 'clicks_capped'), sum(counts.values()), cap, max_capped,
         os.path.join(data_root, layout.CONVERSIONS))
-    empty = [s for s in SPLITS if counts[s] == 0]
+    empty = [s for s in written if counts[s] == 0]
     if empty:
       raise window_lib.WindowError(
           f'the window [{window.start.isoformat()}, {window.snapshot.isoformat()}) '
@@ -285,8 +302,9 @@ class Executor(base_beam_executor.BaseBeamExecutor):
     examples.set_string_custom_property(artifacts.WINDOW_START, window.start.isoformat())
     examples.set_string_custom_property(artifacts.EVAL_START,
                                         window.eval_start.isoformat())
-    for split in SPLITS:
+    for split in written:
       examples.set_int_custom_property(f'{split}_examples', counts[split])
+    examples.set_float_custom_property(TUNE_FRACTION_KEY, tune_fraction)
     joined = _counter(result, 'conversions_joined')
     examples.set_int_custom_property('conversions_joined', joined)
     for name in ('conversion_duplicates_dropped', 'clicks_capped',

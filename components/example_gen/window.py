@@ -9,6 +9,7 @@ import datetime
 import os
 from typing import List
 
+import numpy as np
 import tensorflow as tf
 
 from observation import snapshot
@@ -115,3 +116,20 @@ def resolve_window(data_root: str, snapshot_time: str, policy: str, days: int,
   t = snapshot.resolve(snapshot_time, policy,
                        lambda: latest_day(data_root, layout.CLICKS), now)
   return Window.ending_at(t, days, eval_days)
+
+
+def tune_mask(click_ids, fraction: float) -> np.ndarray:
+  """True for the clicks of the tune split: a hash of click_id below `fraction`.
+
+  A hash, not a time range: the tune clicks span the train window like the
+  student's training clicks do, and a click stays in (or out of) the tune split
+  on every night whose window holds it, so a nightly teacher never trains on
+  what an earlier sweep tuned on. SplitMix64's finaliser: ids are sequential.
+  """
+  z = np.asarray(click_ids, np.int64).astype(np.uint64)
+  with np.errstate(over='ignore'):
+    z = z + np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z = z ^ (z >> np.uint64(31))
+  return (z >> np.uint64(11)).astype(np.float64) / float(1 << 53) < fraction

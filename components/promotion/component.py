@@ -18,6 +18,8 @@ class PromotionSpec(ComponentSpec):
       # config.PromotionConfig JSON: rule, slice_guard, latency_samples, ...
       executor.CONFIG_KEY: ExecutionParameter(type=str),
       executor.MAX_NLL_KEY: ExecutionParameter(type=float),
+      # config.Config.fallback_parameter(): the band and the failed-fraction cap.
+      executor.FALLBACK_KEY: ExecutionParameter(type=str, optional=True),
   }
   INPUTS = {
       executor.EVALUATION_KEY: ChannelParameter(
@@ -48,9 +50,10 @@ class Promotion(base_component.BaseComponent):
   def __init__(self, evaluation: types.BaseChannel,
                evaluator_blessing: types.BaseChannel, model: types.BaseChannel,
                examples: types.BaseChannel, config: str, max_nll: float,
-               baseline_model: Optional[types.BaseChannel] = None):
+               baseline_model: Optional[types.BaseChannel] = None,
+               fallback: Optional[str] = None):
     super().__init__(spec=PromotionSpec(
         evaluation=evaluation, evaluator_blessing=evaluator_blessing, model=model,
         baseline_model=baseline_model, examples=examples, config=config,
-        max_nll=max_nll,
+        max_nll=max_nll, fallback=fallback,
         blessing=types.Channel(type=standard_artifacts.ModelBlessing)))

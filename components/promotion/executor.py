@@ -24,9 +24,11 @@ from tfx.utils import io_utils
 from components.promotion import figures as figures_lib
 from components.promotion import latency as latency_lib
 from components.promotion import rule as rule_lib
+from components.quantizer import convert
 from components.served_baseline import executor as served_baseline
 from config import PromotionConfig
 from models import export
+from models import fallback as fallback_lib
 from models import poisson_metric
 from models import spend_metric
 from observation import labels
@@ -44,7 +46,13 @@ BLESSING_KEY = 'blessing'
 CONFIG_KEY = 'config'
 # gate.max_nll: every rule needs the candidate's overall loss below it.
 MAX_NLL_KEY = 'max_nll'
+# config.Config.fallback_parameter() JSON: the fallback section, the resolved
+# band target, the browsers and the teacher's lag ('' or absent: no band).
+FALLBACK_KEY = 'fallback'
 RESULT_FILE = 'promotion.json'
+# Eval examples the band is fitted and scored on (half each); a day of the
+# default world is ~3,000.
+FALLBACK_EXAMPLES = 200_000
 EVAL_SPLIT = 'eval'
 # Distinct eval examples the latency comparison cycles through.
 LATENCY_EXAMPLES = 4096
@@ -129,6 +137,32 @@ def headline(figs: Dict, latency: Optional[Dict]) -> Dict[str, float]:
   return out
 
 
+def fallback_figures(params: Dict, model_uri: str, baseline, examples
+                     ) -> Dict[str, Any]:
+  """The band around the baseline (the fallback) and the candidate's failed
+  fraction on the eval split (models/fallback.py), and whether it is within
+  the cap."""
+  rows = codec.decode(records.read_records(
+      os.path.join(artifact_utils.get_split_uri([examples], EVAL_SPLIT), '*'),
+      FALLBACK_EXAMPLES))
+  if params['target'] == 'truth' and not all(c in rows for c in columns.TRUE_RATES):
+    raise ValueError('fallback.target truth needs the true rates in the eval '
+                     'split (synthetic data); use fallback.target candidate')
+  candidate = convert.predict(_tflite(model_uri), rows)
+  reference = convert.predict(_tflite(baseline.uri), rows)
+  band, report = fallback_lib.evaluate(
+      candidate, reference, rows, params['level'], params['n_keys'],
+      target=params['target'], min_clicks=params['min_slice_clicks'],
+      rule=params['rule'], lag_seconds=params['teacher_lag_seconds'])
+  failed = report['failed']['overall']['mean']
+  cap = params['max_failed_fraction']
+  return {'band': band.to_dict(), **report, 'max_failed_fraction': cap,
+          'failed_fraction': failed, 'within_cap': bool(failed <= cap),
+          'fallback_version': _prop(baseline, 'served_version', '') or '',
+          'coverage_overall': (report['coverage']['overall']['mean']
+                               if 'coverage' in report else None)}
+
+
 def finite(values: Dict[str, float]) -> Dict[str, float]:
   """The finite ones: ML Metadata's SQLite store rejects NaN (a slice without
   conversions has no spend ratio); promotion.json keeps them all."""
@@ -141,6 +175,9 @@ class Executor(base_executor.BaseExecutor):
          exec_properties: Dict[str, Any]) -> None:
     cfg = PromotionConfig.from_json(exec_properties[CONFIG_KEY])
     max_nll = float(exec_properties[MAX_NLL_KEY])
+    fallback_params = json.loads(exec_properties.get(FALLBACK_KEY) or 'null')
+    if fallback_params and fallback_params.get('rule') == 'none':
+      fallback_params = None
     evaluation = artifact_utils.get_single_instance(input_dict[EVALUATION_KEY])
     evaluator_blessing = artifact_utils.get_single_instance(
         input_dict[EVALUATOR_BLESSING_KEY])
@@ -195,6 +232,20 @@ class Executor(base_executor.BaseExecutor):
                 f'{"promoted" if blessed else "not promoted"}')
       if not value_ok:
         reason += f'; overall loss not below gate.max_nll {max_nll}'
+      if fallback_params:
+        fallback = fallback_figures(fallback_params, model.uri, baseline, examples)
+        result['fallback'] = fallback
+        # Over the cap the fallback would serve too many clicks: not promoted,
+        # whatever the loss and whatever the rule.
+        if not fallback['within_cap']:
+          blessed = False
+          decisions = {r: False for r in decisions}
+          reason = (f'{reason.replace("; promoted", "; not promoted")}; failed '
+                    f'fraction {fallback["failed_fraction"]:.3f} above '
+                    f'fallback.max_failed_fraction {fallback["max_failed_fraction"]}')
+        else:
+          reason += (f'; failed fraction {fallback["failed_fraction"]:.3f} within '
+                     f'{fallback["max_failed_fraction"]}')
     logging.info('Promotion: %s', reason)
     for name, area in areas.items():
       logging.info('Promotion: area %s: %s (%s)', name, area.improved, area.reason)
@@ -242,3 +293,20 @@ class Executor(base_executor.BaseExecutor):
       blessing.set_int_custom_property(f'decision_{name}', int(decided))
     for name, value in finite(headline(figs, latency)).items():
       blessing.set_float_custom_property(name, value)
+    fallback = result.get('fallback')
+    if fallback:
+      blessing.set_int_custom_property('fallback_within_cap', int(fallback['within_cap']))
+      blessing.set_string_custom_property('fallback_version',
+                                          fallback['fallback_version'])
+      blessing.set_string_custom_property('fallback_band', json.dumps(fallback['band']))
+      figures = {'fallback_failed_fraction': fallback['failed_fraction'],
+                 'fallback_max_failed_fraction': fallback['max_failed_fraction']}
+      for name, groups in (('failed', fallback['failed']),
+                           ('coverage', fallback.get('coverage') or {})):
+        for value, cell in groups.get(columns.BROWSER_OBSERVABILITY, {}).items():
+          figures[f'fallback_{name}_{columns.BROWSER_OBSERVABILITY}_{value}'] = (
+              cell['mean'])
+        if 'overall' in groups:
+          figures[f'fallback_{name}_overall'] = groups['overall']['mean']
+      for name, value in finite(figures).items():
+        blessing.set_float_custom_property(name, value)

@@ -18,8 +18,11 @@ from tfx.types import artifact_utils
 from tfx.types import standard_component_specs
 
 from components import artifacts
+from components.promotion import executor as promotion
 from components.pusher import push
+from components.served_baseline import executor as served_baseline
 from models import export
+from models import fallback as fallback_lib
 from observation import snapshot
 
 MODEL_KEY = standard_component_specs.MODEL_KEY
@@ -38,6 +41,16 @@ def _prop(artifact, name: str, default=None):
     return default
   value = artifact.mlmd_artifact.custom_properties[name]
   return getattr(value, value.WhichOneof('value'))
+
+
+def _promotion_fallback(blessing) -> Dict:
+  """The band the Promotion step fitted around the baseline ({} when none: the
+  bootstrap, fallback.rule off, or a blessing from elsewhere)."""
+  path = os.path.join(blessing.uri, promotion.RESULT_FILE)
+  if not tf.io.gfile.exists(path):
+    return {}
+  with tf.io.gfile.GFile(path) as f:
+    return json.load(f).get('fallback') or {}
 
 
 def _read(path: str) -> bytes:
@@ -77,7 +90,20 @@ class Executor(tfx_pusher_executor.Executor):
         # The next night's promotion step compares it with its candidate's
         # (same recipe: a refresh; else a change, judged 2 of 3).
         push.RECIPE_FINGERPRINT: export.student_recipe_fingerprint(model.uri),
+        # The band each prediction is checked against at serving and the version
+        # it falls back to (the one it replaces), whose model travels in the
+        # package: models.fallback.predict_with_fallback(<version dir>, rows).
+        fallback_lib.METADATA_BAND: None,
+        fallback_lib.METADATA_FALLBACK_VERSION: None,
     }
+    band = _promotion_fallback(blessing)
+    baseline_uri = _prop(blessing, 'baseline_model', None)
+    if band and baseline_uri:
+      metadata[fallback_lib.METADATA_BAND] = {
+          **band['band'], 'serving_helper': 'models.fallback.predict_with_fallback'}
+      metadata[fallback_lib.METADATA_FALLBACK_VERSION] = band['fallback_version']
+      extra[fallback_lib.FALLBACK_MODEL_FILE] = _read(
+          served_baseline.tflite_path(baseline_uri))
     result = push.push(base, t, content, metadata, extra_files=extra)
     newest = push.newest(base)
     result['backfill'] = bool(newest and push.version_t(newest) > t)

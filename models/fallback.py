@@ -1,0 +1,292 @@
+"""Failed predictions and the fallback: a band per prediction, checked at serving.
+
+The band (rule `reference_quantile`) is built around the fallback model, the
+version the candidate replaces, with a multiplier pair per browser:
+
+  band(x) = [r(x) * exp(q_lo[b]), r(x) * exp(q_hi[b])],   b = browser(x),
+
+where r is the fallback's pConvs and q_lo, q_hi the split-conformal
+(1 - level) / 2 and (1 + level) / 2 quantiles of log(target / r) over the
+calibration clicks of browser b. With target the true rate (synthetic data,
+eval.label_mode truth) the band claims: the click's true rate lies in it with
+probability >= level, per browser (a Mondrian split-conformal interval, valid
+whatever the fallback's errors, provided the calibration and scored clicks are
+exchangeable). That claim is what the world's truth is compared with: the
+band's coverage is the share of held-out clicks whose true rate is in their
+band. A candidate prediction outside the band fails: it claims a rate that the
+fallback plus its measured per-browser error deems implausible at `level`, and
+the fallback serves the click.
+
+Why around the fallback with per-browser multipliers: the production recipe
+under-predicts by about 1 / f_b on low-observability browsers, and a band
+centred on its prediction would flag exactly the correction that makes a
+distilled candidate better. The per-browser quantiles of log(truth / r) are
+centred on that under-prediction, so the correction sits inside the band.
+
+Without truth (real logs) the target is the candidate's own prediction
+(`target: candidate`): the band then holds `level` of the candidate's
+calibration predictions, and the failed fraction measures disagreement beyond
+that on other clicks; its coverage of the truth cannot be measured there.
+
+Hand-written: TFMA has no per-prediction band (its intervals are on metrics)
+and TFX none either; numpy's order statistics are all it needs.
+"""
+
+import dataclasses
+import json
+import math
+import os
+from typing import Dict, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from schemas import columns
+
+RULES = ('reference_quantile',)
+TARGETS = ('truth', 'candidate')
+# The column the multipliers are keyed by (known at serving time).
+KEY_COLUMN = columns.BROWSER
+# Click age relative to the teacher's cutoff T - lag (the click_ts a teacher
+# column exists for): the teacher labelled the click, or the click is newer.
+BEFORE_CUTOFF, AFTER_CUTOFF = 'before_cutoff', 'after_cutoff'
+AGE = 'teacher_cutoff_age'
+# metadata.json keys of a pushed version (components/pusher).
+METADATA_BAND = 'band'
+METADATA_FALLBACK_VERSION = 'fallback_version'
+# Where the pushed package keeps the fallback's model (self-contained serving).
+FALLBACK_MODEL_FILE = os.path.join('fallback', 'model.tflite')
+# Predictions are floored here before taking logs.
+_EPS = 1e-12
+
+
+@dataclasses.dataclass
+class Band:
+  """A fitted band: per-key log-multipliers around the reference (fallback)."""
+  rule: str
+  level: float
+  target: str
+  key: str
+  log_lower: Sequence[float]
+  log_upper: Sequence[float]
+  calibration_clicks: Sequence[int]
+
+  def bounds(self, reference, keys) -> Tuple[np.ndarray, np.ndarray]:
+    """(lower, upper) per click from the reference's prediction and its key."""
+    r = np.maximum(np.asarray(reference, np.float64).reshape(-1), _EPS)
+    k = np.asarray(keys, np.int64).reshape(-1)
+    lo, hi = np.asarray(self.log_lower), np.asarray(self.log_upper)
+    # An unknown key gets the widest multipliers fitted (no evidence either way).
+    known = (k >= 0) & (k < len(lo))
+    idx = np.where(known, k, 0)
+    lower = np.where(known, lo[idx], lo.min())
+    upper = np.where(known, hi[idx], hi.max())
+    return r * np.exp(lower), r * np.exp(upper)
+
+  def to_dict(self) -> Dict:
+    return {**dataclasses.asdict(self), 'log_lower': list(map(float, self.log_lower)),
+            'log_upper': list(map(float, self.log_upper)),
+            'calibration_clicks': list(map(int, self.calibration_clicks))}
+
+  @classmethod
+  def from_dict(cls, d: Mapping) -> 'Band':
+    return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls)})
+
+
+def conformal_bounds(scores: np.ndarray, level: float) -> Tuple[float, float]:
+  """The split-conformal two-sided bounds of `scores` at `level`.
+
+  The k-th smallest with k = ceil((n + 1)(1 + level) / 2) (upper) and its mirror
+  (lower), so a new exchangeable score falls outside each with probability
+  <= (1 - level) / 2. Too few scores for that order statistic: the extreme one
+  (the band is then the calibration range, its coverage below nominal by at most
+  2 / (n + 1)).
+  """
+  s = np.sort(np.asarray(scores, np.float64).reshape(-1))
+  n = s.size
+  if n == 0:
+    raise ValueError('no calibration scores')
+  # The guard keeps 100 * 0.95 from rounding up to the 96th.
+  k_hi = math.ceil((n + 1) * (1.0 + level) / 2.0 - 1e-9)
+  k_lo = n + 1 - k_hi
+  return float(s[max(k_lo, 1) - 1]), float(s[min(k_hi, n) - 1])
+
+
+def fit(reference, target, keys, level: float, n_keys: int, min_clicks: int = 50,
+        rule: str = 'reference_quantile', target_name: str = 'truth') -> Band:
+  """Fits the band on calibration clicks.
+
+  Args:
+    reference: the fallback's pConvs per click.
+    target: what the band must contain: the true rate, or the candidate's pConvs.
+    keys: the key column per click (browser ids 0..n_keys - 1).
+    level: nominal coverage in (0, 1).
+    n_keys: how many keys (browsers) the band has multipliers for.
+    min_clicks: a key with fewer calibration clicks takes the pooled
+      multipliers of all clicks.
+    rule: the band rule (RULES).
+    target_name: 'truth' or 'candidate' (recorded).
+  """
+  if rule not in RULES:
+    raise ValueError(f'unknown band rule {rule!r}; one of {RULES}')
+  r = np.maximum(np.asarray(reference, np.float64).reshape(-1), _EPS)
+  t = np.maximum(np.asarray(target, np.float64).reshape(-1), _EPS)
+  k = np.asarray(keys, np.int64).reshape(-1)
+  scores = np.log(t / r)
+  pooled = conformal_bounds(scores, level)
+  lower, upper, counts = [], [], []
+  for key in range(n_keys):
+    mine = scores[k == key]
+    lo, hi = conformal_bounds(mine, level) if mine.size >= min_clicks else pooled
+    lower.append(lo)
+    upper.append(hi)
+    counts.append(int(mine.size))
+  return Band(rule=rule, level=float(level), target=target_name, key=KEY_COLUMN,
+              log_lower=lower, log_upper=upper, calibration_clicks=counts)
+
+
+def failed(candidate, lower, upper) -> np.ndarray:
+  """A prediction outside its band fails."""
+  c = np.asarray(candidate, np.float64).reshape(-1)
+  return (c < lower) | (c > upper)
+
+
+def covered(truth, lower, upper) -> np.ndarray:
+  t = np.asarray(truth, np.float64).reshape(-1)
+  return (t >= lower) & (t <= upper)
+
+
+def age_bucket(click_ts, snapshot_ts, lag_seconds: int) -> np.ndarray:
+  """BEFORE_CUTOFF for clicks at or before T - lag (the teacher's columns
+  exist for them), AFTER_CUTOFF for newer ones."""
+  c = np.asarray(click_ts, np.int64).reshape(-1)
+  t = np.asarray(snapshot_ts, np.int64).reshape(-1)
+  return np.where(c <= t - lag_seconds, BEFORE_CUTOFF, AFTER_CUTOFF).astype(object)
+
+
+def by_slice(values: np.ndarray, groups: Mapping[str, np.ndarray]) -> Dict:
+  """{'overall': {mean, clicks}, column: {value: {mean, clicks}}} of a 0/1 array."""
+  v = np.asarray(values, np.float64).reshape(-1)
+  out = {'overall': {'mean': float(v.mean()) if v.size else float('nan'),
+                     'clicks': int(v.size)}}
+  for name, labels in groups.items():
+    labels = np.asarray(labels).reshape(-1)
+    out[name] = {}
+    for value in sorted(set(labels.tolist()), key=str):
+      mask = labels == value
+      key = value.decode() if isinstance(value, bytes) else str(value)
+      out[name][key] = {'mean': float(v[mask].mean()), 'clicks': int(mask.sum())}
+  return out
+
+
+def slice_groups(rows: Mapping[str, np.ndarray], lag_seconds: Optional[int] = None
+                 ) -> Dict[str, np.ndarray]:
+  """The report's slices of a batch: observability, tCPA bucket, browser and
+  (with `lag_seconds`) the click's age relative to the teacher's cutoff."""
+  out = {}
+  for name in (columns.BROWSER_OBSERVABILITY, columns.TCPA_BUCKET, columns.BROWSER):
+    if name in rows:
+      out[name] = np.asarray(rows[name]).reshape(-1)
+  if lag_seconds is not None and columns.SNAPSHOT_TS in rows:
+    out[AGE] = age_bucket(rows[columns.CLICK_TS], rows[columns.SNAPSHOT_TS],
+                          lag_seconds)
+  return out
+
+
+def true_rate(rows: Mapping[str, np.ndarray]) -> np.ndarray:
+  """The click's true expected conversions (synthetic data), all windows."""
+  return sum(np.asarray(rows[c], np.float64).reshape(-1) for c in columns.TRUE_RATES)
+
+
+def calibration_mask(click_id) -> np.ndarray:
+  """Half the clicks calibrate the band, the other half score it: a
+  deterministic split on the click id (its parity after a multiplicative hash,
+  so neither half leans on time or id ranges)."""
+  h = (np.asarray(click_id, np.int64).reshape(-1).astype(np.uint64) *
+       np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(63)
+  return h == 0
+
+
+def evaluate(candidate, reference, rows: Mapping[str, np.ndarray], level: float,
+             n_keys: int, target: str = 'truth', min_clicks: int = 50,
+             rule: str = 'reference_quantile', lag_seconds: Optional[int] = None
+             ) -> Tuple[Band, Dict]:
+  """Fits the band on half the clicks and scores it on the other half.
+
+  Args:
+    candidate: the candidate's pConvs per click.
+    reference: the fallback's pConvs per click.
+    rows: the clicks' columns (click_id, browser, the slice columns and, for
+      target truth, the true rates).
+    level, n_keys, target, min_clicks, rule: as fit().
+    lag_seconds: the teacher's lag, for the age slice.
+
+  Returns:
+    (the band fitted on the calibration half, {'failed': by_slice,
+    'coverage': by_slice (target truth only), 'scored_clicks', ...}).
+  """
+  cand = np.asarray(candidate, np.float64).reshape(-1)
+  ref = np.asarray(reference, np.float64).reshape(-1)
+  keys = np.asarray(rows[KEY_COLUMN]).reshape(-1)
+  goal = true_rate(rows) if target == 'truth' else cand
+  cal = calibration_mask(rows[columns.CLICK_ID])
+  band = fit(ref[cal], goal[cal], keys[cal], level, n_keys, min_clicks, rule, target)
+  test = ~cal
+  lower, upper = band.bounds(ref[test], keys[test])
+  groups = {n: g[test] for n, g in slice_groups(rows, lag_seconds).items()}
+  report = {'failed': by_slice(failed(cand[test], lower, upper), groups),
+            'scored_clicks': int(test.sum()), 'calibration_clicks': int(cal.sum())}
+  if target == 'truth':
+    report['coverage'] = by_slice(covered(goal[test], lower, upper), groups)
+  return band, report
+
+
+# --- Serving ---------------------------------------------------------------------
+
+
+def read_package(version_dir: str) -> Tuple[bytes, Optional[bytes], Dict]:
+  """(model, fallback model or None, metadata) of a pushed version."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from components.pusher import push  # pylint: disable=g-import-not-at-top
+
+  def read(name, mode='rb'):
+    with tf.io.gfile.GFile(os.path.join(version_dir, name), mode) as f:
+      return f.read()
+  meta = json.loads(read(push.METADATA_FILE, 'r'))
+  fallback = (read(FALLBACK_MODEL_FILE)
+              if tf.io.gfile.exists(os.path.join(version_dir, FALLBACK_MODEL_FILE))
+              else None)
+  return read(push.MODEL_FILE), fallback, meta
+
+
+def predict_with_fallback(version_dir: str, rows: Mapping[str, np.ndarray]
+                          ) -> Dict[str, np.ndarray]:
+  """Serves a batch from a pushed version with its band and fallback.
+
+  Runs the version's model and the fallback model it ships
+  (fallback/model.tflite), computes each click's band from metadata.json's
+  `band`, and serves the fallback's prediction where the candidate's fails.
+  A version without a band (the bootstrap: it replaced nothing) serves its own
+  predictions and fails none.
+
+  Args:
+    version_dir: a complete pushed version (<serving_dir>/<T>-<fingerprint>).
+    rows: the serving features of a batch, column name -> [n] array.
+
+  Returns:
+    {'pconvs': served, 'candidate': the version's, 'fallback': the fallback's,
+    'failed': bool, 'lower', 'upper'} per click.
+  """
+  from components.quantizer import convert  # pylint: disable=g-import-not-at-top
+  model, fallback_model, meta = read_package(version_dir)
+  cand = convert.predict(model, rows)
+  if not meta.get(METADATA_BAND) or fallback_model is None:
+    n = cand.size
+    return {'pconvs': cand, 'candidate': cand, 'fallback': cand,
+            'failed': np.zeros(n, bool), 'lower': np.zeros(n),
+            'upper': np.full(n, np.inf)}
+  band = Band.from_dict(meta[METADATA_BAND])
+  ref = convert.predict(fallback_model, rows)
+  lower, upper = band.bounds(ref, rows[band.key])
+  bad = failed(cand, lower, upper)
+  return {'pconvs': np.where(bad, ref, cand), 'candidate': cand, 'fallback': ref,
+          'failed': bad, 'lower': lower, 'upper': upper}
