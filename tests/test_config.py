@@ -17,6 +17,11 @@ def test_defaults_are_valid_and_default_yaml_loads():
   assert cfg.window.teacher_lag_hours == 40.0
   assert cfg.model.teacher.hidden_units == [128, 64, 32]
   assert cfg.observability.fractions()[0] == 1.0
+  # The product's default world is the observability world at its spec's
+  # default (docs/observability-world.md), the pipeline reading its priors.
+  assert cfg.world.observability_heterogeneity == 1.0
+  assert cfg.world.panel_share == 0.03
+  assert cfg.observability.priors_source == 'world_manifest'
 
 
 def test_yaml_and_overrides(tmp_path):
