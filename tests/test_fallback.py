@@ -11,6 +11,7 @@ import pytest
 
 import config as config_lib
 from components.pusher import push
+from components.pusher import serving
 from models import fallback
 from observation import labels
 from schemas import columns
@@ -158,7 +159,7 @@ def test_predict_with_fallback_serves_the_fallback_where_the_band_fails(package)
   n = 64
   rows = {'price': rng.lognormal(3, 1, n), 'target_cpa': rng.lognormal(4, 1, n),
           columns.BROWSER: np.arange(n) % 2}
-  out = fallback.predict_with_fallback(version, rows)
+  out = serving.predict_with_fallback(version, rows)
   assert np.allclose(out['candidate'], 2 * out['fallback'], rtol=1e-4)
   assert list(out['failed']) == list(rows[columns.BROWSER] == 1)
   assert np.allclose(out['pconvs'], np.where(out['failed'], out['fallback'],
@@ -173,7 +174,7 @@ def test_a_version_without_a_band_serves_its_own_predictions(package):
   _, boot = package
   rows = {'price': np.array([1.0, 10.0]), 'target_cpa': np.array([50.0, 300.0]),
           columns.BROWSER: np.array([0, 1])}
-  out = fallback.predict_with_fallback(boot, rows)
+  out = serving.predict_with_fallback(boot, rows)
   assert not out['failed'].any()
   assert np.array_equal(out['pconvs'], out['candidate'])
 
@@ -217,10 +218,10 @@ def test_the_pusher_writes_the_band_and_the_fallback_into_the_package(tmp_path):
   assert meta[fallback.METADATA_FALLBACK_VERSION] == '20260101T000000Z-00'
   assert fallback.Band.from_dict(meta[fallback.METADATA_BAND]) == band
   assert meta[fallback.METADATA_BAND]['serving_helper'] == (
-      'models.fallback.predict_with_fallback')
+      'components.pusher.serving.predict_with_fallback')
   rows = {'price': np.array([1.0, 10.0]), 'target_cpa': np.array([50.0, 300.0]),
           columns.BROWSER: np.array([0, 1])}
-  out = fallback.predict_with_fallback(version, rows)
+  out = serving.predict_with_fallback(version, rows)
   # The candidate is 2x the fallback, inside [e^0.5, e^0.9] = [1.65, 2.46]x.
   assert not out['failed'].any()
   assert np.allclose(out['candidate'], 2 * out['fallback'], rtol=1e-4)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from components.pusher import push
+from components.pusher import serving
 from models import fallback
 from pipeline import local
 from schemas import columns
@@ -59,7 +60,7 @@ def test_the_pushed_kd_version_serves_with_its_band_and_fallback(e2e):
     assert json.load(f)[fallback.METADATA_BAND] is None
   examples = e2e.artifact('BulkInferrer', 'output_examples', 'kd')
   rows = records.read_examples(os.path.join(examples.uri, 'Split-eval'))
-  out = fallback.predict_with_fallback(version, rows)
+  out = serving.predict_with_fallback(version, rows)
   assert np.array_equal(out['pconvs'], np.where(out['failed'], out['fallback'],
                                                 out['candidate']))
   # The same band the Promotion step scored: the same failures on its clicks.

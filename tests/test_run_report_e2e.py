@@ -154,7 +154,7 @@ def test_each_plots_data_matches_ml_metadata(e2e, built):
 
 def test_each_night_prints_two_lines_per_component_naming_every_one(e2e):
   nodes = list(e2e.nights['kd'])  # the whole DAG ran on this night
-  assert len(nodes) == 15
+  assert len(nodes) == 16  # every node of the nightly DAG, SweepLookup included
   print(e2e.consoles['kd'])  # shown with -rP
   lines = e2e.consoles['kd'].splitlines()
   # Every line is a component's; every component has two (start, end).

@@ -92,7 +92,7 @@ class Executor(tfx_pusher_executor.Executor):
         push.RECIPE_FINGERPRINT: export.student_recipe_fingerprint(model.uri),
         # The band each prediction is checked against at serving and the version
         # it falls back to (the one it replaces), whose model travels in the
-        # package: models.fallback.predict_with_fallback(<version dir>, rows).
+        # package: components.pusher.serving.predict_with_fallback(<version dir>, rows).
         fallback_lib.METADATA_BAND: None,
         fallback_lib.METADATA_FALLBACK_VERSION: None,
     }
@@ -100,7 +100,7 @@ class Executor(tfx_pusher_executor.Executor):
     baseline_uri = _prop(blessing, 'baseline_model', None)
     if band and baseline_uri:
       metadata[fallback_lib.METADATA_BAND] = {
-          **band['band'], 'serving_helper': 'models.fallback.predict_with_fallback'}
+          **band['band'], 'serving_helper': 'components.pusher.serving.predict_with_fallback'}
       metadata[fallback_lib.METADATA_FALLBACK_VERSION] = band['fallback_version']
       extra[fallback_lib.FALLBACK_MODEL_FILE] = _read(
           served_baseline.tflite_path(baseline_uri))
