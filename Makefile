@@ -44,7 +44,9 @@ $(STAMP): constraints.txt pyproject.toml scripts/find_python310.sh
 	@touch $@
 
 data: setup  ## Generate the synthetic world named by CONFIG if it is not there yet.
-	$(PY) -m world.generator --config $(CONFIG) --if-absent $(SET)
+	@# TensorFlow's and google-api-core's import-time notices say nothing about the data.
+	TF_CPP_MIN_LOG_LEVEL=3 PYTHONWARNINGS=ignore::FutureWarning \
+	  $(PY) -m world.generator --config $(CONFIG) --if-absent $(SET)
 
 run: data  ## Generate the default world if absent and run the pipeline locally.
 	$(PY) -m pipeline.cli run --auto-bootstrap --config $(CONFIG) $(SET) $(ARGS)

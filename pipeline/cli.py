@@ -143,6 +143,13 @@ def run_once(cfg: config_lib.Config, snapshot_time: Optional[str], bootstrap: bo
   return 1 if failure is not None else 0
 
 
+def _quietly(cfg: config_lib.Config, verbose: bool):
+  """console.quietly under the pipeline's output root."""
+  from pipeline import console  # pylint: disable=g-import-not-at-top
+  return console.quietly(
+      os.path.abspath(os.path.join(cfg.paths.output_root, cfg.pipeline_name)), verbose)
+
+
 def cmd_run(parser, args) -> int:
   """Runs the DAG locally (BeamDagRunner) and prints what it did."""
   cfg = _load(parser, args)
@@ -150,9 +157,11 @@ def cmd_run(parser, args) -> int:
   if args.bootstrap:
     return run_once(cfg, snapshot_time, True, 'bootstrap', args.force, args.verbose)
   if args.auto_bootstrap:
-    from pipeline import report  # TFX
-    if not report.has_baseline(cfg):
-      t = resolve_t(cfg, snapshot_time)
+    with _quietly(cfg, args.verbose):
+      from pipeline import report  # TFX
+      baseline = report.has_baseline(cfg)
+      t = None if baseline else resolve_t(cfg, snapshot_time)
+    if not baseline:
       # The first baseline is yesterday's production model, so that tonight's
       # distilled run has something to be gated against (and may push).
       code = run_once(cfg, (t - datetime.timedelta(days=1)).isoformat(), True,
@@ -169,7 +178,8 @@ def cmd_nightly(parser, args) -> int:
   baseline fails with the bootstrap message); a night whose T is already served
   skips everything after the ExampleGen unless --force."""
   cfg = _load(parser, args)
-  t = resolve_t(cfg, args.snapshot_time)
+  with _quietly(cfg, args.verbose):
+    t = resolve_t(cfg, args.snapshot_time)
   return run_once(cfg, t.isoformat(), False, f'nightly {t.isoformat()}', args.force,
                   args.verbose)
 
@@ -183,7 +193,8 @@ def cmd_sweep(parser, args) -> int:
   if not cfg.sweep.tune_fraction > 0:
     parser.exit(2, 'error: sweep.tune_fraction: a sweep run needs a tune split '
                 '(e.g. --set sweep.tune_fraction=0.1)\n')
-  t = resolve_t(cfg, args.snapshot_time)
+  with _quietly(cfg, args.verbose):
+    t = resolve_t(cfg, args.snapshot_time)
   return run_once(cfg, t.isoformat(), False, f'sweep {t.isoformat()}', True,
                   args.verbose, sweep=True)
 

@@ -217,6 +217,18 @@ def _quiet(log_path: str):
 
 
 @contextlib.contextmanager
+def quietly(root: str, verbose: bool = False):
+  """What a command does before its session (resolving T imports TensorFlow):
+  the libraries' import-time output into a log file under `root`, unless
+  `verbose`."""
+  if verbose:
+    yield
+    return
+  with _quiet(log_path_for(root)):
+    yield
+
+
+@contextlib.contextmanager
 def session(root: str, verbose: bool = False, out: Optional[TextIO] = None,
             redirect: bool = True):
   """Reports each node of the runs inside it to a Console, which it yields.

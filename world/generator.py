@@ -437,8 +437,11 @@ def spec_hash(cfg: config_lib.Config) -> str:
   return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
 
 
-def generate(cfg: config_lib.Config, out_dir: str, log=print) -> Dict:
+def generate(cfg: config_lib.Config, out_dir: str, log=print,
+             log_days: bool = True) -> Dict:
   """Generates the world into `out_dir` (replaced atomically) and returns the manifest.
+
+  `log` gets a line per day (with `log_days`) and a last line of totals.
 
   Memory is flat in the number of clicks: clicks are made and written one chunk
   at a time, and conversions go straight to open per-date writers.
@@ -509,7 +512,8 @@ def generate(cfg: config_lib.Config, out_dir: str, log=print) -> Dict:
                                     columns.CONVERSION_TS: conv_ts[sel]}):
           writers[date].write(record)
         stats['logged_conversions'] += int(sel.sum())
-    log(f'  {day}: {int(n_day)} clicks')
+    if log_days:
+      log(f'  {day}: {int(n_day)} clicks')
   close_before(datetime.date.max)
   # Every day of the conversion log has a partition, empty or not, so a missing
   # partition always means a missing upload.
@@ -575,6 +579,8 @@ def main(argv=None) -> int:
                       help='do nothing if the same world is already there')
   parser.add_argument('--force', action='store_true',
                       help='replace a different world at the output directory')
+  parser.add_argument('--verbose', action='store_true',
+                      help='a line per generated day (default: the totals only)')
   args = parser.parse_args(argv)
   try:
     cfg = config_lib.load_config(args.config, args.overrides)
@@ -595,7 +601,7 @@ def main(argv=None) -> int:
   elif os.path.exists(out) and existing is None and os.listdir(out) and not args.force:
     parser.exit(2, f'error: {out} exists and is not a generated world; remove it '
                 'or pass --force\n')
-  generate(cfg, out)
+  generate(cfg, out, log_days=args.verbose)
   return 0
 
 
