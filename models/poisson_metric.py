@@ -56,18 +56,28 @@ def feature_keys(label_mode: str) -> List[str]:
   return keys
 
 
-class PoissonLogLoss(metric_types.Metric):
+class LabelModeMetric(metric_types.Metric):
+  """A TFMA metric scored against an eval label mode (eval_labels.MODES); its
+  config (name, label_mode, window_shares, full_threshold) is what TFMA
+  serializes and hands to `computations` per model, output and sub-key."""
+
+  def __init__(self, computations, name: str, label_mode: str,
+               window_shares: Sequence[float], full_threshold: float):
+    if label_mode not in eval_labels.MODES:
+      raise ValueError(f'label_mode {label_mode!r} is not one of {eval_labels.MODES}')
+    super().__init__(metric_util.merge_per_key_computations(computations),
+                     name=name, label_mode=label_mode,
+                     window_shares=list(window_shares),
+                     full_threshold=full_threshold)
+
+
+class PoissonLogLoss(LabelModeMetric):
   """Exact Poisson NLL of a count prediction against the configured eval label."""
 
   def __init__(self, name: str = NAME, label_mode: str = 'truth',
                window_shares: Sequence[float] = (1.0, 0.0, 0.0),
                full_threshold: float = 0.95):
-    if label_mode not in eval_labels.MODES:
-      raise ValueError(f'label_mode {label_mode!r} is not one of {eval_labels.MODES}')
-    super().__init__(metric_util.merge_per_key_computations(_computations),
-                     name=name, label_mode=label_mode,
-                     window_shares=list(window_shares),
-                     full_threshold=full_threshold)
+    super().__init__(_computations, name, label_mode, window_shares, full_threshold)
 
 
 metric_types.register_metric(PoissonLogLoss)

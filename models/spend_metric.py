@@ -57,18 +57,13 @@ def reference(tcpa: np.ndarray, pconvs: np.ndarray, label: np.ndarray,
           NAME + '_log_error': abs(math.log(ratio)) if ratio > 0 else float('nan')}
 
 
-class SpendProxy(metric_types.Metric):
+class SpendProxy(poisson_metric.LabelModeMetric):
   """Implied spend vs desired spend of a count prediction, per slice."""
 
   def __init__(self, name: str = NAME, label_mode: str = 'truth',
                window_shares: Sequence[float] = (1.0, 0.0, 0.0),
                full_threshold: float = 0.95):
-    if label_mode not in eval_labels.MODES:
-      raise ValueError(f'label_mode {label_mode!r} is not one of {eval_labels.MODES}')
-    super().__init__(metric_util.merge_per_key_computations(_computations),
-                     name=name, label_mode=label_mode,
-                     window_shares=list(window_shares),
-                     full_threshold=full_threshold)
+    super().__init__(_computations, name, label_mode, window_shares, full_threshold)
 
 
 metric_types.register_metric(SpendProxy)
