@@ -97,12 +97,14 @@ bench-quality: setup  ## Every recipe on 5 worlds x 3 training seeds, float and 
 	$(PY) -m bench.readme
 
 # The observability world of docs/observability-world.md, with the pipeline reading
-# its priors and the teacher's observability head on; H is the heterogeneity.
+# its priors (and, from default.yaml, the teacher calibrating its offsets on the
+# panel); H is the heterogeneity, WORLDS the number of worlds.
 H ?= 1
+WORLDS ?= 2
 OBS_WORLD = --set world.observability_heterogeneity=$(H) --set world.panel_share=0.03 \
-  --set observability.priors_source=world_manifest --set model.teacher_observability_head=true
-bench-observability: setup  ## The recipes and panel baselines on the observability world at heterogeneity H (pilot: 2 worlds x 1 seed).
-	$(PY) -m bench.quality_bench --worlds 2 --seeds 1 --recipes production offset kd_full \
+  --set observability.priors_source=world_manifest
+bench-observability: setup  ## The recipes and panel baselines on the observability world at heterogeneity H (WORLDS worlds x 1 seed; default 2).
+	$(PY) -m bench.quality_bench --worlds $(WORLDS) --seeds 1 --recipes production offset kd_full \
 	  offset_panel panel_only offset_obs_head $(OBS_WORLD) --name observability-h$(H) \
 	  --out bench/reported/observability_pilot_h$(H).json $(ARGS)
 	$(PY) -m bench.readme

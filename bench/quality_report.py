@@ -562,8 +562,9 @@ def heterogeneity_markdown(results: Dict[str, Dict]) -> str:
            '| h | worlds x seeds | offset vs production | panel-calibrated offset vs '
            'offset | own observability head vs offset | KD vs offset | KD vs best '
            'teacher-free, overall | KD vs best teacher-free, tCPA > 250 | KD gap '
-           'closed | teacher observability RMSE / prior\'s |',
-           '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|']
+           'closed | teacher observability RMSE / prior\'s | teacher\'s offsets | '
+           'commit |',
+           '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|']
   for h, r in sorted(results.items(), key=lambda kv: float(kv[0])):
     best = r.get('vs_best_teacher_free')
     obs = [w['teacher_observability']['overall']['all clicks']
@@ -587,8 +588,18 @@ def heterogeneity_markdown(results: Dict[str, Dict]) -> str:
         f'{_vs(r, DEFAULT_RECIPE, "offset", "overall")} | ' + (
             f'{_pct(best["overall"]["excess_risk"])} ({best["reference"]}) | '
             f'{_pct(best["tcpa_gt_250"]["excess_risk"])} | ' if best else ' | | ') +
-        f'{_pct(gap) if gap else ""} | {obs_cell} |')
+        f'{_pct(gap) if gap else ""} | {obs_cell} | {teacher_offsets(r)} | '
+        f'{r.get("git_sha", "")[:7]} |')
   return '\n'.join(lines)
+
+
+def teacher_offsets(result: Dict) -> str:
+  """How the result's teacher set its observed exposures (its config)."""
+  model = result.get('config', {}).get('model', {})
+  parts = ['panel-calibrated' if model.get('teacher_panel_calibration') else 'prior']
+  if model.get('teacher_observability_head'):
+    parts.append('head')
+  return ' + '.join(parts)
 
 
 def load(path: str) -> Optional[Dict]:

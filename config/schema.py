@@ -295,9 +295,11 @@ class ModelConfig:
   # writes the teacher's observability for the student.
   teacher_observability_head: bool = False
   # The teacher's offsets calibrated on the measurement panel first (the
-  # prior's observed exposure times panel-vs-other ratios by browser x
-  # first-party x window, country and advertiser, shrunk:
-  # models/panel_calibration.py); the head, if on, learns what they still miss.
+  # prior's observed exposure times panel-vs-other ratios by country and
+  # advertiser, shrunk, the prior's level per browser x first-party x window
+  # kept: models/panel_calibration.py); the head, if on, learns what they still
+  # miss. Needs panel clicks: on in pipeline/configs/default.yaml, whose world
+  # has a panel; off here, for the per-browser world, which has none.
   teacher_panel_calibration: bool = False
 
   def check(self, key: str) -> None:

@@ -107,6 +107,11 @@ def test_kd_is_compared_with_the_best_teacher_free_student(result):
   assert [r.split(' | ')[0] for r in rows] == ['| 0', '| 0.5']  # ordered by h
   want = quality_report._pct(best['overall']['excess_risk'])
   assert f'{want} (offset)' in rows[0] and 'not measured' in rows[0]
+  # Each level says how its teacher set its offsets, and at which commit.
+  calibrated = dict(result, git_sha='abcdef0123',
+                    config={'model': {'teacher_panel_calibration': True}})
+  text = quality_report.heterogeneity_markdown({'1': calibrated})
+  assert text.splitlines()[-1].endswith('| panel-calibrated | abcdef0 |')
 
 
 def test_aa_row_contains_zero(result):
