@@ -822,6 +822,13 @@ class Config:
     if n > buckets:
       raise ConfigError(f'observability.browsers: {n} browsers, but the schema '
                         f'knows browser ids 0..{buckets - 1}')
+    if (self.model.teacher_panel_calibration and self.world.panel_share == 0 and
+        self.observability.priors_source == 'world_manifest'):
+      # Caught here rather than after the Transform: a synthetic world without a
+      # panel gives the teacher nothing to calibrate on.
+      raise ConfigError('model.teacher_panel_calibration: the synthetic world has '
+                        'no measurement panel (world.panel_share is 0); set a '
+                        'panel share or turn the calibration off')
 
   def to_json(self) -> str:
     """The whole config as JSON (the Trainers' custom_config; config.loader

@@ -105,6 +105,15 @@ def test_bad_values_name_the_key(override, message):
   assert '\n' not in str(e.value)
 
 
+def test_panel_calibration_needs_a_panel_in_a_synthetic_world():
+  """default.yaml calibrates the teacher on the panel: turning the panel off
+  fails at load time, naming the setting, rather than in the teacher's run."""
+  with pytest.raises(config_lib.ConfigError, match='model.teacher_panel_calibration'):
+    config_lib.load_config('pipeline/configs/default.yaml', ['world.panel_share=0'])
+  config_lib.load_config('pipeline/configs/default.yaml', [
+      'world.panel_share=0', 'model.teacher_panel_calibration=false'])
+
+
 def test_bad_files(tmp_path):
   with pytest.raises(config_lib.ConfigError, match='cannot read config'):
     config_lib.load_config(str(tmp_path / 'missing.yaml'))
