@@ -65,6 +65,18 @@ def test_better_loss_and_latency_is_promoted_under_2_of_3():
   assert not decide('2_of_3', areas(loss=BETTER, p50=BETTER), value_ok=False)
 
 
+def test_a_spend_slice_without_an_interval_is_not_better_and_says_why():
+  """TFMA's jackknife gives NaN bounds when a resample of a sparse tCPA slice has
+  no conversion: the key slice is then not better, and the reason says so."""
+  nan = float('nan')
+  a = areas(key_spend=E(-0.12, nan, nan), loss=BETTER)
+  assert not a['business'].improved
+  assert 'no CI: too few conversions' in a['business'].reason
+  assert 'nan' not in a['business'].reason
+  assert f"no CI on ['{KEY}']" in a['business'].reason
+  assert not decide('2_of_3', a)
+
+
 def _rows(n=20000, seed=0):
   rng = np.random.default_rng(seed)
   rate = rng.gamma(2.0, 0.05, n)

@@ -51,6 +51,9 @@ class Estimate:
     """Wholly above margin: worse beyond the noise (lower is better)."""
     return math.isfinite(self.lower) and self.lower > margin
 
+  def has_interval(self) -> bool:
+    return math.isfinite(self.lower) and math.isfinite(self.upper)
+
   def to_dict(self) -> Dict[str, float]:
     return dataclasses.asdict(self)
 
@@ -95,10 +98,17 @@ def business_area(key_slice: str, slice_diffs: Mapping[str, Estimate],
   key_better = key.below()
   regressed: List[str] = [s for s, d in sorted(slice_diffs.items())
                           if d.above(guard)]
-  reason = (f'{key_slice} spend log-error diff {key.value:+.4f} [{key.lower:+.4f}, '
-            f'{key.upper:+.4f}] {"better" if key_better else "not better"} beyond '
-            'its CI; ' + (f'regressed beyond the guard {guard}: {regressed}'
-                          if regressed else f'no tCPA slice worse by > {guard}'))
+  # TFMA's jackknife gives no interval when a resample of a sparse slice has no
+  # desired spend (no conversion): such a slice is never "better beyond its CI",
+  # and the reason says so rather than printing [nan, nan].
+  no_ci = [s for s, d in sorted(slice_diffs.items()) if not d.has_interval()]
+  interval = (f'[{key.lower:+.4f}, {key.upper:+.4f}]' if key.has_interval() else
+              '(no CI: too few conversions in a resample)')
+  reason = (f'{key_slice} spend log-error diff {key.value:+.4f} {interval} '
+            f'{"better" if key_better else "not better"} beyond its CI; ' + (
+                f'regressed beyond the guard {guard}: {regressed}'
+                if regressed else f'no tCPA slice worse by > {guard}') + (
+                    f'; no CI on {no_ci}' if no_ci else ''))
   return Area(key_better and not regressed, reason, guards_hold=not regressed)
 
 
