@@ -16,7 +16,6 @@ its calibration sum(scale * pConvs) / sum(label).
 """
 
 import dataclasses
-import json
 import os
 from typing import Dict, List, Optional, Sequence
 
@@ -109,10 +108,10 @@ def run(serving_dir: str, pushed: Sequence[Pushed], tonight_examples_uri: str,
     entry = {'version': p.version, 'snapshot_time': p.snapshot_time,
              'as_of': tonight_t}
     try:
-      with tf.io.gfile.GFile(os.path.join(version_dir, push.METADATA_FILE)) as f:
-        meta = json.load(f)
-      with tf.io.gfile.GFile(os.path.join(version_dir, push.MODEL_FILE), 'rb') as f:
-        model = f.read()
+      meta = push.read_metadata(version_dir)
+      model = push.read_file(version_dir)
+      if model is None:
+        raise OSError(f'no {push.MODEL_FILE}')
       rows = split_rows(meta['examples_uri'], 'eval')
     except (tf.errors.OpError, KeyError, OSError) as e:
       entry['skipped'] = f'version unreadable: {e}'

@@ -149,6 +149,24 @@ def _remove_dead_attempts(base: str, label: str) -> None:
       tf.io.gfile.rmtree(_join(base, entry))
 
 
+def read_metadata(version_dir: str) -> Dict:
+  """A pushed version's metadata.json ({} when it has none)."""
+  path = os.path.join(version_dir, METADATA_FILE)
+  if not tf.io.gfile.exists(path):
+    return {}
+  with tf.io.gfile.GFile(path) as f:
+    return json.load(f)
+
+
+def read_file(version_dir: str, name: str = MODEL_FILE) -> Optional[bytes]:
+  """A file of a pushed version (its model by default), None when absent."""
+  path = os.path.join(version_dir, name)
+  if not tf.io.gfile.exists(path):
+    return None
+  with tf.io.gfile.GFile(path, 'rb') as f:
+    return f.read()
+
+
 def push(base: str, snapshot: datetime.datetime, model: bytes, metadata: Dict,
          extra_files: Optional[Dict[str, bytes]] = None,
          fail_before_marker: bool = False) -> Dict:

@@ -3,12 +3,9 @@ server runs per batch. It reads the package the Pusher wrote (push.py's layout)
 and predicts with TFLite, so it lives beside the Pusher; the band itself is
 models/fallback.py."""
 
-import json
-import os
 from typing import Dict, Mapping, Optional, Tuple
 
 import numpy as np
-import tensorflow as tf
 
 from components.pusher import push
 from components.quantizer import convert
@@ -17,15 +14,11 @@ from models import fallback
 
 def read_package(version_dir: str) -> Tuple[bytes, Optional[bytes], Dict]:
   """(model, fallback model or None, metadata) of a pushed version."""
-  def read(name, mode='rb'):
-    with tf.io.gfile.GFile(os.path.join(version_dir, name), mode) as f:
-      return f.read()
-  meta = json.loads(read(push.METADATA_FILE, 'r'))
-  fallback_model = (
-      read(fallback.FALLBACK_MODEL_FILE)
-      if tf.io.gfile.exists(os.path.join(version_dir, fallback.FALLBACK_MODEL_FILE))
-      else None)
-  return read(push.MODEL_FILE), fallback_model, meta
+  model = push.read_file(version_dir)
+  if model is None:
+    raise FileNotFoundError(f'{version_dir} has no {push.MODEL_FILE}')
+  return (model, push.read_file(version_dir, fallback.FALLBACK_MODEL_FILE),
+          push.read_metadata(version_dir))
 
 
 def predict_with_fallback(version_dir: str, rows: Mapping[str, np.ndarray]

@@ -8,7 +8,6 @@ Pusher look, and its warm-start weights (if pushed) where the student reads them
 """
 
 import datetime
-import json
 import os
 from typing import Any, Dict, List
 
@@ -44,14 +43,6 @@ NEWEST_VERSION = 'newest_version'
 
 # The baseline artifact's property: the served student's recipe fingerprint.
 RECIPE_FINGERPRINT = push.RECIPE_FINGERPRINT
-
-
-def _metadata(version_dir: str) -> Dict:
-  path = os.path.join(version_dir, push.METADATA_FILE)
-  if not tf.io.gfile.exists(path):
-    return {}
-  with tf.io.gfile.GFile(path) as f:
-    return json.load(f)
 
 
 class BaselineMissingError(RuntimeError):
@@ -130,7 +121,7 @@ class Executor(base_executor.BaseExecutor):
       # The served student's recipe fingerprint ('' for versions pushed before
       # the Pusher recorded it): the promotion step's rule `auto` reads it.
       baseline.set_string_custom_property(
-          RECIPE_FINGERPRINT, _metadata(src).get(push.RECIPE_FINGERPRINT, ''))
+          RECIPE_FINGERPRINT, push.read_metadata(src).get(push.RECIPE_FINGERPRINT, ''))
       baseline.set_string_custom_property('served_path', src)
       baseline.set_string_custom_property(
           'snapshot_time', push.version_t(version).isoformat())
