@@ -835,6 +835,11 @@ class Config:
     reads it back)."""
     return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
+  def local_root(self) -> str:
+    """<paths.output_root>/<pipeline_name>, absolute: where a local run keeps its
+    outputs, ML Metadata, logs and reports."""
+    return os.path.abspath(os.path.join(self.paths.output_root, self.pipeline_name))
+
   def fallback_parameter(self) -> str:
     """The Promotion component's `fallback` parameter: the section, the target
     resolved, and what the band's slices need (browsers, the teacher's lag)."""

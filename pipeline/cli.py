@@ -107,7 +107,7 @@ def run_once(cfg: config_lib.Config, snapshot_time: Optional[str], bootstrap: bo
     cfg = config_lib.from_dict({**json.loads(cfg.to_json()),
                                 'distill': {**json.loads(cfg.to_json())['distill'],
                                             'recipe': 'production'}})
-  root = os.path.abspath(os.path.join(cfg.paths.output_root, cfg.pipeline_name))
+  root = cfg.local_root()
   start = time.time()
   failure = None
   with console.session(root, verbose=verbose) as out:
@@ -146,8 +146,7 @@ def run_once(cfg: config_lib.Config, snapshot_time: Optional[str], bootstrap: bo
 def _quietly(cfg: config_lib.Config, verbose: bool):
   """console.quietly under the pipeline's output root."""
   from pipeline import console  # pylint: disable=g-import-not-at-top
-  return console.quietly(
-      os.path.abspath(os.path.join(cfg.paths.output_root, cfg.pipeline_name)), verbose)
+  return console.quietly(cfg.local_root(), verbose)
 
 
 def cmd_run(parser, args) -> int:

@@ -25,7 +25,7 @@ class LocalPaths:
 
   @classmethod
   def from_config(cls, cfg: config_lib.Config) -> 'LocalPaths':
-    root = os.path.abspath(os.path.join(cfg.paths.output_root, cfg.pipeline_name))
+    root = cfg.local_root()
     return cls(root=root, pipeline_root=os.path.join(root, 'root'),
                metadata=os.path.join(root, 'metadata.sqlite'),
                data_root=os.path.abspath(cfg.paths.data_root),
