@@ -27,7 +27,7 @@ TPU_IMAGE ?=
 TEMPLATE  ?= outputs/vertex/pipeline.json
 VERTEX_SET = $(if $(IMAGE),--set vertex.image=$(IMAGE)) $(if $(TPU_IMAGE),--set vertex.student.image=$(TPU_IMAGE))
 
-.PHONY: help setup data run bootstrap sweep nightly image image-tpu push-images compile submit schedule test test-fast bench bench-world bench-quality bench-quant bench-serving bench-pruning bench-sweep bench-observability lock clean bench-fallback
+.PHONY: help setup data schema run bootstrap sweep nightly image image-tpu push-images compile submit schedule test test-fast bench bench-world bench-quality bench-quant bench-serving bench-pruning bench-sweep bench-observability lock clean bench-fallback
 
 help:  ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -48,7 +48,10 @@ data: setup  ## Generate the synthetic world named by CONFIG if it is not there 
 	TF_CPP_MIN_LOG_LEVEL=3 PYTHONWARNINGS=ignore::FutureWarning \
 	  $(PY) -m world.generator --config $(CONFIG) --if-absent $(SET)
 
-run: data  ## Generate the default world if absent and run the pipeline locally.
+schema: setup  ## Write the TFDV schema and serving contract of CONFIG's dataset beside its spec.
+	$(PY) -m pipeline.cli schema --config $(CONFIG) $(SET)
+
+run: data  ## Generate the default world if absent and run the pipeline locally (any dataset: CONFIG=...).
 	$(PY) -m pipeline.cli run --auto-bootstrap --config $(CONFIG) $(SET) $(ARGS)
 
 bootstrap: data  ## Push the production recipe as the first baseline (explicit bootstrap).

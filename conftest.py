@@ -15,6 +15,7 @@ import config as config_lib  # pylint: disable=g-import-not-at-top
 from tests.helpers import E2E_OVERRIDES  # pylint: disable=g-import-not-at-top
 from tests.helpers import E2ERun  # pylint: disable=g-import-not-at-top
 from tests.helpers import make_world  # pylint: disable=g-import-not-at-top
+from tests import app_installs  # pylint: disable=g-import-not-at-top
 from tfx.utils import dependency_utils  # pylint: disable=g-import-not-at-top
 from world import generator  # pylint: disable=g-import-not-at-top
 
@@ -85,4 +86,42 @@ def e2e(tmp_path_factory):
   nights.night('worse', None, overrides=['distill.recipe=production'])
   nights.night('backfill', (end - 2 * day).isoformat())
   nights.night('kd_again', (end - day).isoformat())
+  return nights
+
+
+# The second dataset's nights: hour-scale windows, so a short window suffices.
+APP_E2E_OVERRIDES = [
+    'window.days=5', 'window.eval_days=1', 'window.teacher_lag_hours=40',
+    'model.teacher.train_steps=200', 'model.teacher.batch_size=256',
+    'model.student.train_steps=120', 'model.student.batch_size=256',
+    'quantizer.latency_samples=200', 'promotion.latency_samples=500',
+    'model.student_warm_start=true', 'beam.direct_running_mode=in_memory',
+]
+
+
+@pytest.fixture(scope='session')
+def app_e2e(tmp_path_factory):
+  """Two nights of the whole DAG on a dataset of another shape (tests/
+  app_installs.py: string ids and categoricals, no browser, tCPA, panel or
+  truth, three hour-scale windows, one teacher-only feature), T = end - 1 day:
+
+    bootstrap  production recipe, nothing served: pushed first
+    kd         T = end, after a one-line edit of the spec file added a serving
+               feature (device_score, already in the logs): distilled, gated
+               against the bootstrap under the default promotion rule
+  """
+  root = tmp_path_factory.mktemp('app_e2e')
+  logs = app_installs.generate(n=12_000, days=8, seed=1)
+  world = app_installs.write(logs, str(root / 'logs'))
+  spec = app_installs.write_spec(str(root / 'dataset.yaml'))
+  base = [f'dataset_file={spec}'] + app_installs.OVERRIDES + APP_E2E_OVERRIDES
+  cfg = config_lib.load_config(None, base + [
+      f'paths.data_root={world}', f'paths.output_root={root}/outputs',
+      f'paths.serving_dir={root}/serving'])
+  nights = E2ERun(cfg, world, default_night='kd', base_overrides=base)
+  end = app_installs.START + datetime.timedelta(days=8)
+  nights.night('bootstrap', (end - datetime.timedelta(days=1)).isoformat(),
+               bootstrap=True, overrides=['distill.recipe=production'])
+  app_installs.write_spec(spec, extra_feature=True)  # the one-file change
+  nights.night('kd', end.isoformat())
   return nights

@@ -44,6 +44,7 @@ from pipeline import local
 from observation import labels
 from schemas import columns
 from world import generator
+from world import synthetic
 
 RESULTS = 'bench/results/fallback'
 REPORTED = 'bench/reported/fallback.json'
@@ -83,10 +84,10 @@ def scoring(cfg) -> Dict[str, np.ndarray]:
   rows[columns.SNAPSHOT_TS] = np.full(len(rows[columns.CLICK_ID]),
                                       start + cfg.world.days * generator.SECONDS_PER_DAY,
                                       np.int64)
-  rows[columns.OBSERVED_FRACTION] = labels.observed_fraction(rows[columns.BROWSER], spec)
+  rows[columns.OBSERVED_FRACTION] = labels.observed_fraction(rows[synthetic.BROWSER], spec)
   rows[columns.BROWSER_OBSERVABILITY] = labels.observability_bucket(
       rows[columns.OBSERVED_FRACTION], spec)
-  rows[columns.TCPA_BUCKET] = labels.tcpa_bucket(rows[columns.TARGET_CPA])
+  rows[columns.TCPA_BUCKET] = labels.tcpa_bucket(rows[synthetic.TARGET_CPA])
   return rows
 
 
@@ -192,7 +193,9 @@ def main(argv=None) -> int:
            'quality': quality(truth[test], kd[test], reference[test]), 'levels': {}}
     for level in args.levels:
       band, report = fallback.evaluate(kd, reference, rows, level, n_keys,
-                                       lag_seconds=cfg.window.teacher_lag_seconds())
+                                       lag_seconds=cfg.window.teacher_lag_seconds(),
+                                       key=synthetic.BROWSER,
+                                       slices=cfg.dataset.slice_columns())
       row['levels'][f'{level:g}'] = {'failed': report['failed'],
                                      'coverage': report['coverage'],
                                      'band': band.to_dict(),
@@ -256,17 +259,17 @@ def markdown(result: Dict) -> str:
                          for x in levels)
     cover = ' / '.join(
         f'{_pct(row["levels"][x]["coverage"]["overall"]["mean"])} ('
-        f'{_pct(row["levels"][x]["coverage"][columns.BROWSER_OBSERVABILITY][labels.LOW_OBSERVABILITY_BUCKET]["mean"])})'
+        f'{_pct(row["levels"][x]["coverage"][columns.BROWSER_OBSERVABILITY][columns.LOW_OBSERVABILITY_BUCKET]["mean"])})'
         for x in levels)
     lines.append(
         f'| {row["teacher_lag_hours"]:g} h | {_pct(q["relative_to_production"])} '
         f'[{_pct(q["ci95_click"][0])}, {_pct(q["ci95_click"][1])}] | {overall} | '
-        f'{cells(row, columns.BROWSER_OBSERVABILITY, labels.LOW_OBSERVABILITY_BUCKET)} | '
+        f'{cells(row, columns.BROWSER_OBSERVABILITY, columns.LOW_OBSERVABILITY_BUCKET)} | '
         f'{cells(row, fallback.AGE, fallback.BEFORE_CUTOFF)} | '
         f'{cells(row, fallback.AGE, fallback.AFTER_CUTOFF)} | '
-        f'{cells(row, columns.TCPA_BUCKET, labels.HIGH_TCPA_BUCKET)} | {cover} | '
+        f'{cells(row, columns.TCPA_BUCKET, columns.HIGH_TCPA_BUCKET)} | {cover} | '
         + ' / '.join(_pct(row['levels'][x]['naive_failed'][columns.BROWSER_OBSERVABILITY]
-                          [labels.LOW_OBSERVABILITY_BUCKET]['mean']) for x in levels)
+                          [columns.LOW_OBSERVABILITY_BUCKET]['mean']) for x in levels)
         + ' |')
   return '\n'.join(lines)
 

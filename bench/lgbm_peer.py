@@ -32,11 +32,12 @@ import lightgbm as lgb  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 
 from schemas import columns  # pylint: disable=g-import-not-at-top
+from world import synthetic
 
-FEATURES = columns.SERVING_FEATURES
+FEATURES = synthetic.SERVING_FEATURES
 # The int64 ids: split as categories, not by order.
 CATEGORICAL = tuple(f for f in FEATURES
-                    if columns.BY_NAME[f].kind == columns.Kind.CATEGORICAL)
+                    if synthetic.column(f).kind == columns.Kind.CATEGORICAL)
 
 # Defaults for ~100k-500k rows on 2 cores. deterministic needs a fixed histogram
 # layout (force_row_wise) to give the same trees run to run.
@@ -88,8 +89,8 @@ def fit_predict(train: Dict[str, np.ndarray], score: Dict[str, np.ndarray],
   cut for all windows would leave 7_90d nothing to stop on.
 
   Args:
-    train: column name -> array: the serving features, columns.LABELS,
-      columns.OBSERVED_EXPOSURES and columns.CLICK_TS.
+    train: column name -> array: the serving features, synthetic.LABELS,
+      synthetic.OBSERVED_EXPOSURES and columns.CLICK_TS.
     score: column name -> array with at least the serving features.
     seed: LightGBM's seed.
     valid_days: days of the newest informative clicks held out per window.
@@ -112,8 +113,8 @@ def fit_predict(train: Dict[str, np.ndarray], score: Dict[str, np.ndarray],
   total = np.zeros(len(x_score))
   info = {'params': params, 'best_iteration': {}, 'base_log_rate': {},
           'train_rows': {}, 'valid_rows': {}}
-  for name, label, exposure in zip(columns.WINDOW_NAMES, columns.LABELS,
-                                   columns.OBSERVED_EXPOSURES):
+  for name, label, exposure in zip(synthetic.WINDOW_NAMES, synthetic.LABELS,
+                                   synthetic.OBSERVED_EXPOSURES):
     offset = np.asarray(train[exposure], dtype=np.float64)
     keep = offset > 0
     if not keep.any():

@@ -54,6 +54,7 @@ from schemas import codec
 from schemas import columns
 from schemas import records
 from world import generator
+from world import synthetic
 
 RESULTS = 'bench/results/quality'
 REPORTED = 'bench/reported/quality.json'
@@ -159,12 +160,12 @@ def scoring_set(cfg, n: int) -> Dict[str, np.ndarray]:
   rows = world.scoring_clicks(n, day_start)
   spec = cfg.label_spec()
   rows[columns.OBSERVED_FRACTION] = labels.observed_fraction(
-      rows[columns.BROWSER], spec).astype(np.float32)
+      rows[synthetic.BROWSER], spec).astype(np.float32)
   prefix = quality_report.SLICE_PREFIX
   rows[prefix + 'tcpa_gt_250'] = labels.tcpa_bucket(
-      rows[columns.TARGET_CPA]) == labels.HIGH_TCPA_BUCKET
+      rows[synthetic.TARGET_CPA]) == columns.HIGH_TCPA_BUCKET
   rows[prefix + 'low_observability'] = labels.observability_bucket(
-      rows[columns.OBSERVED_FRACTION], spec) == labels.LOW_OBSERVABILITY_BUCKET
+      rows[columns.OBSERVED_FRACTION], spec) == columns.LOW_OBSERVABILITY_BUCKET
   # E[rate | serving features]: the best any serving-only model can predict.
   rows['serving_rate'] = world.serving_rate(rows)
   # What the click's advertiser, region, browser and tagging imply for its
@@ -175,8 +176,8 @@ def scoring_set(cfg, n: int) -> Dict[str, np.ndarray]:
 
 def serialized(rows: Dict[str, np.ndarray]) -> List[bytes]:
   """The scoring clicks as tf.Examples with every model feature."""
-  return codec.encode({c: rows[c] for c in columns.SERVING_FEATURES +
-                       columns.TEACHER_ONLY_FEATURES})
+  return codec.encode({c: rows[c] for c in synthetic.SERVING_FEATURES +
+                       synthetic.TEACHER_ONLY_FEATURES})
 
 
 def predict_saved_model(model_dir: str, examples: List[bytes],
@@ -240,8 +241,9 @@ def glm_predictions(train: Dict[str, np.ndarray], rows) -> np.ndarray:
   7-90 d window has not started (o_w == 0), and the newest clicks for which it
   has hold almost no exposure and, on a 30k-click world, no conversion."""
   total = 0.0
-  for label, exposure in zip(columns.LABELS, columns.OBSERVED_EXPOSURES):
-    glm = glm_lib.cv_glm(train, train[label], columns.SERVING_FEATURES,
+  for label, exposure in zip(synthetic.LABELS, synthetic.OBSERVED_EXPOSURES):
+    glm = glm_lib.cv_glm(train, train[label],
+                         synthetic.features(synthetic.SERVING_FEATURES),
                          exposure=train[exposure])
     total = total + glm.predict(rows)
   return total
@@ -273,8 +275,8 @@ def teacher_fit(cfg, inferred: str) -> Dict:
       cfg.window.teacher_lag_seconds())
   out = {}
   for name, label, exposure, teacher, true in zip(
-      columns.WINDOW_NAMES, columns.LABELS, columns.OBSERVED_EXPOSURES,
-      columns.TEACHER_RATES, columns.TRUE_RATES):
+      synthetic.WINDOW_NAMES, synthetic.LABELS, synthetic.OBSERVED_EXPOSURES,
+      synthetic.TEACHER_RATES, synthetic.TRUE_RATES):
     o = rows[exposure][keep].astype(np.float64)
     y = rows[label][keep].astype(np.float64)
     t = rows[teacher][keep].astype(np.float64)
@@ -291,19 +293,20 @@ def teacher_observability(cfg, inferred: str) -> Dict:
   the prior's, by slice (quality_report.observability_errors), on every click
   the BulkInferrer scored (both splits)."""
   rows = records.read_examples(inferred)
-  shares = labels.matured_window_shares(cfg.label_spec())
-  row = (2 * rows[columns.BROWSER] + rows[columns.ADVERTISER_FIRST_PARTY]).astype(int)
+  # The prior's mature observed share per click, as the ExampleGen wrote it.
+  prior = np.stack([rows[c].astype(np.float64)
+                    for c in synthetic.PRIOR_OBSERVABILITY], 1)
   teacher = np.stack([rows[c].astype(np.float64)
-                      for c in columns.TEACHER_OBSERVABILITY], 1)
+                      for c in synthetic.TEACHER_OBSERVABILITY], 1)
   keys = {c: np.asarray(rows[c]).reshape(-1).astype(np.int64) for c in (
-      columns.BROWSER, columns.ADVERTISER_FIRST_PARTY, 'advertiser_id', 'country')}
+      synthetic.BROWSER, synthetic.ADVERTISER_FIRST_PARTY, 'advertiser_id', 'country')}
   expected = generator.World(cfg).expected_observability_by_window(keys)
   # The click-level expectation (windows weighted by the true rates), for the
   # expected-observability quintiles and advertiser deciles.
-  rate = np.stack([rows[c].astype(np.float64) for c in columns.TRUE_RATES], 1)
+  rate = np.stack([rows[c].astype(np.float64) for c in synthetic.TRUE_RATES], 1)
   rows[quality_report.EXPECTED_OBSERVABILITY] = (rate * expected).sum(1) / np.maximum(
       rate.sum(1), 1e-300)
-  return quality_report.observability_errors(rows, teacher, shares[row], expected)
+  return quality_report.observability_errors(rows, teacher, prior, expected)
 
 
 class WorldRun:
@@ -343,7 +346,7 @@ class WorldRun:
       examples = serialized(rows)
       teacher = predict_saved_model(
           path_utils.serving_model_path(artifacts['teacher']), examples,
-          export.RATE_OUTPUTS)
+          export.rate_outputs(synthetic.WINDOW_NAMES))
       self.save('teacher', teacher.sum(1))
       self.save('teacher_windows', teacher)
     if not (self.have('glm') and self.have('lgbm')):

@@ -28,6 +28,7 @@ from bench import stats
 from models import nll
 from schemas import columns
 from world import observability
+from world import synthetic
 
 SLICES = ('overall', 'tcpa_gt_250', 'low_observability')
 # scoring.npz holds a boolean column per slice other than overall.
@@ -68,7 +69,7 @@ class World:
       self.rows = {k: z[k] for k in z.files}
     self.path = path
     self.y = self.rows[columns.TRUE_CONVERSIONS].astype(np.float64)
-    self.rate = sum(self.rows[c].astype(np.float64) for c in columns.TRUE_RATES)
+    self.rate = sum(self.rows[c].astype(np.float64) for c in synthetic.TRUE_RATES)
     self.masks = {'overall': np.ones(len(self.y), bool),
                   **{s: self.rows[SLICE_PREFIX + s].astype(bool) for s in SLICES[1:]}}
 
@@ -172,15 +173,15 @@ def calibration_groups(rows) -> Dict[str, Dict[str, np.ndarray]]:
   quintile of the click's expected observability given its advertiser, region,
   browser and tagging (each where the rows have its columns)."""
   groups = {}
-  if columns.BROWSER in rows:
-    browser = rows[columns.BROWSER]
+  if synthetic.BROWSER in rows:
+    browser = rows[synthetic.BROWSER]
     groups['browser'] = {f'browser {int(b)}': browser == b for b in np.unique(browser)}
   if 'country' in rows:
     region = observability.region_of_country(rows['country'])
     groups['region'] = {name: region == r
                         for r, name in enumerate(observability.REGION_NAMES)}
-  if columns.ADVERTISER_FIRST_PARTY in rows:
-    fp = rows[columns.ADVERTISER_FIRST_PARTY]
+  if synthetic.ADVERTISER_FIRST_PARTY in rows:
+    fp = rows[synthetic.ADVERTISER_FIRST_PARTY]
     groups['first_party'] = {'first-party tagging': fp == 1, 'browser tags only': fp == 0}
   expected = np.asarray(rows.get(EXPECTED_OBSERVABILITY, []), np.float64)
   if len(expected) and np.ptp(expected) > 0:
@@ -260,11 +261,11 @@ def observability_errors(rows, teacher: np.ndarray, prior: np.ndarray,
     conversions it mislabels), and with `expected`, 'teacher_rmse' and
     'prior_rmse' (same weights) against it; group 'overall' too.
   """
-  off_panel = np.asarray(rows[columns.IN_PANEL]).reshape(-1) == 0
+  off_panel = np.asarray(rows[synthetic.IN_PANEL]).reshape(-1) == 0
   truth = np.stack([np.asarray(rows[c], np.float64).reshape(-1)
-                    for c in columns.TRUE_OBSERVABILITY], 1)
+                    for c in synthetic.TRUE_OBSERVABILITY], 1)
   weight = np.stack([np.asarray(rows[c], np.float64).reshape(-1)
-                     for c in columns.TRUE_RATES], 1)
+                     for c in synthetic.TRUE_RATES], 1)
   groups = {'overall': {'all clicks': np.ones(len(off_panel), bool)},
             **calibration_groups(rows)}
   out = {}
@@ -329,8 +330,8 @@ def teacher_calibration(worlds: List[World]) -> Dict:
   for w in worlds:
     rates = w.load('teacher_windows')
     per_world.append({name: float(rates[:, i].sum() / w.rows[c].astype(np.float64).sum())
-                      for i, (name, c) in enumerate(zip(columns.WINDOW_NAMES,
-                                                        columns.TRUE_RATES))})
+                      for i, (name, c) in enumerate(zip(synthetic.WINDOW_NAMES,
+                                                        synthetic.TRUE_RATES))})
     per_world[-1]['total'] = float(rates.sum() / w.rate.sum())
   keys = list(per_world[0])
   return {'per_world': per_world,

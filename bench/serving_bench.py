@@ -68,6 +68,7 @@ from models import serving_graph
 from models import towers
 from schemas import codec
 from schemas import columns
+from world import synthetic
 
 REPORTED = 'bench/reported/serving.json'
 RESULTS = 'bench/results/serving'
@@ -107,9 +108,10 @@ def teacher_tflite(cfg, artifacts, out_dir: str, examples: List[bytes]) -> bytes
   teacher_dir = path_utils.serving_model_path(artifacts['teacher'])
   network = teacher_network(cfg, teacher_dir)
   tft_layer = tft.TFTransformOutput(artifacts['transform']).transform_features_layer()
-  names = features_lib.TEACHER_FEATURES
+  names = synthetic.TEACHER_FEATURES
   module = tf.Module()
-  module.graph = serving_graph.LeanServing(network, tft_layer, names,
+  module.graph = serving_graph.LeanServing(network, tft_layer,
+                                           synthetic.features(names),
                                            output_name=export.PCONVS)
   saved = os.path.join(out_dir, 'teacher_lean')
   tf.saved_model.save(module, saved,

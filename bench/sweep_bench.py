@@ -42,6 +42,7 @@ from models import student_tuner
 from models import features as features_lib
 from models import towers
 from schemas import columns
+from world import synthetic
 
 RESULTS = 'bench/results/sweep'
 REPORTED = sweep_report.REPORTED
@@ -86,8 +87,8 @@ class Scorer:
   """Predicted total rates of a trained network on a world's scoring clicks."""
 
   def __init__(self, rows: Dict[str, np.ndarray]):
-    self.rate = sum(rows[c].astype(np.float64) for c in columns.TRUE_RATES)
-    spec = data.column_spec(features_lib.SERVING_FEATURES)
+    self.rate = sum(rows[c].astype(np.float64) for c in synthetic.TRUE_RATES)
+    spec = data.column_spec(synthetic.SERVING_FEATURES)
     self.parsed = []
     examples = quality_bench.serialized(rows)
     for i in range(0, len(examples), 8192):
@@ -97,7 +98,7 @@ class Scorer:
     out = []
     for batch in self.parsed:
       transformed = tft_layer(batch)
-      got = network({n: transformed[n] for n in features_lib.SERVING_FEATURES},
+      got = network({n: transformed[n] for n in synthetic.SERVING_FEATURES},
                      training=False)
       out.append(np.exp(np.asarray(got[towers.LOG_RATES], np.float64)).sum(1))
     return nll.excess_risk_per_example(self.rate, np.concatenate(out))

@@ -59,7 +59,7 @@ def difficulty_at(num_clicks: int, seed: int):
   with tempfile.TemporaryDirectory() as tmp:
     generator.generate(cfg, os.path.join(tmp, 'w'), log=lambda *_: None)
     clicks = records.read_examples(os.path.join(tmp, 'w', layout.CLICKS))
-  return cfg, difficulty.measure(clicks)
+  return cfg, difficulty.measure(clicks, cfg.dataset)
 
 
 def markdown(result) -> str:

@@ -13,6 +13,12 @@ class QuantizationReport(types.Artifact):
   TYPE_NAME = 'kdconv.QuantizationReport'
 
 
+class DelayModel(types.Artifact):
+  """The delay distribution every exposure of a night used (delay_fit.json: per
+  delay segment the window shares and scales, fitted on the logs or the prior)."""
+  TYPE_NAME = 'kdconv.DelayModel'
+
+
 # Custom properties the ConversionLogExampleGen writes on its Examples and other
 # nodes (the Pusher, the run summary) read back.
 SNAPSHOT_TIME = 'snapshot_time'  # T, ISO 8601

@@ -11,14 +11,17 @@ Example:
 import dataclasses
 import json
 import math
+import os
 import re
 import typing
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import yaml
 
+from config.dataset import DatasetSpec
 from config.schema import Config
 from config.schema import ConfigError
+from config.schema import DEFAULT_DATASET_FILE
 
 # The Trainers' custom_config key holding the whole config as JSON.
 TRAINER_CONFIG_KEY = 'config'
@@ -184,13 +187,66 @@ def parse_override(text: str):
     raise ConfigError(f'override {key}: cannot parse value {raw!r}') from e
 
 
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def dataset_path(path: str) -> str:
+  """A dataset spec's path: as given if it exists, else from the repository
+  (the synthetic world's spec is found from any working directory)."""
+  if os.path.isabs(path) or os.path.exists(path):
+    return path
+  return os.path.join(_REPO, path)
+
+
+def read_dataset(path: str) -> Dict[str, Any]:
+  """A dataset spec file's YAML mapping (checked when the config is built)."""
+  full = dataset_path(path)
+  try:
+    with open(full) as f:
+      data = _yaml(f) or {}
+  except OSError as e:
+    raise ConfigError(f'dataset_file: cannot read the dataset spec {path}: '
+                      f'{e.strerror}') from e
+  except yaml.YAMLError as e:
+    raise ConfigError(f'{path}: not valid YAML: {e}') from e
+  if not isinstance(data, dict):
+    raise ConfigError(f'{path}: a dataset spec is a mapping at the top level')
+  return data
+
+
+def _with_dataset(data: Dict[str, Any]) -> Dict[str, Any]:
+  """`data` with its dataset section read from `dataset_file` (under the section's
+  own keys), and the spec checked on its own so errors name the file."""
+  path = data.get('dataset_file', DEFAULT_DATASET_FILE)
+  if not isinstance(path, str):
+    raise ConfigError(f'dataset_file: expected a path, got {path!r}')
+  section = data.get('dataset') or {}
+  if not isinstance(section, dict):
+    raise ConfigError(f'dataset: expected a mapping, got {section!r}')
+  if path:
+    section = _merge(read_dataset(path), section)
+  try:
+    spec = _build('', DatasetSpec, section)
+    _check_tree('', spec)
+  except ConfigError as e:
+    raise ConfigError(f'{path or "dataset"}: {e}') from None
+  return {**data, 'dataset': section}
+
+
+def dataset_from_dict(data: Dict[str, Any]) -> DatasetSpec:
+  """A dataset spec from its mapping (e.g. the ExampleGen's JSON parameter)."""
+  spec = _build('', DatasetSpec, data)
+  _check_tree('', spec)
+  return spec
+
+
 def from_dict(data: Optional[Dict[str, Any]]) -> Config:
   """Builds and validates a Config from a (possibly partial) mapping."""
   if data is None:
     data = {}
   if not isinstance(data, dict):
     raise ConfigError(f'the config must be a mapping, got {type(data).__name__}')
-  cfg = _build('', Config, data)
+  cfg = _build('', Config, _with_dataset(data))
   _check_tree('', cfg)
   return cfg
 

@@ -16,25 +16,14 @@ import math
 import os
 from typing import Dict, List, Optional, Tuple
 
-from observation import delay as delay_lib
 from observation import eval_labels
 from observation import labels
 from observation import snapshot
-import schemas
 from schemas import columns
 
-class ConfigError(ValueError):
-  """A configuration problem; the message names the offending key."""
-
-
-def _field(default=dataclasses.MISSING, *, default_factory=dataclasses.MISSING,
-           min=None, max=None, min_exclusive=False, choices=None, doc=''):  # pylint: disable=redefined-builtin
-  """A dataclass field with range / choice constraints checked on load."""
-  meta = dict(min=min, max=max, min_exclusive=min_exclusive, choices=choices,
-              doc=doc)
-  if default_factory is not dataclasses.MISSING:
-    return dataclasses.field(default_factory=default_factory, metadata=meta)
-  return dataclasses.field(default=default, metadata=meta)
+from config.base import ConfigError  # pylint: disable=unused-import
+from config.base import _field
+from config.dataset import DatasetSpec
 
 
 def _parse_utc(key: str, value: str) -> datetime.datetime:
@@ -68,19 +57,19 @@ def _default_browsers() -> List[BrowserConfig]:
 
 @dataclasses.dataclass
 class PriorConfig:
-  """A measurement study's observed share of true conversions for one browser x
-  first-party flag, per delay segment (observation/labels.py SEGMENT_EDGES_HOURS:
-  [0, 24), [24, 48), [48, 168), [168, 2160) hours)."""
+  """A measurement study's observed share of true conversions for one segment
+  (browser) x first-party flag, per delay segment (observability.segment_edges_hours;
+  by default [0, 24), [24, 48), [48, 168), [168, 2160) hours)."""
   browser: int = _field(0, min=0)
   first_party: int = _field(0, min=0, max=1)
   segment_shares: List[float] = _field(
-      default_factory=lambda: [1.0] * labels.N_SEGMENTS)
+      default_factory=lambda: [1.0] * (len(labels.SEGMENT_EDGES_HOURS) - 1))
 
   def check(self, key: str) -> None:
     shares = self.segment_shares
-    if len(shares) != labels.N_SEGMENTS or not all(0.0 < x <= 1.0 for x in shares):
-      raise ConfigError(f'{key}.segment_shares: needs {labels.N_SEGMENTS} values in '
-                        f'(0, 1], one per delay segment, got {shares}')
+    if not all(0.0 < x <= 1.0 for x in shares):
+      raise ConfigError(f'{key}.segment_shares: values in (0, 1], one per delay '
+                        f'segment, got {shares}')
 
 
 PRIOR_SOURCES = ('config', 'world_manifest')
@@ -101,8 +90,22 @@ class ObservabilityConfig:
   # f < low_threshold, else 'partial'.
   full_threshold: float = _field(0.95, min=0.0, max=1.0)
   low_threshold: float = _field(0.5, min=0.0, max=1.0)
+  # The delay segments the priors' shares are given for (hours; from 0 to at
+  # least the last delay window's end): the windows' edges plus the cookie caps.
+  segment_edges_hours: List[float] = _field(
+      default_factory=lambda: list(labels.SEGMENT_EDGES_HOURS))
 
   def check(self, key: str) -> None:
+    edges = self.segment_edges_hours
+    if (len(edges) < 2 or edges[0] != 0 or
+        any(b <= a for a, b in zip(edges[:-1], edges[1:]))):
+      raise ConfigError(f'{key}.segment_edges_hours: increasing hours from 0, got '
+                        f'{edges}')
+    for i, p in enumerate(self.priors):
+      if len(p.segment_shares) != len(edges) - 1:
+        raise ConfigError(f'{key}.priors[{i}].segment_shares: needs {len(edges) - 1} '
+                          f'values, one per delay segment of segment_edges_hours '
+                          f'{edges}')
     ids = [b.id for b in self.browsers]
     if not ids:
       raise ConfigError(f'{key}.browsers: at least one browser is required')
@@ -132,36 +135,25 @@ class ObservabilityConfig:
     return [b.observed_fraction for b in sorted(self.browsers, key=lambda b: b.id)]
 
 
+DELAY_SOURCES = ('fitted', 'prior')
+
+
 @dataclasses.dataclass
 class DelayConfig:
-  """Click-to-conversion delay: window shares and the shape inside each window.
+  """Where every exposure's delay distribution comes from (§4;
+  observation/delay_fit.py).
 
-  Within window w = [a, b) the delay is a - truncated at b - exponential with
-  scale `window_scale_hours[w]`; the exposure of a window at age t is that
-  distribution's CDF at t (0 before a, 1 from b on). Shares are the world's
-  conversion-weighted average (the synthetic generator tilts them by price).
+  fitted: measured by the ExampleGen on the window's reported conversions (each
+  right-truncated at its click's age, weighted by the observability priors'
+  share by delay, by the spec's delay.segment_by), shrunk to the dataset spec's
+  prior with `prior_conversions` pseudo-conversions; a segment with fewer than
+  `min_segment_conversions` keeps the pooled fit. prior: the spec's prior as it
+  is (the windows' prior_share and prior_scale_hours). Inside each window the
+  delay is a truncated exponential either way.
   """
-  window_shares: List[float] = _field(default_factory=lambda: [0.55, 0.25, 0.20])
-  window_scale_hours: List[float] = _field(
-      default_factory=lambda: [8.0, 48.0, 480.0])
-
-  def check(self, key: str) -> None:
-    n = len(columns.WINDOWS)
-    for name in ('window_shares', 'window_scale_hours'):
-      if len(getattr(self, name)) != n:
-        raise ConfigError(f'{key}.{name}: needs {n} values, one per window '
-                          f'{list(columns.WINDOW_NAMES)}')
-    if any(s < 0 for s in self.window_shares) or not math.isclose(
-        sum(self.window_shares), 1.0, abs_tol=1e-6):
-      raise ConfigError(f'{key}.window_shares: must be non-negative and sum '
-                        f'to 1, got {self.window_shares}')
-    if any(s <= 0 for s in self.window_scale_hours):
-      raise ConfigError(f'{key}.window_scale_hours: must be > 0, got '
-                        f'{self.window_scale_hours}')
-
-  def model(self) -> delay_lib.DelayModel:
-    """The delay model these shapes define."""
-    return delay_lib.DelayModel(self.window_scale_hours)
+  source: str = _field('fitted', choices=DELAY_SOURCES)
+  prior_conversions: float = _field(20.0, min=0.0)
+  min_segment_conversions: int = _field(500, min=1)
 
 
 @dataclasses.dataclass
@@ -191,6 +183,12 @@ class WorldConfig:
       default_factory=lambda: [0.60, 0.0, 0.15, 0.15, 0.10])
   browser_shares_mobile: List[float] = _field(
       default_factory=lambda: [0.35, 0.15, 0.45, 0.0, 0.05])
+  # The true delay model the world samples from (the synthetic dataset's windows):
+  # each window's share of conversions and its truncated exponential's scale.
+  delay_window_shares: List[float] = _field(
+      default_factory=lambda: [0.55, 0.25, 0.20])
+  delay_window_scale_hours: List[float] = _field(
+      default_factory=lambda: [8.0, 48.0, 480.0])
   # Conversions reported more than this many days after the last click day are
   # not in the conversion log (0: the log ends with the world).
   conversion_horizon_days: int = _field(0, min=0)
@@ -202,12 +200,16 @@ class WorldConfig:
     except ValueError as e:
       raise ConfigError(f'{key}.start_date: {self.start_date!r} is not a '
                         'YYYY-MM-DD date') from e
-    for name in ('browser_shares_desktop', 'browser_shares_mobile'):
+    for name in ('browser_shares_desktop', 'browser_shares_mobile',
+                 'delay_window_shares'):
       shares = getattr(self, name)
       if any(s < 0 for s in shares) or not math.isclose(sum(shares), 1.0,
                                                         abs_tol=1e-6):
         raise ConfigError(f'{key}.{name}: must be non-negative and sum to 1, '
                           f'got {shares}')
+    if any(s <= 0 for s in self.delay_window_scale_hours):
+      raise ConfigError(f'{key}.delay_window_scale_hours: must be > 0, got '
+                        f'{self.delay_window_scale_hours}')
 
   def start(self) -> datetime.datetime:
     d = datetime.date.fromisoformat(self.start_date)
@@ -303,13 +305,13 @@ class ModelConfig:
   teacher_panel_calibration: bool = False
 
   def check(self, key: str) -> None:
-    width = schemas.hint_width()
+    width = columns.HINT_WIDTH
     got = self.teacher.hidden_units[self.teacher.hint_layer]
     if got != width:
       raise ConfigError(
           f'{key}.teacher.hidden_units[{self.teacher.hint_layer}] '
-          f'({key}.teacher.hint_layer): the hint layer has {got} units but '
-          f'schemas/schema.pbtxt declares teacher_hint with {width} values')
+          f'({key}.teacher.hint_layer): the hint layer has {got} units but the '
+          f'examples\' teacher_hint has {width} values (schemas/columns.py)')
 
 
 TEACHER_GATE_MODES = ('auto', 'truth', 'observed')
@@ -770,8 +772,10 @@ class VertexConfig:
   serving_dir: str = ''  # gs:// push destination
   sweeps_dir: str = ''  # gs:// sweep records; empty: <pipeline_root>/sweeps
   image: str = ''  # the pipeline image (deploy/Dockerfile)
-  # Where deploy/Dockerfile puts the curated schema inside the image.
-  schema_path: str = '/pipeline/schemas/schema.pbtxt'
+  # The dataset's TFDV schema as the pipeline's tasks see it; empty: the one
+  # beside the dataset spec inside the image (/pipeline/<the spec's directory>/
+  # schema.pbtxt, which `python -m pipeline.cli schema` generates).
+  schema_path: str = ''
   service_account: str = ''  # runs the pipeline and the training jobs
   network: str = ''  # VPC peering for the pipeline job (optional)
   encryption_key: str = ''  # CMEK (optional)
@@ -783,6 +787,9 @@ class VertexConfig:
   schedule: ScheduleConfig = _field(default_factory=ScheduleConfig)
 
 
+DEFAULT_DATASET_FILE = 'datasets/synthetic_world/dataset.yaml'
+
+
 @dataclasses.dataclass
 class Config:
   """The whole configuration."""
@@ -790,6 +797,12 @@ class Config:
   # TFX caching. Off by default: a rerun with T resolved at run time must not
   # reuse yesterday's examples.
   enable_cache: bool = False
+  # The dataset spec (YAML; relative paths from the working directory, then from
+  # the repository): read into `dataset` when the config is loaded, under any
+  # `dataset.*` keys the config or --set give. Empty: `dataset` is complete as
+  # given (the Trainers' copy of the config).
+  dataset_file: str = DEFAULT_DATASET_FILE
+  dataset: DatasetSpec = _field(default_factory=DatasetSpec)
   paths: PathsConfig = _field(default_factory=PathsConfig)
   world: WorldConfig = _field(default_factory=WorldConfig)
   window: WindowConfig = _field(default_factory=WindowConfig)
@@ -814,14 +827,12 @@ class Config:
     del key
     n = len(self.observability.browsers)
     for name in ('browser_shares_desktop', 'browser_shares_mobile'):
-      if len(getattr(self.world, name)) != n:
+      # The world generates the synthetic dataset only (the one with truth).
+      if self.dataset.truth and len(getattr(self.world, name)) != n:
         raise ConfigError(f'world.{name}: needs {n} values, one per browser in '
                           'observability.browsers')
     self.pruning.check_layers('pruning', len(self.model.student.hidden_units))
-    buckets = columns.BY_NAME[columns.BROWSER].buckets
-    if n > buckets:
-      raise ConfigError(f'observability.browsers: {n} browsers, but the schema '
-                        f'knows browser ids 0..{buckets - 1}')
+    self._check_dataset()
     if (self.model.teacher_panel_calibration and self.world.panel_share == 0 and
         self.observability.priors_source == 'world_manifest'):
       # Caught here rather than after the Transform: a synthetic world without a
@@ -830,10 +841,71 @@ class Config:
                         'no measurement panel (world.panel_share is 0); set a '
                         'panel share or turn the calibration off')
 
+  def _check_dataset(self) -> None:
+    """What the configuration asks of the dataset, checked at load time: a mode
+    or recipe the dataset cannot support is a config error naming the key."""
+    d = self.dataset
+    where = f' (dataset {d.name!r}: {self.dataset_file or "the dataset section"})'
+    if d.segment:
+      f = d.feature_or_none(d.segment)
+      n = len(self.observability.browsers)
+      if f is not None and n > f.bucket_count():
+        raise ConfigError(f'observability.browsers: {n} browsers, but the segment '
+                          f'{d.segment!r} has ids 0..{f.bucket_count() - 1}{where}')
+    edges = self.observability.segment_edges_hours
+    if edges[-1] < d.windows[-1].end_hours:
+      raise ConfigError(f'observability.segment_edges_hours: the last edge '
+                        f'{edges[-1]:g} h is before the last delay window\'s end '
+                        f'{d.windows[-1].end_hours:g} h{where}')
+    if self.observability.priors and not d.segment:
+      raise ConfigError('observability.priors: the dataset has no '
+                        f'observability_segment to key them by{where}')
+    needs = []
+    mode = self.eval.label_mode
+    if mode == 'truth' and not d.truth:
+      needs.append(('eval.label_mode', 'truth', 'truth columns (synthetic data); '
+                    'use panel or observed_observable'))
+    if mode == 'panel' and not d.panel:
+      needs.append(('eval.label_mode', 'panel', 'a panel column'))
+    if self.teacher_gate.mode == 'truth' and not d.truth:
+      needs.append(('teacher_gate.mode', 'truth', 'truth columns'))
+    if self.fallback.target == 'truth' and not d.truth:
+      needs.append(('fallback.target', 'truth', 'truth columns'))
+    if self.sweep.score == 'panel' and not d.panel:
+      needs.append(('sweep.score', 'panel', 'a panel column'))
+    panel_recipes = {'offset_panel_calibrated': 'a panel and '
+                     'meanings.panel_calibration_groups',
+                     'panel_only': 'a panel column',
+                     'offset_observability_head': 'a panel column'}
+    r = self.distill.recipe
+    if r in panel_recipes and not (
+        d.panel and (r != 'offset_panel_calibrated' or
+                     d.meanings.panel_calibration_groups)):
+      needs.append(('distill.recipe', r, panel_recipes[r]))
+    if self.model.teacher_panel_calibration and not (
+        d.panel and d.meanings.panel_calibration_groups):
+      needs.append(('model.teacher_panel_calibration', 'true', 'a panel and '
+                    'meanings.panel_calibration_groups'))
+    if self.model.teacher_observability_head and not d.panel:
+      needs.append(('model.teacher_observability_head', 'true', 'a panel column'))
+    if needs:
+      key, value, what = needs[0]
+      raise ConfigError(f'{key}: {value} needs {what}, which the dataset does not '
+                        f'declare{where}')
+    for name in ('delay_window_shares', 'delay_window_scale_hours'):
+      if d.truth and len(getattr(self.world, name)) != len(d.windows):
+        raise ConfigError(f'world.{name}: needs {len(d.windows)} values, one per '
+                          f'delay window of the dataset{where}')
+
   def to_json(self) -> str:
     """The whole config as JSON (the Trainers' custom_config; config.loader
-    reads it back)."""
-    return json.dumps(dataclasses.asdict(self), sort_keys=True)
+    reads it back). The dataset spec goes in whole, so a reader needs no file."""
+    return json.dumps({**dataclasses.asdict(self), 'dataset_file': ''},
+                      sort_keys=True)
+
+  def dataset_json(self) -> str:
+    """The dataset spec as the ExampleGen's `dataset` parameter."""
+    return json.dumps(dataclasses.asdict(self.dataset), sort_keys=True)
 
   def local_root(self) -> str:
     """<paths.output_root>/<pipeline_name>, absolute: where a local run keeps its
@@ -842,33 +914,49 @@ class Config:
 
   def fallback_parameter(self) -> str:
     """The Promotion component's `fallback` parameter: the section, the target
-    resolved, and what the band's slices need (browsers, the teacher's lag)."""
+    resolved, and what the band's slices need (its key column and the segments,
+    the slices, the teacher's lag)."""
     return json.dumps({
         **dataclasses.asdict(self.fallback),
         'target': self.fallback.resolved_target(self.eval.label_mode),
-        'n_keys': len(self.observability.browsers),
+        'key_column': self.dataset.segment,
+        'n_keys': len(self.observability.browsers) if self.dataset.segment else 1,
+        'slices': list(self.dataset.slice_columns()),
         'teacher_lag_seconds': self.window.teacher_lag_seconds()}, sort_keys=True)
 
   def label_spec(self) -> labels.LabelSpec:
-    """What the ExampleGen's join needs: the delay and observability models.
+    """What the ExampleGen's join needs: the windows, the delay model's prior and
+    how to fit it, the observability model, the columns with a meaning.
 
     With observability.priors_source world_manifest the priors are read here,
     at the edge (the pipeline's definition), from the world's manifest.
     """
-    fractions = tuple(self.observability.fractions())
-    priors = self.observability.segment_priors()
-    if self.observability.priors_source == 'world_manifest':
+    d = self.dataset
+    fractions = tuple(self.observability.fractions()) if d.segment else ()
+    priors = self.observability.segment_priors() if d.segment else ()
+    if d.segment and self.observability.priors_source == 'world_manifest':
       fractions, priors = _world_priors(self.paths.data_root, len(fractions))
+    segment_by = d.delay.segment_by
     return labels.LabelSpec(
-        delay=self.delay.model(),
+        windows=d.window_tuple(),
+        prior_shares=d.prior_shares(),
+        prior_scales=d.prior_scales(),
         observed_fractions=fractions,
         full_threshold=self.observability.full_threshold,
         low_threshold=self.observability.low_threshold,
-        priors=priors)
+        priors=priors,
+        segment_edges=tuple(self.observability.segment_edges_hours),
+        segment=d.segment, first_party=d.first_party, tcpa=d.tcpa, panel=d.panel,
+        delay_source=self.delay.source,
+        delay_segment_by=segment_by,
+        delay_segments=d.feature(segment_by).bucket_count() if segment_by else 1,
+        prior_conversions=self.delay.prior_conversions,
+        min_segment_conversions=self.delay.min_segment_conversions)
 
   def eval_label_spec(self, mode: Optional[str] = None) -> eval_labels.EvalLabelSpec:
     """What models are scored against: `mode` (default: eval.label_mode)."""
     return eval_labels.EvalLabelSpec(
         mode=mode or self.eval.label_mode,
-        window_shares=tuple(self.delay.window_shares),
+        window_names=self.dataset.window_names(),
+        panel=self.dataset.panel,
         full_threshold=self.observability.full_threshold)

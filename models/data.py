@@ -7,11 +7,12 @@ Elements are (features, targets): transformed model features by name, and
 float32 targets (counts, exposures, observed fraction, and whatever else asked).
 """
 
-from typing import Callable, Dict, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
 
+from config.dataset import DatasetSpec
 from models import features as features_lib
 from models import losses
 from observation import snapshot
@@ -22,27 +23,31 @@ from schemas import records
 Batch = Dict[str, tf.Tensor]
 
 
-def column_spec(names: Sequence[str],
-                schema_path: str = schemas.SCHEMA_PATH) -> Dict[str, tf.io.FixedLenFeature]:
-  """Parsing spec: scalars as [1]; teacher_hint as [width declared in the schema]."""
+def column_spec(names: Sequence[str], dataset: DatasetSpec,
+                schema_path: str = '') -> Dict[str, tf.io.FixedLenFeature]:
+  """Parsing spec: scalars as [1]; teacher_hint as [the width the schema
+  declares] (the pipeline's width without a schema)."""
   spec = {}
   for name in names:
     if name == columns.TEACHER_HINT:
       spec[name] = tf.io.FixedLenFeature([schemas.hint_width(schema_path)], tf.float32)
     else:
-      spec.update(features_lib.raw_feature_spec([name]))
+      spec.update(features_lib.raw_feature_spec([dataset.column(name)]))
   return spec
 
 
-TARGET_COLUMNS = columns.LABELS + columns.EXPOSURES + columns.OBSERVED_EXPOSURES + (
-    columns.OBSERVED_FRACTION, columns.CLICK_TS, columns.SNAPSHOT_TS)
+def target_columns(window_names: Sequence[str]) -> Tuple[str, ...]:
+  """The columns every loss reads: counts, exposures, times."""
+  return columns.labels(window_names) + columns.exposures(window_names) + (
+      columns.observed_exposures(window_names) + (
+          columns.OBSERVED_FRACTION, columns.CLICK_TS, columns.SNAPSHOT_TS))
 
 
 def raw_dataset(patterns: Sequence[str], names: Sequence[str], batch_size: int,
-                shuffle: bool = True, repeat: bool = True,
+                dataset: DatasetSpec, shuffle: bool = True, repeat: bool = True,
                 keep: Optional[Callable[[Batch], tf.Tensor]] = None,
                 drop_remainder: bool = True, seed: Optional[int] = None,
-                schema_path: str = schemas.SCHEMA_PATH,
+                schema_path: str = '',
                 shuffle_buffer: int = 1_000_000) -> tf.data.Dataset:
   """Batches of parsed columns `names`, optionally filtered per example by `keep`.
 
@@ -52,7 +57,7 @@ def raw_dataset(patterns: Sequence[str], names: Sequence[str], batch_size: int,
   # Training sorts by click_id (sorted_by_click_id); read it just for that.
   id_for_sort = repeat and columns.CLICK_ID not in names
   spec = column_spec(list(names) + ([columns.CLICK_ID] if id_for_sort else []),
-                     schema_path)
+                     dataset, schema_path)
   files = records.list_files(patterns)
   if shuffle:
     files = list(np.random.default_rng(seed).permutation(files))
@@ -89,14 +94,15 @@ def raw_dataset(patterns: Sequence[str], names: Sequence[str], batch_size: int,
   return ds
 
 
-def to_targets(batch: Batch) -> Batch:
+def to_targets(batch: Batch, window_names: Sequence[str]) -> Batch:
   """The float32 targets the losses read (window columns stacked as [B, W])."""
+  w = window_names
   out = {
-      losses.COUNTS: tf.cast(tf.concat([batch[c] for c in columns.LABELS], 1),
+      losses.COUNTS: tf.cast(tf.concat([batch[c] for c in columns.labels(w)], 1),
                              tf.float32),
-      losses.EXPOSURES: tf.concat([batch[c] for c in columns.EXPOSURES], 1),
+      losses.EXPOSURES: tf.concat([batch[c] for c in columns.exposures(w)], 1),
       losses.OBSERVED_EXPOSURES: tf.concat(
-          [batch[c] for c in columns.OBSERVED_EXPOSURES], 1),
+          [batch[c] for c in columns.observed_exposures(w)], 1),
       losses.OBSERVED_FRACTION: batch[columns.OBSERVED_FRACTION],
   }
   for name in (columns.CLICK_TS, columns.SNAPSHOT_TS):
@@ -119,21 +125,24 @@ def sorted_by_click_id(ds: tf.data.Dataset) -> tf.data.Dataset:
   return ds.batch(np.iinfo(np.int64).max).map(sort).unbatch()
 
 
-def model_dataset(patterns: Sequence[str], tft_layer, feature_names: Sequence[str],
-                  batch_size: int, extra_targets: Sequence[str] = (),
+def model_dataset(patterns: Sequence[str], tft_layer,
+                  features: Sequence[columns.Column], batch_size: int,
+                  dataset: DatasetSpec, extra_targets: Sequence[str] = (),
                   **kwargs) -> tf.data.Dataset:
   """(transformed features, targets) batches for training or evaluation."""
-  names = list(dict.fromkeys(list(feature_names) + list(TARGET_COLUMNS) +
+  feature_names = features_lib.names(features)
+  window_names = dataset.window_names()
+  names = list(dict.fromkeys(feature_names + list(target_columns(window_names)) +
                              list(extra_targets)))
 
   def split(batch):
     transformed = tft_layer({n: batch[n] for n in feature_names})
-    targets = to_targets(batch)
+    targets = to_targets(batch, window_names)
     for name in extra_targets:
       targets[name] = batch[name]
     return {n: transformed[n] for n in feature_names}, targets
 
-  ds = raw_dataset(patterns, names, batch_size, **kwargs)
+  ds = raw_dataset(patterns, names, batch_size, dataset, **kwargs)
   return ds.map(split, num_parallel_calls=tf.data.AUTOTUNE).prefetch(
       tf.data.AUTOTUNE)
 

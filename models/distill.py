@@ -58,7 +58,9 @@ TEACHER_HINT = 'teacher_hint'  # [B, H]
 # the prior's o_w without one).
 TEACHER_OBSERVED = 'teacher_observed_exposures'
 TEACHER_MASK = 'teacher_mask'  # [B, 1] 1.0 where the teacher's columns count
-TCPA = 'target_cpa'  # [B, 1]
+# [B, 1] the click's tCPA (the dataset's tCPA column; tcpa_reference, a weight of
+# 1, when it has none).
+TCPA = 'tcpa'
 
 TERMS = ('loss', 'hard', 'soft', 'aux', 'hint', 'teacher_examples')
 _LOG_RANGE = (-30.0, 15.0)

@@ -16,6 +16,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import h5py
 import tensorflow as tf
 
+from config.dataset import DatasetSpec
 from models import features as features_lib
 from models import losses
 from models import panel_calibration
@@ -27,12 +28,22 @@ SERVING_SIGNATURE = 'serving_default'
 PREDICT_SIGNATURE = 'predict'  # the BulkInferrer's: window rates and the hint
 RAW_SIGNATURE = 'raw_features'  # the Quantizer's: raw serving features -> pConvs
 PCONVS = 'pconvs'
-RATE_OUTPUTS = tuple(f'rate_{w}' for w in columns.WINDOW_NAMES)
 HINT_OUTPUT = 'hint'
-# The teacher's observability outputs (predict signature; see teacher_observability).
-OBSERVABILITY_OUTPUTS = tuple(f'observability_{w}' for w in columns.WINDOW_NAMES)
-OBSERVED_EXPOSURE_OUTPUTS = tuple(f'observed_exposure_{w}'
-                                  for w in columns.WINDOW_NAMES)
+
+
+def rate_outputs(window_names: Sequence[str]) -> Tuple[str, ...]:
+  """The window rates' output names (`rate_<window>`)."""
+  return columns.window_columns('rate', window_names)
+
+
+def observability_outputs(window_names: Sequence[str]) -> Tuple[str, ...]:
+  """The teacher's observability outputs (predict signature; see
+  teacher_observability)."""
+  return columns.window_columns('observability', window_names)
+
+
+def observed_exposure_outputs(window_names: Sequence[str]) -> Tuple[str, ...]:
+  return columns.window_columns('observed_exposure', window_names)
 SUMMARY_FILE = 'training_summary.json'
 # A quantized model artifact keeps its float student here (the Quantizer), with
 # the student's training-time weights (before the export's embedding rescale)
@@ -106,22 +117,25 @@ def load_warm_start(network: tf.keras.Model, path: str) -> Optional[WarmStart]:
   return WarmStart(path, tuple(matched), tuple(skipped))
 
 
-def window_rates(log_rates: tf.Tensor) -> Dict[str, tf.Tensor]:
+def window_rates(log_rates: tf.Tensor,
+                 window_names: Sequence[str]) -> Dict[str, tf.Tensor]:
   """pConvs [B] and one [B] rate per window from [B, W] log-rates."""
   rates = tf.exp(log_rates)
   out = {PCONVS: tf.reduce_sum(rates, axis=1)}
-  for i, name in enumerate(RATE_OUTPUTS):
+  for i, name in enumerate(rate_outputs(window_names)):
     out[name] = rates[:, i]
   return out
 
 
-def example_signature(model: tf.keras.Model, tft_layer, feature_names: Sequence[str],
+def example_signature(model: tf.keras.Model, tft_layer,
+                      features: Sequence[columns.Column],
                       outputs: Callable[..., Dict[str, tf.Tensor]],
-                      extra_columns: Sequence[str] = ()):
+                      extra_columns: Sequence[columns.Column] = ()):
   """A tf.function from serialized tf.Examples to `outputs(network outputs)`, or
   `outputs(network outputs, raw)` with `extra_columns` (parsed beside the
   features: `raw` holds them)."""
-  spec = features_lib.raw_feature_spec(list(feature_names) + list(extra_columns))
+  feature_names = features_lib.names(features)
+  spec = features_lib.raw_feature_spec(list(features) + list(extra_columns))
 
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='examples')])
   def serve(serialized):
@@ -133,7 +147,7 @@ def example_signature(model: tf.keras.Model, tft_layer, feature_names: Sequence[
 
 
 def raw_feature_function(model: tf.keras.Model, tft_layer,
-                         feature_names: Sequence[str]):
+                         features: Sequence[columns.Column]):
   """A tf.function from raw serving features to pConvs, for TFLite conversion.
 
   Inputs are named exactly like the features and are dense [batch, 1] tensors
@@ -143,59 +157,71 @@ def raw_feature_function(model: tf.keras.Model, tft_layer,
   network, with every per-feature step vectorised. The graph holds a copy of the
   network's weights, tracked on the network so the SavedModel saves them.
   """
-  model.lean_serving = serving_graph.LeanServing(model, tft_layer, feature_names,
+  model.lean_serving = serving_graph.LeanServing(model, tft_layer, features,
                                                  output_name=PCONVS)
   return model.lean_serving.raw_features
 
 
 def teacher_observability(outputs: Dict[str, tf.Tensor], raw: Dict[str, tf.Tensor],
-                          window_shares: tf.Tensor,
+                          dataset: DatasetSpec,
                           panel_tables=None) -> Dict[str, tf.Tensor]:
   """The teacher's per-click observability outputs from its network outputs and
-  the example's browser, first-party flag, panel flag and exposures.
+  the example's prior observability, exposures and panel flag.
 
   observability_<w>: sigmoid(logit(p_w) + d_w) off the panel, 1 on it, with p_w the
-    prior's mature share for the click's browser x first-party row
-    (`window_shares`, observation.labels.matured_window_shares; times the panel
-    calibration's ratios with `panel_tables`) and d_w the observability head's
-    logit shift (0 without the head): the estimate scored against the world's
-    true_observability_<w>.
+    prior's mature share for the click (`prior_observability_<w>`, which the
+    ExampleGen writes; times the panel calibration's ratios with `panel_tables`)
+    and d_w the observability head's logit shift (0 without the head): the
+    estimate scored against the world's true_observability_<w>.
   observed_exposure_<w>: the offset of the teacher's own likelihood as of T
     (losses.teacher_offsets): the observed exposure it believes in.
   """
+  w = dataset.window_names()
+
   def column(names):
     return tf.concat([tf.cast(raw[n], tf.float32) for n in names], axis=1)
-  targets = {losses.EXPOSURES: column(columns.EXPOSURES),
-             losses.OBSERVED_EXPOSURES: column(columns.OBSERVED_EXPOSURES),
-             losses.IN_PANEL: raw[columns.IN_PANEL]}
-  row = tf.reshape(2 * raw[columns.BROWSER] + raw[columns.ADVERTISER_FIRST_PARTY], [-1])
-  share = tf.gather(window_shares, row)
+  share = column(columns.prior_observability(w))
+  panel = (raw[dataset.panel] if dataset.panel else
+           tf.zeros_like(raw[columns.exposures(w)[0]], tf.int64))
+  targets = {losses.EXPOSURES: column(columns.exposures(w)),
+             losses.OBSERVED_EXPOSURES: column(columns.observed_exposures(w)),
+             losses.IN_PANEL: panel}
   if panel_tables is not None:
     # As in training: the calibrated offsets, and the mature share they imply.
-    keys = {c: raw[c] for c in panel_calibration.KEY_COLUMNS + (columns.IN_PANEL,)}
+    keys = panel_calibration.PanelKeys.of(dataset)
     targets[losses.OBSERVED_EXPOSURES] = panel_calibration.apply(
-        panel_tables, keys, targets[losses.OBSERVED_EXPOSURES],
+        panel_tables, keys, raw, panel, targets[losses.OBSERVED_EXPOSURES],
         targets[losses.EXPOSURES])
-    share = tf.minimum(share * panel_calibration.lookup_ratios(panel_tables, raw), 1.0)
+    share = tf.minimum(share * panel_calibration.lookup_ratios(panel_tables, keys, raw),
+                       1.0)
   share = losses.clip_share(share)
   shift = outputs.get(towers.OBS_LOGIT_SHIFT, tf.zeros_like(share))
-  panel = tf.cast(targets[losses.IN_PANEL], tf.bool)
-  observability = tf.where(panel, 1.0, tf.sigmoid(losses.logit(share) + shift))
+  observability = tf.where(tf.cast(panel, tf.bool), 1.0,
+                           tf.sigmoid(losses.logit(share) + shift))
   observed = losses.teacher_offsets(targets, outputs)
   out = {}
-  for i, (q, o) in enumerate(zip(OBSERVABILITY_OUTPUTS, OBSERVED_EXPOSURE_OUTPUTS)):
+  for i, (q, o) in enumerate(zip(observability_outputs(w),
+                                 observed_exposure_outputs(w))):
     out[q] = observability[:, i]
     out[o] = observed[:, i]
   return out
 
 
-# What the teacher's observability outputs read from an example besides features.
-OBSERVABILITY_COLUMNS = (columns.EXPOSURES + columns.OBSERVED_EXPOSURES +
-                         (columns.IN_PANEL,))
+def observability_columns(dataset: DatasetSpec) -> Tuple[str, ...]:
+  """What the teacher's observability outputs read from an example besides
+  features."""
+  w = dataset.window_names()
+  keys = ()
+  if dataset.meanings.panel_calibration_groups and dataset.panel:
+    keys = panel_calibration.PanelKeys.of(dataset).key_columns()
+  return tuple(dict.fromkeys(
+      columns.exposures(w) + columns.observed_exposures(w) +
+      columns.prior_observability(w) + ((dataset.panel,) if dataset.panel else ()) +
+      keys))
 
 
 def save_teacher(network: tf.keras.Model, tft_layer, export_dir: str,
-                 summary: Dict, window_shares, panel_tables=None) -> None:
+                 summary: Dict, dataset: DatasetSpec, panel_tables=None) -> None:
   """Saves the teacher with its serving and predict signatures and its summary.
 
   Args:
@@ -203,46 +229,49 @@ def save_teacher(network: tf.keras.Model, tft_layer, export_dir: str,
     tft_layer: the Transform layer its features go through.
     export_dir: where the SavedModel goes.
     summary: the training summary (assets.extra).
-    window_shares: [browsers * 2, windows] the prior's mature observed shares
-      (observation.labels.matured_window_shares), for teacher_observability.
+    dataset: the dataset spec (features, windows, the columns with a meaning).
     panel_tables: the panel calibration's tables the teacher trained with
       (model.teacher_panel_calibration), or None.
   """
   network.tft_layer = tft_layer  # tracked: the transform assets are saved too
-  names = features_lib.TEACHER_FEATURES
-  serving = example_signature(network, tft_layer, names,
-                              lambda o: window_rates(o[towers.LOG_RATES]))
-  shares = tf.constant(window_shares, tf.float32)
+  features = dataset.teacher_features()
+  w = dataset.window_names()
+  serving = example_signature(network, tft_layer, features,
+                              lambda o: window_rates(o[towers.LOG_RATES], w))
+  rates = rate_outputs(w)
 
   def predict_outputs(o, raw):
-    out = {k: v for k, v in window_rates(o[towers.LOG_RATES]).items()
-           if k in RATE_OUTPUTS}
+    out = {k: v for k, v in window_rates(o[towers.LOG_RATES], w).items()
+           if k in rates}
     out[HINT_OUTPUT] = o[towers.HINT]
-    out.update(teacher_observability(o, raw, shares, panel_tables))
+    out.update(teacher_observability(o, raw, dataset, panel_tables))
     return out
-  extra = [c for c in OBSERVABILITY_COLUMNS if c not in names]
-  predict = example_signature(network, tft_layer, names, predict_outputs, extra)
+  names = set(features_lib.names(features))
+  extra = [dataset.column(c) for c in observability_columns(dataset)
+           if c not in names]
+  predict = example_signature(network, tft_layer, features, predict_outputs, extra)
   tf.saved_model.save(network, export_dir, signatures={
       SERVING_SIGNATURE: serving, PREDICT_SIGNATURE: predict})
   write_summary(export_dir, summary)
 
 
 def save_student(network: tf.keras.Model, tft_layer, export_dir: str,
-                 summary: Dict) -> None:
+                 summary: Dict, dataset: DatasetSpec) -> None:
   """Saves the student: serving (tf.Example in; pConvs and window rates out) and
   raw-feature (serving features in by name; pConvs out) signatures.
 
   Embedding tables are rescaled first (exact in float, see
   towers.rescale_embeddings) so that the INT8 conversion keeps their precision.
   """
-  names = features_lib.SERVING_FEATURES
+  features = dataset.serving_features()
+  w = dataset.window_names()
   # Training-scale weights first: the next night continues from these.
   _save_weights(network, os.path.join(export_dir, WARM_START_FILE))
-  towers.rescale_embeddings(network, names)
+  towers.rescale_embeddings(network, features)
   network.tft_layer = tft_layer
-  serving = example_signature(network, tft_layer, names,
-                              lambda o: window_rates(o[towers.LOG_RATES]))
-  raw = raw_feature_function(network, tft_layer, names)
+  serving = example_signature(network, tft_layer, features,
+                              lambda o: window_rates(o[towers.LOG_RATES], w))
+  raw = raw_feature_function(network, tft_layer, features)
   tf.saved_model.save(network, export_dir, signatures={
       SERVING_SIGNATURE: serving, RAW_SIGNATURE: raw})
   write_summary(export_dir, summary)

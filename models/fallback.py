@@ -1,7 +1,9 @@
 """Failed predictions and the fallback: a band per prediction, checked at serving.
 
 The band (rule `reference_quantile`) is built around the fallback model, the
-version the candidate replaces, with a multiplier pair per browser:
+version the candidate replaces, with a multiplier pair per value of its key, the
+dataset's observability segment (the browser; a serving feature, so serving
+knows it; without a segment one pooled pair):
 
   band(x) = [r(x) * exp(q_lo[b]), r(x) * exp(q_hi[b])],   b = browser(x),
 
@@ -44,8 +46,6 @@ from schemas import columns
 
 RULES = ('reference_quantile',)
 TARGETS = ('truth', 'candidate')
-# The column the multipliers are keyed by (known at serving time).
-KEY_COLUMN = columns.BROWSER
 # Click age relative to the teacher's cutoff T - lag (the click_ts a teacher
 # column exists for): the teacher labelled the click, or the click is newer.
 BEFORE_CUTOFF, AFTER_CUTOFF = 'before_cutoff', 'after_cutoff'
@@ -65,10 +65,16 @@ class Band:
   rule: str
   level: float
   target: str
-  key: str
+  key: str  # the key column ('' : one pooled pair)
   log_lower: Sequence[float]
   log_upper: Sequence[float]
   calibration_clicks: Sequence[int]
+
+  def keys_of(self, rows: Mapping[str, np.ndarray], n: int) -> np.ndarray:
+    """Each click's key: its key column's id, 0 for a pooled band."""
+    if not self.key:
+      return np.zeros(n, np.int64)
+    return np.asarray(rows[self.key], np.int64).reshape(-1)
 
   def bounds(self, reference, keys) -> Tuple[np.ndarray, np.ndarray]:
     """(lower, upper) per click from the reference's prediction and its key."""
@@ -112,7 +118,8 @@ def conformal_bounds(scores: np.ndarray, level: float) -> Tuple[float, float]:
 
 
 def fit(reference, target, keys, level: float, n_keys: int, min_clicks: int = 50,
-        rule: str = 'reference_quantile', target_name: str = 'truth') -> Band:
+        rule: str = 'reference_quantile', target_name: str = 'truth',
+        key: str = '') -> Band:
   """Fits the band on calibration clicks.
 
   Args:
@@ -125,6 +132,7 @@ def fit(reference, target, keys, level: float, n_keys: int, min_clicks: int = 50
       multipliers of all clicks.
     rule: the band rule (RULES).
     target_name: 'truth' or 'candidate' (recorded).
+    key: the key column's name ('' : pooled; recorded for serving).
   """
   if rule not in RULES:
     raise ValueError(f'unknown band rule {rule!r}; one of {RULES}')
@@ -134,13 +142,13 @@ def fit(reference, target, keys, level: float, n_keys: int, min_clicks: int = 50
   scores = np.log(t / r)
   pooled = conformal_bounds(scores, level)
   lower, upper, counts = [], [], []
-  for key in range(n_keys):
-    mine = scores[k == key]
+  for value in range(n_keys):
+    mine = scores[k == value]
     lo, hi = conformal_bounds(mine, level) if mine.size >= min_clicks else pooled
     lower.append(lo)
     upper.append(hi)
     counts.append(int(mine.size))
-  return Band(rule=rule, level=float(level), target=target_name, key=KEY_COLUMN,
+  return Band(rule=rule, level=float(level), target=target_name, key=key,
               log_lower=lower, log_upper=upper, calibration_clicks=counts)
 
 
@@ -178,12 +186,13 @@ def by_slice(values: np.ndarray, groups: Mapping[str, np.ndarray]) -> Dict:
   return out
 
 
-def slice_groups(rows: Mapping[str, np.ndarray], lag_seconds: Optional[int] = None
-                 ) -> Dict[str, np.ndarray]:
-  """The report's slices of a batch: observability, tCPA bucket, browser and
-  (with `lag_seconds`) the click's age relative to the teacher's cutoff."""
+def slice_groups(rows: Mapping[str, np.ndarray], slices: Sequence[str] = (),
+                 lag_seconds: Optional[int] = None) -> Dict[str, np.ndarray]:
+  """The report's slices of a batch: the dataset's slice columns (observability,
+  tCPA bucket, ...), the band's key and (with `lag_seconds`) the click's age
+  relative to the teacher's cutoff."""
   out = {}
-  for name in (columns.BROWSER_OBSERVABILITY, columns.TCPA_BUCKET, columns.BROWSER):
+  for name in slices:
     if name in rows:
       out[name] = np.asarray(rows[name]).reshape(-1)
   if lag_seconds is not None and columns.SNAPSHOT_TS in rows:
@@ -194,7 +203,10 @@ def slice_groups(rows: Mapping[str, np.ndarray], lag_seconds: Optional[int] = No
 
 def true_rate(rows: Mapping[str, np.ndarray]) -> np.ndarray:
   """The click's true expected conversions (synthetic data), all windows."""
-  return sum(np.asarray(rows[c], np.float64).reshape(-1) for c in columns.TRUE_RATES)
+  names = [c for c in rows if c.startswith(columns.TRUE_RATE_PREFIX + '_')]
+  if not names:
+    raise ValueError('no true_rate_<window> columns: the truth is synthetic data only')
+  return sum(np.asarray(rows[c], np.float64).reshape(-1) for c in names)
 
 
 def calibration_mask(click_id) -> np.ndarray:
@@ -208,17 +220,18 @@ def calibration_mask(click_id) -> np.ndarray:
 
 def evaluate(candidate, reference, rows: Mapping[str, np.ndarray], level: float,
              n_keys: int, target: str = 'truth', min_clicks: int = 50,
-             rule: str = 'reference_quantile', lag_seconds: Optional[int] = None
-             ) -> Tuple[Band, Dict]:
+             rule: str = 'reference_quantile', lag_seconds: Optional[int] = None,
+             key: str = '', slices: Sequence[str] = ()) -> Tuple[Band, Dict]:
   """Fits the band on half the clicks and scores it on the other half.
 
   Args:
     candidate: the candidate's pConvs per click.
     reference: the fallback's pConvs per click.
-    rows: the clicks' columns (click_id, browser, the slice columns and, for
+    rows: the clicks' columns (click_id, the key, the slice columns and, for
       target truth, the true rates).
-    level, n_keys, target, min_clicks, rule: as fit().
+    level, n_keys, target, min_clicks, rule, key: as fit().
     lag_seconds: the teacher's lag, for the age slice.
+    slices: the slice columns the failed fraction is reported by.
 
   Returns:
     (the band fitted on the calibration half, {'failed': by_slice,
@@ -226,13 +239,16 @@ def evaluate(candidate, reference, rows: Mapping[str, np.ndarray], level: float,
   """
   cand = np.asarray(candidate, np.float64).reshape(-1)
   ref = np.asarray(reference, np.float64).reshape(-1)
-  keys = np.asarray(rows[KEY_COLUMN]).reshape(-1)
+  keys = (np.asarray(rows[key]).reshape(-1) if key
+          else np.zeros(len(cand), np.int64))
   goal = true_rate(rows) if target == 'truth' else cand
   cal = calibration_mask(rows[columns.CLICK_ID])
-  band = fit(ref[cal], goal[cal], keys[cal], level, n_keys, min_clicks, rule, target)
+  band = fit(ref[cal], goal[cal], keys[cal], level, n_keys if key else 1,
+             min_clicks, rule, target, key)
   test = ~cal
   lower, upper = band.bounds(ref[test], keys[test])
-  groups = {n: g[test] for n, g in slice_groups(rows, lag_seconds).items()}
+  groups = {n: g[test] for n, g in slice_groups(
+      rows, list(slices) + ([key] if key else []), lag_seconds).items()}
   report = {'failed': by_slice(failed(cand[test], lower, upper), groups),
             'scored_clicks': int(test.sum()), 'calibration_clicks': int(cal.sum())}
   if target == 'truth':

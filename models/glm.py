@@ -54,14 +54,14 @@ ALPHAS = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 
 
 class PoissonGLM:
-  """log mu = b + w . phi(x) over the given role-map features."""
+  """log mu = b + w . phi(x) over the given features (their kinds say how)."""
 
-  def __init__(self, features: Sequence[str], alpha: float = 1e-5,
+  def __init__(self, features: Sequence[columns.Column], alpha: float = 1e-5,
                max_iter: int = 500):
-    self.features = list(features)
+    self.features = [c.name for c in features]
     self.alpha = alpha
     self.max_iter = max_iter
-    kinds = {f: columns.BY_NAME[f].kind for f in self.features}
+    kinds = {c.name: c.kind for c in features}
     self.categorical = [f for f in self.features
                         if kinds[f] == columns.Kind.CATEGORICAL]
     self.numeric = [f for f in self.features if f not in self.categorical]
@@ -120,7 +120,7 @@ def _lowest(scores: Dict[float, float]) -> float:
   return best
 
 
-def best_glm(train, y_train, valid, y_valid, features: Sequence[str],
+def best_glm(train, y_train, valid, y_valid, features: Sequence[columns.Column],
              alphas: Sequence[float] = (1e-6, 1e-5, 1e-4),
              exposure: Optional[np.ndarray] = None,
              valid_exposure: Optional[np.ndarray] = None) -> PoissonGLM:
@@ -132,7 +132,7 @@ def best_glm(train, y_train, valid, y_valid, features: Sequence[str],
     train, valid: column name -> array.
     y_train, y_valid: count targets; `valid_exposure` scales the validation
       prediction when the validation target is itself thinned.
-    features: role-map feature names.
+    features: the features (their kinds say how each enters).
     alphas: L2 penalties to try.
     exposure: training exposure (offset), see PoissonGLM.fit.
 
@@ -157,7 +157,7 @@ def best_glm(train, y_train, valid, y_valid, features: Sequence[str],
   return fits[_lowest(scores)]
 
 
-def cv_glm(data, y, features: Sequence[str], alphas: Sequence[float] = ALPHAS,
+def cv_glm(data, y, features: Sequence[columns.Column], alphas: Sequence[float] = ALPHAS,
            exposure: Optional[np.ndarray] = None, folds: int = 3,
            seed: int = 0) -> PoissonGLM:
   """The GLM refit on all rows with the penalty of lowest K-fold CV NLL.
@@ -172,7 +172,7 @@ def cv_glm(data, y, features: Sequence[str], alphas: Sequence[float] = ALPHAS,
   Args:
     data: column name -> array.
     y: count targets.
-    features: role-map feature names.
+    features: the features (their kinds say how each enters).
     alphas: L2 penalties to try.
     exposure: the rows' exposure (offset), see PoissonGLM.fit; defaults to 1.
     folds: K.
@@ -195,7 +195,8 @@ def cv_glm(data, y, features: Sequence[str], alphas: Sequence[float] = ALPHAS,
   for group in (y[keep] > 0, y[keep] == 0):
     idx = np.flatnonzero(group)
     fold[rng.permutation(idx)] = np.arange(len(idx)) % folds
-  data = {k: np.asarray(v)[keep] for k, v in data.items() if k in features}
+  names = {c.name for c in features}
+  data = {k: np.asarray(v)[keep] for k, v in data.items() if k in names}
   y, o = y[keep], o[keep]
   per = {alpha: np.zeros(len(keep)) for alpha in alphas}
   for k in range(folds):

@@ -10,7 +10,7 @@ import copy
 import dataclasses
 import hashlib
 import json
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -29,6 +29,9 @@ SOURCE_CONFIG, SOURCE_TUNER, SOURCE_SWEEP = 'config', 'tuner', 'sweep'
 # themselves. Everything else (data window, labels, recipe, architecture,
 # teacher) is in the fingerprint.
 _NOT_FINGERPRINTED = ('paths', 'vertex', 'beam', 'enable_cache', 'sweep',
+                      # Where the spec was read from (its contents, `dataset`,
+                      # count; the Trainers' copy names no file).
+                      'dataset_file',
                       'window.snapshot_time', 'window.snapshot_policy',
                       'quantizer', 'promotion', 'gate', 'eval', 'teacher_gate',
                       'training.strategy', 'training.tpu', 'world')
@@ -117,19 +120,29 @@ def fingerprint(cfg: config_lib.Config) -> str:
 # --- The tune split's score ---------------------------------------------------
 
 SCORE_PANEL, SCORE_PRIOR = 'panel', 'prior'
-# Raw columns the score reads beside the model's features.
-SCORE_COLUMNS = (tuple(columns.LABELS) + tuple(columns.EXPOSURES) +
-                 tuple(columns.OBSERVED_EXPOSURES) + (columns.IN_PANEL,))
+# The panel flag's key in the score's rows (the trainers map the dataset's panel
+# column onto it).
+PANEL = 'panel'
 
 
-def score_mode(setting: str, in_panel: np.ndarray, min_panel: int) -> str:
-  """panel or prior: `setting`, or for auto the panel when it has enough clicks."""
+def score_columns(window_names: Sequence[str]) -> Tuple[str, ...]:
+  """Raw columns the score reads beside the model's features (and the panel)."""
+  return (columns.labels(window_names) + columns.exposures(window_names) +
+          columns.observed_exposures(window_names))
+
+
+def score_mode(setting: str, in_panel: Optional[np.ndarray], min_panel: int) -> str:
+  """panel or prior: `setting`, or for auto the panel when it has enough clicks
+  (`in_panel` None: the dataset has no panel)."""
   if setting != 'auto':
     return setting
+  if in_panel is None:
+    return SCORE_PRIOR
   return SCORE_PANEL if int(np.sum(in_panel == 1)) >= min_panel else SCORE_PRIOR
 
 
-def tune_nll(rates: np.ndarray, rows: Dict[str, np.ndarray], mode: str) -> Dict:
+def tune_nll(rates: np.ndarray, rows: Dict[str, np.ndarray], mode: str,
+             window_names: Sequence[str]) -> Dict:
   """The observed-count Poisson NLL per click, summed over delay windows.
 
   Window w's expected count is rate_w times its offset: on the panel (fully
@@ -138,20 +151,22 @@ def tune_nll(rates: np.ndarray, rows: Dict[str, np.ndarray], mode: str) -> Dict:
 
   Args:
     rates: [N, W] predicted rates per window.
-    rows: the SCORE_COLUMNS of the same N examples, each [N] or [N, 1].
+    rows: the score_columns (and the panel flag, PANEL) of the same N examples,
+      each [N] or [N, 1].
     mode: SCORE_PANEL or SCORE_PRIOR.
+    window_names: the dataset's delay windows.
 
   Returns:
     {'nll': mean over the scored clicks, 'examples': how many, 'mode': mode}.
   """
   def stack(names):
     return np.stack([np.asarray(rows[c], np.float64).reshape(-1) for c in names], 1)
-  counts = stack(columns.LABELS)
+  counts = stack(columns.labels(window_names))
   if mode == SCORE_PANEL:
-    offsets = stack(columns.EXPOSURES)
-    keep = np.asarray(rows[columns.IN_PANEL]).reshape(-1) == 1
+    offsets = stack(columns.exposures(window_names))
+    keep = np.asarray(rows[PANEL]).reshape(-1) == 1
   elif mode == SCORE_PRIOR:
-    offsets = stack(columns.OBSERVED_EXPOSURES)
+    offsets = stack(columns.observed_exposures(window_names))
     keep = np.ones(len(counts), bool)
   else:
     raise ValueError(f'unknown tune score mode {mode!r}')

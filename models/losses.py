@@ -17,7 +17,6 @@ from typing import Dict
 import tensorflow as tf
 
 from models import towers
-from schemas import columns
 
 # Keeps exp() finite and gradients alive for absurd early predictions.
 _LOG_RATE_RANGE = (-30.0, 15.0)
@@ -26,7 +25,9 @@ COUNTS = 'counts'  # [B, windows] conversions reported by T
 EXPOSURES = 'exposures'  # [B, windows] e_w
 OBSERVED_EXPOSURES = 'observed_exposures'  # [B, windows] o_w
 OBSERVED_FRACTION = 'observed_fraction'  # [B, 1] f_b
-IN_PANEL = columns.IN_PANEL  # [B, 1] 1 for a measurement-panel click
+# [B, 1] 1 for a measurement-panel click (the dataset's panel column, renamed
+# to this key by the trainers' input pipelines).
+IN_PANEL = 'panel'
 # Keeps the prior's observed share inside (0, 1) for its logit.
 _SHARE_RANGE = (1e-6, 1.0 - 1e-6)
 

@@ -37,30 +37,61 @@ Hand-written: no library estimates a hierarchical observability ratio from a
 panel; the estimator is a few sums.
 """
 
-from typing import Dict, Mapping, Sequence
+import dataclasses
+from typing import Dict, Mapping, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
 
+from config.dataset import DatasetSpec
 from models import data
 from models import losses
 from schemas import columns
 
-COUNTRY = 'country'
-ADVERTISER = 'advertiser_id'
-N_BROWSERS = columns.BY_NAME[columns.BROWSER].buckets
-N_COUNTRIES = columns.BY_NAME[COUNTRY].buckets
-N_ADVERTISERS = columns.BY_NAME[ADVERTISER].buckets
-N_SEGMENTS = N_BROWSERS * 2
-# The columns the ratios are looked up by, and what the fit reads.
-KEY_COLUMNS = (columns.BROWSER, columns.ADVERTISER_FIRST_PARTY, COUNTRY, ADVERTISER)
-FIT_COLUMNS = KEY_COLUMNS + (columns.IN_PANEL,) + (
-    columns.LABELS + columns.EXPOSURES + columns.OBSERVED_EXPOSURES)
+
+@dataclasses.dataclass(frozen=True)
+class PanelKeys:
+  """The dataset's columns the calibration reads: the panel flag, the
+  observability segment (with its id count) and first-party flag that key the
+  priors, and the groups (coarse to fine, with their id counts) it corrects by.
+  The finest group also indexes the rate index."""
+  panel: str
+  segment: str
+  segments: int
+  first_party: str
+  groups: Tuple[Tuple[str, int], ...]
+  window_names: Tuple[str, ...]
+
+  @classmethod
+  def of(cls, dataset: DatasetSpec) -> 'PanelKeys':
+    m = dataset.meanings
+    return cls(m.panel, m.observability_segment,
+               dataset.feature(m.observability_segment).bucket_count(),
+               m.first_party,
+               tuple((g, dataset.feature(g).bucket_count())
+                     for g in m.panel_calibration_groups),
+               dataset.window_names())
+
+  def key_columns(self) -> Tuple[str, ...]:
+    """The columns the ratios are looked up by."""
+    return tuple(dict.fromkeys(
+        (self.segment,) + ((self.first_party,) if self.first_party else ()) +
+        tuple(g for g, _ in self.groups)))
+
+  def fit_columns(self) -> Tuple[str, ...]:
+    """What the fit reads."""
+    w = self.window_names
+    return self.key_columns() + (self.panel,) + (
+        columns.labels(w) + columns.exposures(w) + columns.observed_exposures(w))
+
+  @property
+  def n_segments(self) -> int:
+    return self.segments * 2
 
 
-def segment_index(browser, first_party):
+def segment_index(segment, first_party):
   """Row 2 b + fp, as the priors (observation.labels.LabelSpec.priors)."""
-  return browser * 2 + first_party
+  return segment * 2 + first_party
 
 
 # Prior strength of each group's rates, in conversions (Gamma-Poisson): a group
@@ -98,72 +129,84 @@ def smoothed_log_ratio(observed: np.ndarray, expected: np.ndarray,
           np.log(rate(panel_counts, panel_expected)))
 
 
-def rate_index(advertiser: np.ndarray, counts: np.ndarray, observed: np.ndarray,
-               off_panel: np.ndarray,
+def rate_index(group: np.ndarray, n_groups: int, counts: np.ndarray,
+               observed: np.ndarray, off_panel: np.ndarray,
                prior_conversions: float = RATE_INDEX_CONVERSIONS) -> np.ndarray:
-  """[n] each click's advertiser's reported conversions per observed exposure off
-  the panel, smoothed towards the pooled rate (the exposure weights of `fit`)."""
-  y = np.bincount(advertiser[off_panel], counts[off_panel], minlength=N_ADVERTISERS)
-  o = np.bincount(advertiser[off_panel], observed[off_panel], minlength=N_ADVERTISERS)
+  """[n] each click's (finest) group's reported conversions per observed exposure
+  off the panel, smoothed towards the pooled rate (the exposure weights of
+  `fit`)."""
+  y = np.bincount(group[off_panel], counts[off_panel], minlength=n_groups)
+  o = np.bincount(group[off_panel], observed[off_panel], minlength=n_groups)
   pooled = max(y.sum(), 1.0) / max(o.sum(), 1e-300)
-  return ((y + prior_conversions) / (o + prior_conversions / pooled))[advertiser]
+  return ((y + prior_conversions) / (o + prior_conversions / pooled))[group]
 
 
-def fit(rows: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
-  """The ratio tables from training examples (numpy columns of FIT_COLUMNS).
+def _first_party(keys: PanelKeys, get, n) :
+  return get(keys.first_party) if keys.first_party else np.zeros(n, np.int64)
+
+
+def fit(rows: Mapping[str, np.ndarray], keys: PanelKeys) -> Dict[str, np.ndarray]:
+  """The ratio tables from training examples (numpy columns of
+  `keys.fit_columns()`).
 
   Returns:
-    'segment': [N_SEGMENTS, windows] the rescaling that keeps each browser x
-    first-party x window cell's mean offset at the prior's; 'country':
-    [N_COUNTRIES]; 'advertiser': [N_ADVERTISERS]: the ratios r of each level.
+    'segment': [segments * 2, windows] the rescaling that keeps each segment x
+    first-party x window cell's mean offset at the prior's; per group (its
+    column's name): [its ids] the ratios r of that level.
   """
   def col(name):
     return np.asarray(rows[name]).reshape(-1)
-  panel = col(columns.IN_PANEL) == 1
-  segment = segment_index(col(columns.BROWSER).astype(np.int64),
-                          col(columns.ADVERTISER_FIRST_PARTY).astype(np.int64))
-  y = np.stack([col(c) for c in columns.LABELS], 1).astype(np.float64).sum(1)
-  e = np.stack([col(c) for c in columns.EXPOSURES], 1).astype(np.float64)
-  o = np.stack([col(c) for c in columns.OBSERVED_EXPOSURES], 1).astype(np.float64)
-  weight = rate_index(col(ADVERTISER).astype(np.int64), y, o.sum(1), ~panel)
+  w = keys.window_names
+  panel = col(keys.panel) == 1
+  y = np.stack([col(c) for c in columns.labels(w)], 1).astype(np.float64).sum(1)
+  segment = segment_index(col(keys.segment).astype(np.int64),
+                          _first_party(keys, lambda c: col(c).astype(np.int64),
+                                       len(y)))
+  e = np.stack([col(c) for c in columns.exposures(w)], 1).astype(np.float64)
+  o = np.stack([col(c) for c in columns.observed_exposures(w)], 1).astype(np.float64)
+  finest, n_finest = keys.groups[-1]
+  weight = rate_index(np.mod(col(finest).astype(np.int64), n_finest), n_finest, y,
+                      o.sum(1), ~panel)
   e_w, o_w = e.sum(1) * weight, o.sum(1) * weight
 
   def sums(values, index, mask, n):
     return np.bincount(index[mask], values[mask], minlength=n)
   ratio = np.ones(len(y))
   out = {}
-  for level, name, n in (('country', COUNTRY, N_COUNTRIES),
-                         ('advertiser', ADVERTISER, N_ADVERTISERS)):
-    index = col(name).astype(np.int64)
+  for name, n in keys.groups:
+    index = np.mod(col(name).astype(np.int64), n)
     log_ratio = smoothed_log_ratio(
         sums(y, index, ~panel, n), sums(o_w * ratio, index, ~panel, n),
         sums(y, index, panel, n), sums(e_w, index, panel, n))
     ratio = ratio * np.exp(log_ratio[index])
-    out[level] = np.exp(log_ratio)
-  # The prior's level per browser x first-party x window, restored.
-  prior = np.stack([sums(o[:, w] * weight, segment, ~panel, N_SEGMENTS)
-                    for w in range(o.shape[1])], 1)
-  moved = np.stack([sums(o[:, w] * weight * ratio, segment, ~panel, N_SEGMENTS)
-                    for w in range(o.shape[1])], 1)
+    out[name] = np.exp(log_ratio)
+  # The prior's level per segment x first-party x window, restored.
+  n_seg = keys.n_segments
+  prior = np.stack([sums(o[:, i] * weight, segment, ~panel, n_seg)
+                    for i in range(o.shape[1])], 1)
+  moved = np.stack([sums(o[:, i] * weight * ratio, segment, ~panel, n_seg)
+                    for i in range(o.shape[1])], 1)
   out['segment'] = np.where(moved > 0, prior / np.maximum(moved, 1e-300), 1.0)
   return out
 
 
-def fit_from_files(patterns: Sequence[str], who: str) -> Dict[str, np.ndarray]:
+def fit_from_files(patterns: Sequence[str], who: str,
+                   dataset: DatasetSpec) -> Dict[str, np.ndarray]:
   """`fit` on every example under `patterns` (a split's files).
 
   Raises:
     ValueError: the examples hold no panel click (`who` names the setting that
       needs them).
   """
-  ds = data.raw_dataset(patterns, FIT_COLUMNS, 65536, shuffle=False, repeat=False,
-                        drop_remainder=False)
+  keys = PanelKeys.of(dataset)
+  ds = data.raw_dataset(patterns, keys.fit_columns(), 65536, dataset,
+                        shuffle=False, repeat=False, drop_remainder=False)
   batches = list(ds.as_numpy_iterator())
   rows = {c: np.concatenate([b[c] for b in batches]) for c in batches[0]}
-  if not (rows[columns.IN_PANEL] == 1).any():
-    raise ValueError(f'{who} needs measurement-panel clicks (in_panel = 1); the '
-                     'training split has none')
-  return fit(rows)
+  if not (rows[keys.panel] == 1).any():
+    raise ValueError(f'{who} needs measurement-panel clicks ({keys.panel} = 1); '
+                     'the training split has none')
+  return fit(rows, keys)
 
 
 def summary(tables: Dict[str, np.ndarray]) -> Dict:
@@ -172,43 +215,51 @@ def summary(tables: Dict[str, np.ndarray]) -> Dict:
           for level, table in tables.items()}
 
 
-def ratios(tables: Dict[str, np.ndarray], browser, first_party, country,
-           advertiser):
-  """[n, windows] the product of the three levels' ratios (numpy)."""
-  return (tables['segment'][segment_index(browser, first_party)] *
-          tables['country'][country][:, None] *
-          tables['advertiser'][advertiser][:, None])
+def ratios(tables: Dict[str, np.ndarray], keys: PanelKeys,
+           rows: Mapping[str, np.ndarray]):
+  """[n, windows] the product of the levels' ratios (numpy, from the key columns)."""
+  n = len(np.asarray(rows[keys.segment]).reshape(-1))
+  out = tables['segment'][segment_index(
+      np.asarray(rows[keys.segment], np.int64).reshape(-1),
+      _first_party(keys, lambda c: np.asarray(rows[c], np.int64).reshape(-1), n))]
+  for name, size in keys.groups:
+    out = out * tables[name][np.mod(np.asarray(rows[name], np.int64).reshape(-1),
+                                    size)][:, None]
+  return out
 
 
-def lookup_ratios(tables: Dict[str, np.ndarray],
+def lookup_ratios(tables: Dict[str, np.ndarray], keys: PanelKeys,
                   raw: Mapping[str, tf.Tensor]) -> tf.Tensor:
-  """[B, windows] the product of the three levels' ratios (TF, from the raw
-  KEY_COLUMNS)."""
+  """[B, windows] the product of the levels' ratios (TF, from the raw key
+  columns)."""
   def lookup(table, index):
     return tf.gather(tf.constant(table, tf.float32), tf.reshape(index, [-1]))
-  return (lookup(tables['segment'], segment_index(
-      raw[columns.BROWSER], raw[columns.ADVERTISER_FIRST_PARTY])) *
-          lookup(tables['country'], raw[COUNTRY])[:, None] *
-          lookup(tables['advertiser'], raw[ADVERTISER])[:, None])
+  first_party = (raw[keys.first_party] if keys.first_party
+                 else tf.zeros_like(raw[keys.segment]))
+  out = lookup(tables['segment'], segment_index(raw[keys.segment], first_party))
+  for name, size in keys.groups:
+    out = out * lookup(tables[name], tf.math.floormod(raw[name], size))[:, None]
+  return out
 
 
-def apply(tables: Dict[str, np.ndarray], raw: Mapping[str, tf.Tensor],
+def apply(tables: Dict[str, np.ndarray], keys: PanelKeys,
+          raw: Mapping[str, tf.Tensor], panel: tf.Tensor,
           observed_exposures: tf.Tensor, exposures: tf.Tensor) -> tf.Tensor:
   """The calibrated offsets [B, windows]: o_w times the ratios off the panel (at
-  most e_w), e_w on it."""
-  calibrated = tf.minimum(observed_exposures * lookup_ratios(tables, raw), exposures)
-  panel = tf.reshape(raw[columns.IN_PANEL], [-1, 1]) == 1
-  return tf.where(panel, exposures, calibrated)
+  most e_w), e_w on it (`panel`: [B, 1] the panel flag)."""
+  calibrated = tf.minimum(observed_exposures * lookup_ratios(tables, keys, raw),
+                          exposures)
+  return tf.where(tf.reshape(panel, [-1, 1]) == 1, exposures, calibrated)
 
 
-def calibrate_targets(targets: Dict[str, tf.Tensor],
-                      tables: Dict[str, np.ndarray]) -> Dict[str, tf.Tensor]:
+def calibrate_targets(targets: Dict[str, tf.Tensor], tables: Dict[str, np.ndarray],
+                      keys: PanelKeys) -> Dict[str, tf.Tensor]:
   """Training targets with the calibrated observed exposures, the lookup
-  columns (KEY_COLUMNS, read raw beside the features) taken out; `targets` holds
-  them and in_panel."""
+  columns (`keys.key_columns()`, read raw beside the features) taken out;
+  `targets` holds them and the panel flag (losses.IN_PANEL)."""
   targets = dict(targets)
-  keys = {c: targets.pop(c) for c in KEY_COLUMNS}
-  keys[columns.IN_PANEL] = targets[columns.IN_PANEL]
+  raw = {c: targets.pop(c) for c in keys.key_columns()}
   targets[losses.OBSERVED_EXPOSURES] = apply(
-      tables, keys, targets[losses.OBSERVED_EXPOSURES], targets[losses.EXPOSURES])
+      tables, keys, raw, targets[losses.IN_PANEL],
+      targets[losses.OBSERVED_EXPOSURES], targets[losses.EXPOSURES])
   return targets

@@ -20,7 +20,7 @@ Used from an EvalConfig (the module is importable wherever the package is):
 import dataclasses
 import json
 import math
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence  # pylint: disable=unused-import
 
 import apache_beam as beam
 import numpy as np
@@ -29,7 +29,6 @@ from tensorflow_model_analysis.metrics import metric_util
 from tensorflow_model_analysis.proto import config_pb2
 
 from observation import eval_labels
-from schemas import columns
 
 NAME = 'poisson_log_loss'
 CLASS_NAME = 'PoissonLogLoss'
@@ -37,54 +36,51 @@ CLASS_NAME = 'PoissonLogLoss'
 MODULE = 'models.poisson_metric'
 
 
-def config_json(spec: eval_labels.EvalLabelSpec, name: str = NAME) -> str:
+def config_json(spec: eval_labels.EvalLabelSpec, name: str = NAME, **extra) -> str:
   """The MetricConfig.config of a PoissonLogLoss: its keyword arguments."""
   return json.dumps({'name': name, 'label_mode': spec.mode,
-                     'window_shares': list(spec.window_shares),
-                     'full_threshold': spec.full_threshold})
+                     'window_names': list(spec.window_names), 'panel': spec.panel,
+                     'full_threshold': spec.full_threshold, **extra})
 
 
-def feature_keys(label_mode: str) -> List[str]:
+def feature_keys(label_mode: str, window_names: Sequence[str],
+                 panel: str = '') -> List[str]:
   """The example columns a label mode reads."""
-  if label_mode == 'truth':
-    return [columns.TRUE_CONVERSIONS]
-  keys = list(columns.LABELS + columns.EXPOSURES) + [columns.OBSERVED_FRACTION]
-  if label_mode == 'observed_modeled':
-    keys += list(columns.OBSERVED_EXPOSURES + columns.TEACHER_RATES)
-  if label_mode == 'panel':
-    keys.append(columns.IN_PANEL)
-  return keys
+  return list(eval_labels.needed(label_mode, window_names, panel))
 
 
 class LabelModeMetric(metric_types.Metric):
   """A TFMA metric scored against an eval label mode (eval_labels.MODES); its
-  config (name, label_mode, window_shares, full_threshold) is what TFMA
-  serializes and hands to `computations` per model, output and sub-key."""
+  config (name, label_mode, the windows, the panel column, full_threshold and
+  any `extra` of the subclass) is what TFMA serializes and hands to
+  `computations` per model, output and sub-key."""
 
   def __init__(self, computations, name: str, label_mode: str,
-               window_shares: Sequence[float], full_threshold: float):
+               window_names: Sequence[str], panel: str, full_threshold: float,
+               **extra):
     if label_mode not in eval_labels.MODES:
       raise ValueError(f'label_mode {label_mode!r} is not one of {eval_labels.MODES}')
     super().__init__(metric_util.merge_per_key_computations(computations),
                      name=name, label_mode=label_mode,
-                     window_shares=list(window_shares),
-                     full_threshold=full_threshold)
+                     window_names=list(window_names), panel=panel,
+                     full_threshold=full_threshold, **extra)
 
 
 class PoissonLogLoss(LabelModeMetric):
   """Exact Poisson NLL of a count prediction against the configured eval label."""
 
   def __init__(self, name: str = NAME, label_mode: str = 'truth',
-               window_shares: Sequence[float] = (1.0, 0.0, 0.0),
+               window_names: Sequence[str] = (), panel: str = '',
                full_threshold: float = 0.95):
-    super().__init__(_computations, name, label_mode, window_shares, full_threshold)
+    super().__init__(_computations, name, label_mode, window_names, panel,
+                     full_threshold)
 
 
 metric_types.register_metric(PoissonLogLoss)
 
 
 def _computations(name: str = NAME, label_mode: str = 'truth',
-                  window_shares: Sequence[float] = (1.0, 0.0, 0.0),
+                  window_names: Sequence[str] = (), panel: str = '',
                   full_threshold: float = 0.95,
                   eval_config: Optional[config_pb2.EvalConfig] = None,
                   model_name: str = '', output_name: str = '',
@@ -100,9 +96,9 @@ def _computations(name: str = NAME, label_mode: str = 'truth',
   return [metric_types.MetricComputation(
       keys=keys,
       preprocessors=[metric_types.FeaturePreprocessor(
-          feature_keys=feature_keys(label_mode))],
-      combiner=_Combiner(keys, eval_config, label_mode, list(window_shares),
-                         full_threshold))]
+          feature_keys=feature_keys(label_mode, window_names, panel))],
+      combiner=_Combiner(keys, eval_config, eval_labels.EvalLabelSpec(
+          label_mode, tuple(window_names), panel, full_threshold)))]
 
 
 @dataclasses.dataclass
@@ -116,14 +112,12 @@ class _Accumulator:
 class _Combiner(beam.CombineFn):
   """Sums NLL, scaled predictions and labels over one example at a time."""
 
-  def __init__(self, keys, eval_config, label_mode: str, window_shares: List[float],
-               full_threshold: float):
+  def __init__(self, keys, eval_config, spec: eval_labels.EvalLabelSpec):
     self._keys = keys
     self._eval_config = eval_config
-    self._mode = label_mode
-    self._shares = window_shares
-    self._full = full_threshold
-    self._columns = feature_keys(label_mode)
+    self._spec = spec
+    self._mode = spec.mode
+    self._columns = list(spec.columns())
 
   def create_accumulator(self) -> _Accumulator:
     return _Accumulator()
@@ -142,8 +136,7 @@ class _Combiner(beam.CombineFn):
       raise ValueError(f'PoissonLogLoss ({self._mode}) needs columns {missing}')
     rows = {c: np.asarray(features[c], dtype=np.float64).reshape(-1)[:1]
             for c in self._columns}
-    label, scale, keep = eval_labels.label_and_scale(rows, self._mode, self._shares,
-                                                     self._full)
+    label, scale, keep = self._spec.label_and_scale(rows)
     if not keep[0]:
       return acc
     y = float(label[0])

@@ -36,39 +36,31 @@ from schemas import columns
 _PROBE = (0, 3)
 
 
-def _kind(name: str) -> columns.Kind:
-  return columns.BY_NAME[name].kind
-
-
-def _is_int(name: str) -> bool:
-  return features_lib.dtype(name) == tf.int64
-
-
-def _prescale(name: str, x: np.ndarray) -> np.ndarray:
+def _prescale(col: columns.Column, x: np.ndarray) -> np.ndarray:
   """What the z-score is applied to: log1p(max(x, 0)) or x."""
   x = x.astype(np.float64)
-  return np.log1p(np.maximum(x, 0.0)) if _kind(name) == columns.Kind.LOG_NUMERIC else x
+  return np.log1p(np.maximum(x, 0.0)) if col.kind == columns.Kind.LOG_NUMERIC else x
 
 
-def zscore_affine(tft_layer, names: Sequence[str]) -> Dict[str, tuple]:
+def zscore_affine(tft_layer, cols: Sequence[columns.Column]) -> Dict[str, tuple]:
   """Per numeric feature, (scale, shift) with transformed = scale * prescale + shift.
 
   Read off `tft_layer` by transforming two probe rows: tft.scale_to_z_score is
   affine in its input (also when the variance is 0: x - mean).
   """
   feeds = {}
-  for n in names:
-    dt = features_lib.dtype(n).as_numpy_dtype
-    feeds[n] = tf.constant(np.array(_PROBE, dtype=dt).reshape(2, 1))
+  for c in cols:
+    dt = features_lib.dtype(c).as_numpy_dtype
+    feeds[c.name] = tf.constant(np.array(_PROBE, dtype=dt).reshape(2, 1))
   out = tft_layer(feeds)
   affine = {}
-  for n in names:
-    if _kind(n) == columns.Kind.CATEGORICAL:
+  for c in cols:
+    if c.kind == columns.Kind.CATEGORICAL:
       continue
-    t = out[n].numpy().astype(np.float64).ravel()
-    g = _prescale(n, np.array(_PROBE))
+    t = out[c.name].numpy().astype(np.float64).ravel()
+    g = _prescale(c, np.array(_PROBE))
     scale = (t[1] - t[0]) / (g[1] - g[0])
-    affine[n] = (scale, t[0] - scale * g[0])
+    affine[c.name] = (scale, t[0] - scale * g[0])
   return affine
 
 
@@ -82,21 +74,27 @@ class LeanServing(tf.Module):
   (int64 ids and counts, float32 numerics), output {'pconvs': [batch, 1]}.
   """
 
-  def __init__(self, network: tf.keras.Model, tft_layer, names: Sequence[str],
-               output_name: str = 'pconvs'):
+  def __init__(self, network: tf.keras.Model, tft_layer,
+               features: Sequence[columns.Column], output_name: str = 'pconvs'):
     super().__init__(name='lean_serving')
-    names = list(names)
-    cats = [n for n in names if _kind(n) == columns.Kind.CATEGORICAL]
-    logs = [n for n in names if _kind(n) == columns.Kind.LOG_NUMERIC]
-    plain = [n for n in names if _kind(n) == columns.Kind.NUMERIC]
+    by_name = {c.name: c for c in features}
+    names = list(by_name)
+
+    def of(kind):
+      return [n for n in names if by_name[n].kind == kind]
+    cats = of(columns.Kind.CATEGORICAL)
+    logs = of(columns.Kind.LOG_NUMERIC)
+    plain = of(columns.Kind.NUMERIC)
+    self._ints = tuple(n for n in names if by_name[n].dtype == 'int')
     # The log-scaled ints first, so they need one CAST between them.
-    logs = [n for n in logs if _is_int(n)] + [n for n in logs if not _is_int(n)]
+    logs = ([n for n in logs if n in self._ints] +
+            [n for n in logs if n not in self._ints])
     numerics = logs + plain
     tables = [network.get_layer(f'embedding_{n}').get_weights()[0] for n in cats]
     dim = tables[0].shape[1] if tables else 0
-    buckets = [columns.BY_NAME[n].buckets for n in cats]
+    buckets = [by_name[n].buckets for n in cats]
     offsets = np.cumsum([0] + buckets[:-1]).astype(np.int64)
-    affine = zscore_affine(tft_layer, names)
+    affine = zscore_affine(tft_layer, list(features))
 
     # dense_0's rows are in the Keras concatenation's order (`names`, each
     # categorical `dim` wide); this graph concatenates embeddings first, then
@@ -104,7 +102,7 @@ class LeanServing(tf.Module):
     start, row = {}, 0
     for n in names:
       start[n] = row
-      row += dim if _kind(n) == columns.Kind.CATEGORICAL else 1
+      row += dim if by_name[n].kind == columns.Kind.CATEGORICAL else 1
     order: List[int] = [start[n] + j for n in cats for j in range(dim)]
     order += [start[n] for n in numerics]
     layers = []
@@ -136,7 +134,8 @@ class LeanServing(tf.Module):
     self.biases = [const(b) for _, b in layers] + [const(head[1])]
     self.names = names
 
-    specs = [tf.TensorSpec([None, 1], features_lib.dtype(n), name=n) for n in names]
+    specs = [tf.TensorSpec([None, 1], features_lib.dtype(by_name[n]), name=n)
+             for n in names]
 
     @tf.function(input_signature=specs)
     def raw_features(*tensors):
@@ -151,8 +150,8 @@ class LeanServing(tf.Module):
       parts.append(tf.reshape(tf.gather(self.table, ids), [-1, self._width]))
     numerics = []
     if self._logs:
-      ints = [feats[n] for n in self._logs if _is_int(n)]
-      floats = [feats[n] for n in self._logs if not _is_int(n)]
+      ints = [feats[n] for n in self._logs if n in self._ints]
+      floats = [feats[n] for n in self._logs if n not in self._ints]
       logs = ([tf.cast(tf.concat(ints, axis=1), tf.float32)] if ints else []) + floats
       numerics.append(tf.math.log1p(tf.maximum(tf.concat(logs, axis=1), 0.0)))
     numerics += [tf.cast(feats[n], tf.float32) for n in self._plain]

@@ -33,7 +33,6 @@ from tensorflow_model_analysis.proto import config_pb2
 
 from models import poisson_metric
 from observation import eval_labels
-from schemas import columns
 
 NAME = 'spend'
 CLASS_NAME = 'SpendProxy'
@@ -41,10 +40,12 @@ MODULE = 'models.spend_metric'
 SUFFIXES = ('', '_desired', '_ratio', '_log_error')
 
 
-def config_json(spec: eval_labels.EvalLabelSpec, name: str = NAME) -> str:
-  """The MetricConfig.config of a SpendProxy: the same keyword arguments as a
-  PoissonLogLoss's."""
-  return poisson_metric.config_json(spec, name)
+def config_json(spec: eval_labels.EvalLabelSpec, tcpa: str,
+                name: str = NAME) -> str:
+  """The MetricConfig.config of a SpendProxy: a PoissonLogLoss's keyword
+  arguments and the tCPA column ('' : none, every click weighs 1, and the
+  proxy is the scored clicks' overall calibration)."""
+  return poisson_metric.config_json(spec, name, tcpa=tcpa)
 
 
 def reference(tcpa: np.ndarray, pconvs: np.ndarray, label: np.ndarray,
@@ -61,17 +62,18 @@ class SpendProxy(poisson_metric.LabelModeMetric):
   """Implied spend vs desired spend of a count prediction, per slice."""
 
   def __init__(self, name: str = NAME, label_mode: str = 'truth',
-               window_shares: Sequence[float] = (1.0, 0.0, 0.0),
-               full_threshold: float = 0.95):
-    super().__init__(_computations, name, label_mode, window_shares, full_threshold)
+               window_names: Sequence[str] = (), panel: str = '',
+               full_threshold: float = 0.95, tcpa: str = ''):
+    super().__init__(_computations, name, label_mode, window_names, panel,
+                     full_threshold, tcpa=tcpa)
 
 
 metric_types.register_metric(SpendProxy)
 
 
 def _computations(name: str = NAME, label_mode: str = 'truth',
-                  window_shares: Sequence[float] = (1.0, 0.0, 0.0),
-                  full_threshold: float = 0.95,
+                  window_names: Sequence[str] = (), panel: str = '',
+                  full_threshold: float = 0.95, tcpa: str = '',
                   eval_config: Optional[config_pb2.EvalConfig] = None,
                   model_name: str = '', output_name: str = '',
                   sub_key: Optional[metric_types.SubKey] = None,
@@ -82,12 +84,13 @@ def _computations(name: str = NAME, label_mode: str = 'truth',
                                  output_name=output_name, sub_key=sub_key,
                                  example_weighted=example_weighted)
           for s in SUFFIXES]
-  cols = poisson_metric.feature_keys(label_mode) + [columns.TARGET_CPA]
+  spec = eval_labels.EvalLabelSpec(label_mode, tuple(window_names), panel,
+                                   full_threshold)
+  cols = list(spec.columns()) + ([tcpa] if tcpa else [])
   return [metric_types.MetricComputation(
       keys=keys,
       preprocessors=[metric_types.FeaturePreprocessor(feature_keys=cols)],
-      combiner=_Combiner(keys, label_mode, list(window_shares), full_threshold,
-                         cols))]
+      combiner=_Combiner(keys, spec, tcpa, cols))]
 
 
 @dataclasses.dataclass
@@ -99,12 +102,12 @@ class _Accumulator:
 class _Combiner(beam.CombineFn):
   """Sums tCPA * scaled prediction and tCPA * label, one example at a time."""
 
-  def __init__(self, keys, label_mode: str, window_shares: List[float],
-               full_threshold: float, cols: List[str]):
+  def __init__(self, keys, spec: eval_labels.EvalLabelSpec, tcpa: str,
+               cols: List[str]):
     self._keys = keys
-    self._mode = label_mode
-    self._shares = window_shares
-    self._full = full_threshold
+    self._spec = spec
+    self._mode = spec.mode
+    self._tcpa = tcpa
     self._columns = cols
 
   def create_accumulator(self) -> _Accumulator:
@@ -117,8 +120,7 @@ class _Combiner(beam.CombineFn):
       raise ValueError(f'SpendProxy ({self._mode}) needs columns {missing}')
     rows = {c: np.asarray(features[c], dtype=np.float64).reshape(-1)[:1]
             for c in self._columns}
-    label, scale, keep = eval_labels.label_and_scale(rows, self._mode, self._shares,
-                                                     self._full)
+    label, scale, keep = self._spec.label_and_scale(rows)
     if not keep[0]:
       return acc
     key = self._keys[0]
@@ -126,7 +128,7 @@ class _Combiner(beam.CombineFn):
     if predictions is None:
       raise ValueError(f'no prediction for model {key.model_name!r}')
     pconvs = float(metric_util.safe_to_scalar(np.asarray(predictions)))
-    tcpa = float(rows[columns.TARGET_CPA][0])
+    tcpa = float(rows[self._tcpa][0]) if self._tcpa else 1.0
     acc.spend += tcpa * float(scale[0]) * pconvs
     acc.desired += tcpa * float(label[0])
     return acc

@@ -20,14 +20,15 @@ from absl import logging
 import numpy as np
 
 import config as config_lib
+from config.dataset import DatasetSpec
 from models import data
 from models import distill
 from models import distribution
 from models import export
+from models import losses
 from models import hparams
 from models import panel_calibration
 from models import pruning
-from models import features as features_lib
 from models import towers
 from models import training
 import schemas
@@ -37,38 +38,52 @@ from schemas import columns
 HYPERPARAMETERS_FILE = 'hyperparameters.json'
 
 
-def target_columns(weights: distill.DistillWeights) -> List[str]:
+def target_columns(weights: distill.DistillWeights,
+                   dataset_spec: DatasetSpec) -> List[str]:
   """Raw columns the loss needs besides counts, exposures and times."""
-  cols = [columns.TARGET_CPA]
+  d = dataset_spec
+  w = d.window_names()
+  cols = [d.tcpa] if d.tcpa else []
   if weights.uses_panel:
-    cols.append(columns.IN_PANEL)
+    cols.append(d.panel)
   if weights.panel_calibrated:
     # The calibration's lookup keys (read raw here, beside the features).
-    cols += [c for c in panel_calibration.KEY_COLUMNS if c not in cols]
+    cols += [c for c in panel_calibration.PanelKeys.of(d).key_columns()
+             if c not in cols]
   if weights.uses_teacher:
-    cols += list(columns.TEACHER_RATES) + [columns.TEACHER_HINT]
+    cols += list(columns.teacher_rates(w)) + [columns.TEACHER_HINT]
   if weights.aux_weight > 0:
-    cols += list(columns.TEACHER_OBSERVED_EXPOSURES)
+    cols += list(columns.teacher_observed_exposures(w))
   return cols
 
 
 def with_distill_targets(features, targets, *, weights: distill.DistillWeights,
-                         lag_seconds: int, panel_tables=None):
+                         lag_seconds: int, dataset_spec: DatasetSpec,
+                         tcpa_reference: float, panel_tables=None):
   """Adds the distillation targets: teacher rates, hint and observed exposures,
-  mask, tCPA."""
+  mask, tCPA, the panel flag."""
+  d = dataset_spec
+  w = d.window_names()
   targets = dict(targets)
-  targets[distill.TCPA] = targets.pop(columns.TARGET_CPA)
+  if d.tcpa:
+    targets[distill.TCPA] = targets.pop(d.tcpa)
+  else:  # no tCPA: every click weighs (reference / reference)^beta = 1
+    targets[distill.TCPA] = tf.fill(tf.shape(targets[columns.CLICK_TS]),
+                                    tf.constant(tcpa_reference, tf.float32))
+  if weights.uses_panel:
+    targets[losses.IN_PANEL] = targets.pop(d.panel)
   if weights.panel_calibrated:
-    targets = panel_calibration.calibrate_targets(targets, panel_tables)
+    targets = panel_calibration.calibrate_targets(
+        targets, panel_tables, panel_calibration.PanelKeys.of(d))
   available = targets[columns.CLICK_TS] <= targets[columns.SNAPSHOT_TS] - lag_seconds
   targets[distill.TEACHER_MASK] = tf.cast(available, tf.float32)
   if weights.uses_teacher:
     targets[distill.TEACHER_RATES] = tf.concat(
-        [targets.pop(c) for c in columns.TEACHER_RATES], axis=1)
+        [targets.pop(c) for c in columns.teacher_rates(w)], axis=1)
     targets[distill.TEACHER_HINT] = targets.pop(columns.TEACHER_HINT)
   if weights.aux_weight > 0:
     targets[distill.TEACHER_OBSERVED] = tf.concat(
-        [targets.pop(c) for c in columns.TEACHER_OBSERVED_EXPOSURES], axis=1)
+        [targets.pop(c) for c in columns.teacher_observed_exposures(w)], axis=1)
   return features, targets
 
 
@@ -76,15 +91,17 @@ def dataset(patterns: Sequence[str], tft_layer, cfg: config_lib.Config,
             weights: distill.DistillWeights, panel_tables=None,
             **kwargs) -> tf.data.Dataset:
   """(serving features, targets) batches of the global batch size."""
+  d = cfg.dataset
   if weights.panel_only:
-    kwargs['keep'] = lambda e: tf.equal(e[columns.IN_PANEL][0], 1)
-  ds = data.model_dataset(patterns, tft_layer, features_lib.SERVING_FEATURES,
-                          cfg.model.student.batch_size,
-                          extra_targets=target_columns(weights),
+    kwargs['keep'] = lambda e: tf.equal(e[d.panel][0], 1)
+  ds = data.model_dataset(patterns, tft_layer, d.serving_features(),
+                          cfg.model.student.batch_size, d,
+                          extra_targets=target_columns(weights, d),
                           shuffle_buffer=cfg.model.shuffle_buffer, **kwargs)
   return ds.map(functools.partial(
       with_distill_targets, weights=weights,
-      lag_seconds=cfg.window.teacher_lag_seconds(), panel_tables=panel_tables))
+      lag_seconds=cfg.window.teacher_lag_seconds(), dataset_spec=d,
+      tcpa_reference=cfg.distill.tcpa_reference, panel_tables=panel_tables))
 
 
 def build_network(cfg: config_lib.Config, weights: distill.DistillWeights,
@@ -210,9 +227,9 @@ def prepare(cfg: config_lib.Config, fn_args):
   tft_layer = tft.TFTransformOutput(
       fn_args.transform_graph_path).transform_features_layer()
   # The teacher columns' widths come from the schema artifact (DISTILL environment).
-  schema_path = fn_args.schema_path or schemas.SCHEMA_PATH
+  schema_path = fn_args.schema_path or ''
   tables = (panel_calibration.fit_from_files(
-      fn_args.train_files, 'distill.recipe offset_panel_calibrated')
+      fn_args.train_files, 'distill.recipe offset_panel_calibrated', cfg.dataset)
             if weights.panel_calibrated else None)
   return weights, tft_layer, schema_path, tables
 
@@ -249,17 +266,18 @@ def train(cfg: config_lib.Config, fn_args) -> Trained:
 
 
 def predicted_rates(network: tf.keras.Model, tft_layer, patterns: Sequence[str],
-                    schema_path: str, extra: Sequence[str] = ()):
+                    schema_path: str, dataset_spec: DatasetSpec,
+                    extra: Sequence[str] = ()):
   """([N, W] predicted rates per window, {column: [N]} of `extra` raw columns)
   over every example of `patterns`, in file order."""
-  names = list(dict.fromkeys(list(features_lib.SERVING_FEATURES) + list(extra)))
-  ds = data.raw_dataset(patterns, names, 4096, shuffle=False, repeat=False,
-                        drop_remainder=False, schema_path=schema_path)
+  serving = list(dataset_spec.serving_names())
+  names = list(dict.fromkeys(serving + list(extra)))
+  ds = data.raw_dataset(patterns, names, 4096, dataset_spec, shuffle=False,
+                        repeat=False, drop_remainder=False, schema_path=schema_path)
   rates, rows = [], {c: [] for c in extra}
   for batch in ds:
-    transformed = tft_layer({n: batch[n] for n in features_lib.SERVING_FEATURES})
-    out = network({n: transformed[n] for n in features_lib.SERVING_FEATURES},
-                  training=False)
+    transformed = tft_layer({n: batch[n] for n in serving})
+    out = network({n: transformed[n] for n in serving}, training=False)
     rates.append(np.exp(np.asarray(out[towers.LOG_RATES], np.float64)))
     for c in extra:
       rows[c].append(np.asarray(batch[c]).reshape(-1))
@@ -269,11 +287,15 @@ def predicted_rates(network: tf.keras.Model, tft_layer, patterns: Sequence[str],
 def tune_score(cfg: config_lib.Config, network: tf.keras.Model, tft_layer,
                patterns: Sequence[str], schema_path: str) -> dict:
   """The tune split's score (hparams.tune_nll) in the configured mode."""
-  rates, rows = predicted_rates(network, tft_layer, patterns, schema_path,
-                                hparams.SCORE_COLUMNS)
-  mode = hparams.score_mode(cfg.sweep.score, rows[columns.IN_PANEL],
+  d = cfg.dataset
+  w = d.window_names()
+  extra = hparams.score_columns(w) + ((d.panel,) if d.panel else ())
+  rates, rows = predicted_rates(network, tft_layer, patterns, schema_path, d, extra)
+  if d.panel:
+    rows[hparams.PANEL] = rows.pop(d.panel)
+  mode = hparams.score_mode(cfg.sweep.score, rows.get(hparams.PANEL),
                             cfg.sweep.min_panel_examples)
-  return hparams.tune_nll(rates, rows, mode)
+  return hparams.tune_nll(rates, rows, mode, w)
 
 
 def run_fn(fn_args) -> None:
@@ -305,7 +327,8 @@ def run_fn(fn_args) -> None:
                           'sparsity': pruning.sparsity(network)}
   if tables is not None:
     summary['panel_calibration'] = panel_calibration.summary(tables)
-  export.save_student(network, trained.tft_layer, fn_args.serving_model_dir, summary)
+  export.save_student(network, trained.tft_layer, fn_args.serving_model_dir, summary,
+                      cfg.dataset)
   # The model run artifact records what the student trained with too.
   run_dir = getattr(fn_args, 'model_run_dir', None)
   if run_dir:

@@ -15,29 +15,30 @@ import tensorflow_transform as tft
 from absl import logging
 
 import config as config_lib
+from config.dataset import DatasetSpec
 from models import data
 from models import export
-from models import features as features_lib
 from models import losses
 from models import panel_calibration
 from models import towers
 from models import training
-from observation import labels
 from observation import snapshot
 from schemas import columns
 
 
-def lag_summary(patterns: Sequence[str], lag_hours: float) -> Dict:
+def lag_summary(patterns: Sequence[str], lag_hours: float,
+                dataset: DatasetSpec) -> Dict:
   """One pass over click times: T, the cutoff T - lag, and what lies before it.
 
   Raises:
     ValueError: no example is older than the cutoff, or the examples disagree on T.
   """
+  labels_ = columns.labels(dataset.window_names())
   ds = data.raw_dataset(patterns, [columns.CLICK_TS, columns.SNAPSHOT_TS] +
-                        list(columns.LABELS), 8192,
+                        list(labels_), 8192, dataset,
                         shuffle=False, repeat=False, drop_remainder=False)
   total = kept = 0
-  conversions = np.zeros(len(columns.LABELS), np.int64)
+  conversions = np.zeros(len(labels_), np.int64)
   latest_kept = -1
   snapshots = set()
   lag = snapshot.hours_to_seconds(lag_hours)
@@ -48,7 +49,7 @@ def lag_summary(patterns: Sequence[str], lag_hours: float) -> Dict:
     keep = ts <= snap - lag
     total += len(ts)
     kept += int(keep.sum())
-    conversions += [int(batch[c][keep].sum()) for c in columns.LABELS]
+    conversions += [int(batch[c][keep].sum()) for c in labels_]
     if keep.any():
       latest_kept = max(latest_kept, int(ts[keep].max()))
   if len(snapshots) != 1:
@@ -70,7 +71,7 @@ def lag_summary(patterns: Sequence[str], lag_hours: float) -> Dict:
       'latest_click_ts_trained_on': latest_kept,
       # Per window: how many reported conversions its head is fit to, which
       # bounds how well calibrated it can be (the TeacherGate's tolerance).
-      'reported_conversions_trained_on': dict(zip(columns.WINDOW_NAMES,
+      'reported_conversions_trained_on': dict(zip(dataset.window_names(),
                                                   conversions.tolist())),
   }
 
@@ -79,33 +80,46 @@ def training_dataset(patterns: Sequence[str], tft_layer, cfg: config_lib.Config,
                      shuffle: bool = True, repeat: bool = True,
                      panel_tables=None) -> tf.data.Dataset:
   """The teacher's training batches: train-split clicks at or before T - lag."""
-  ds = data.model_dataset(patterns, tft_layer, features_lib.TEACHER_FEATURES,
-                          cfg.model.teacher.batch_size, shuffle=shuffle,
+  ds = data.model_dataset(patterns, tft_layer, cfg.dataset.teacher_features(),
+                          cfg.model.teacher.batch_size, cfg.dataset, shuffle=shuffle,
                           repeat=repeat, extra_targets=extra_targets(cfg),
                           keep=data.lag_filter(cfg.window.teacher_lag_hours),
                           seed=cfg.model.seed,
                           shuffle_buffer=cfg.model.shuffle_buffer)
-  return with_panel_calibration(ds, panel_tables)
+  return with_panel_calibration(ds, cfg, panel_tables)
 
 
-def with_panel_calibration(ds: tf.data.Dataset, panel_tables) -> tf.data.Dataset:
-  """The batches with panel-calibrated offsets (model.teacher_panel_calibration)."""
+def with_panel_calibration(ds: tf.data.Dataset, cfg: config_lib.Config,
+                           panel_tables) -> tf.data.Dataset:
+  """The batches with the panel flag under losses.IN_PANEL and, with tables,
+  panel-calibrated offsets (model.teacher_panel_calibration)."""
+  panel = cfg.dataset.panel
+  m = cfg.model
+  if not (m.teacher_observability_head or m.teacher_panel_calibration):
+    return ds
+
+  def rename(features, targets):
+    targets = dict(targets)
+    targets[losses.IN_PANEL] = targets.pop(panel)
+    return features, targets
+  ds = ds.map(rename)
   if panel_tables is None:
     return ds
+  keys = panel_calibration.PanelKeys.of(cfg.dataset)
   return ds.map(lambda features, targets: (
-      features, panel_calibration.calibrate_targets(targets, panel_tables)))
+      features, panel_calibration.calibrate_targets(targets, panel_tables, keys)))
 
 
 def extra_targets(cfg: config_lib.Config) -> Sequence[str]:
-  """Targets beyond data.TARGET_COLUMNS: panel membership for the
+  """Targets beyond data.target_columns: panel membership for the
   observability head and the panel calibration, and the calibration's lookup
   columns."""
   m = cfg.model
   cols = []
   if m.teacher_observability_head or m.teacher_panel_calibration:
-    cols.append(columns.IN_PANEL)
+    cols.append(cfg.dataset.panel)
   if m.teacher_panel_calibration:
-    cols += list(panel_calibration.KEY_COLUMNS)
+    cols += list(panel_calibration.PanelKeys.of(cfg.dataset).key_columns())
   return cols
 
 
@@ -115,21 +129,21 @@ def run_fn(fn_args) -> None:
   # Before any dataset exists (see training.set_seed).
   training.set_seed(cfg.model.seed)
   t = cfg.model.teacher
-  summary = lag_summary(fn_args.train_files, cfg.window.teacher_lag_hours)
+  summary = lag_summary(fn_args.train_files, cfg.window.teacher_lag_hours,
+                        cfg.dataset)
   logging.info('teacher: trains on %d of %d train-split examples (clicks up to the '
                'cutoff %s, T - %.0f h)', summary['examples_trained_on'],
                summary['train_split_examples'], summary['cutoff_time'],
                cfg.window.teacher_lag_hours)
   tft_layer = tft.TFTransformOutput(
       fn_args.transform_graph_path).transform_features_layer()
-  names = features_lib.TEACHER_FEATURES
   tables = (panel_calibration.fit_from_files(
-      fn_args.train_files, 'model.teacher_panel_calibration')
+      fn_args.train_files, 'model.teacher_panel_calibration', cfg.dataset)
             if cfg.model.teacher_panel_calibration else None)
   train = training_dataset(fn_args.train_files, tft_layer, cfg, panel_tables=tables)
   evaluation = with_panel_calibration(data.model_dataset(
-      fn_args.eval_files, tft_layer, names, t.batch_size, shuffle=False,
-      extra_targets=extra_targets(cfg)), tables)
+      fn_args.eval_files, tft_layer, cfg.dataset.teacher_features(), t.batch_size,
+      cfg.dataset, shuffle=False, extra_targets=extra_targets(cfg)), cfg, tables)
   network = towers.build_teacher(cfg)
   model = training.LossModel(network, losses.teacher_loss)
   model.compile(optimizer=training.optimizer(t, fn_args.train_steps))
@@ -144,9 +158,6 @@ def run_fn(fn_args) -> None:
   })
   if tables is not None:
     summary['panel_calibration'] = panel_calibration.summary(tables)
-  # The prior its observability outputs start from (and are compared with).
-  shares = labels.matured_window_shares(cfg.label_spec())
-  summary['prior_window_shares'] = np.round(shares, 6).tolist()
   export.save_teacher(network, tft_layer, fn_args.serving_model_dir, summary,
-                      shares, tables)
+                      cfg.dataset, tables)
   logging.info('teacher: summary %s', summary)

@@ -12,7 +12,6 @@ from typing import Dict, Sequence
 
 import tensorflow as tf
 
-from models import features as features_lib
 from schemas import columns
 
 if not tf.keras.__name__.startswith('tf_keras'):
@@ -21,7 +20,6 @@ if not tf.keras.__name__.startswith('tf_keras'):
   raise RuntimeError('TensorFlow is using Keras 3: set TF_USE_LEGACY_KERAS=1 before '
                      'TensorFlow is imported (the Makefile and images do)')
 
-N_WINDOWS = len(columns.WINDOWS)
 LOG_RATES = 'log_rates'
 HINT = 'hint'
 AUX_LOG_RATES = 'aux_log_rates'
@@ -34,13 +32,13 @@ HINT_PROJECTION = 'hint_projection'
 INITIAL_LOG_RATE = -4.5
 
 
-def model_inputs(names: Sequence[str]) -> Dict[str, tf.keras.Input]:
+def model_inputs(cols: Sequence[columns.Column]) -> Dict[str, tf.keras.Input]:
   """Keras inputs for transformed features (int64 ids, float32 numerics), [B, 1]."""
   out = {}
-  for name in names:
-    categorical = columns.BY_NAME[name].kind == columns.Kind.CATEGORICAL
-    out[name] = tf.keras.Input(shape=(1,), name=name,
-                               dtype=tf.int64 if categorical else tf.float32)
+  for col in cols:
+    categorical = col.kind == columns.Kind.CATEGORICAL
+    out[col.name] = tf.keras.Input(shape=(1,), name=col.name,
+                                   dtype=tf.int64 if categorical else tf.float32)
   return out
 
 
@@ -48,12 +46,12 @@ def _l2(l2: float):
   return tf.keras.regularizers.L2(l2) if l2 > 0 else None
 
 
-def embed(inputs: Dict[str, tf.Tensor], names: Sequence[str],
+def embed(inputs: Dict[str, tf.Tensor], cols: Sequence[columns.Column],
           embedding_dim: int, l2: float = 0.0) -> tf.Tensor:
   """Concatenates an embedding per categorical id and the numeric features."""
   parts = []
-  for name in names:
-    col = columns.BY_NAME[name]
+  for col in cols:
+    name = col.name
     if col.kind == columns.Kind.CATEGORICAL:
       e = tf.keras.layers.Embedding(col.buckets, embedding_dim,
                                     embeddings_regularizer=_l2(l2),
@@ -65,7 +63,8 @@ def embed(inputs: Dict[str, tf.Tensor], names: Sequence[str],
   return tf.keras.layers.Concatenate(name='features')(parts)
 
 
-def build_tower(names: Sequence[str], hidden_units: Sequence[int], hint_layer: int,
+def build_tower(cols: Sequence[columns.Column], n_windows: int,
+                hidden_units: Sequence[int], hint_layer: int,
                 embedding_dim: int, dropout: float = 0.0, l2: float = 0.0,
                 name: str = 'tower', aux_heads: bool = False,
                 hint_projection: int = 0,
@@ -80,8 +79,8 @@ def build_tower(names: Sequence[str], hidden_units: Sequence[int], hint_layer: i
   starts at 0, the prior). Serving exports read only 'log_rates', so these are
   pruned there.
   """
-  inputs = model_inputs(names)
-  x = embed(inputs, names, embedding_dim, l2)
+  inputs = model_inputs(cols)
+  x = embed(inputs, cols, embedding_dim, l2)
   hint = None
   for i, units in enumerate(hidden_units):
     x = tf.keras.layers.Dense(units, activation='relu', kernel_regularizer=_l2(l2),
@@ -91,16 +90,16 @@ def build_tower(names: Sequence[str], hidden_units: Sequence[int], hint_layer: i
     if dropout > 0:
       x = tf.keras.layers.Dropout(dropout, name=f'dropout_{i}')(x)
   log_rates = tf.keras.layers.Dense(
-      N_WINDOWS, name='window_heads', dtype='float32', kernel_regularizer=_l2(l2),
+      n_windows, name='window_heads', dtype='float32', kernel_regularizer=_l2(l2),
       bias_initializer=tf.keras.initializers.Constant(INITIAL_LOG_RATE))(x)
   outputs = {LOG_RATES: log_rates, HINT: hint}
   if aux_heads:
     outputs[AUX_LOG_RATES] = tf.keras.layers.Dense(
-        N_WINDOWS, name='aux_heads', dtype='float32', kernel_regularizer=_l2(l2),
+        n_windows, name='aux_heads', dtype='float32', kernel_regularizer=_l2(l2),
         bias_initializer=tf.keras.initializers.Constant(INITIAL_LOG_RATE))(x)
   if observability_head:
     outputs[OBS_LOGIT_SHIFT] = tf.keras.layers.Dense(
-        N_WINDOWS, name='observability_head', dtype='float32',
+        n_windows, name='observability_head', dtype='float32',
         kernel_regularizer=_l2(l2), kernel_initializer='zeros')(x)
   if hint_projection:
     outputs[HINT_PROJECTION] = tf.keras.layers.Dense(
@@ -111,7 +110,9 @@ def build_tower(names: Sequence[str], hidden_units: Sequence[int], hint_layer: i
 def build_teacher(cfg) -> tf.keras.Model:
   """The teacher from a pipeline.config.Config."""
   t = cfg.model.teacher
-  return build_tower(features_lib.TEACHER_FEATURES, t.hidden_units, t.hint_layer,
+  d = cfg.dataset
+  return build_tower(d.teacher_features(), len(d.windows), t.hidden_units,
+                     t.hint_layer,
                      cfg.model.embedding_dim, t.dropout, t.l2, name='teacher',
                      observability_head=cfg.model.teacher_observability_head)
 
@@ -121,7 +122,9 @@ def build_student_tower(cfg, aux_heads: bool = False,
                         observability_head: bool = False) -> tf.keras.Model:
   """The student from a pipeline.config.Config (serving features only)."""
   s = cfg.model.student
-  return build_tower(features_lib.SERVING_FEATURES, s.hidden_units, s.hint_layer,
+  d = cfg.dataset
+  return build_tower(d.serving_features(), len(d.windows), s.hidden_units,
+                     s.hint_layer,
                      cfg.model.embedding_dim, s.dropout, s.l2, name='student',
                      aux_heads=aux_heads, hint_projection=hint_projection,
                      observability_head=observability_head)
@@ -139,7 +142,7 @@ def parameter_counts(model: tf.keras.Model) -> Dict[str, int]:
   return {'dense': dense, 'embedding': embedding}
 
 
-def rescale_embeddings(network: tf.keras.Model, names: Sequence[str],
+def rescale_embeddings(network: tf.keras.Model, cols: Sequence[columns.Column],
                        target: float = 2.0) -> None:
   """Scales each embedding table to abs-max `target`, and the first dense layer's
   matching kernel rows by the inverse: the float function is unchanged.
@@ -151,8 +154,8 @@ def rescale_embeddings(network: tf.keras.Model, names: Sequence[str],
   first = network.get_layer('dense_0')
   kernel, bias = first.get_weights()
   row = 0
-  for name in names:
-    col = columns.BY_NAME[name]
+  for col in cols:
+    name = col.name
     if col.kind != columns.Kind.CATEGORICAL:
       row += 1
       continue

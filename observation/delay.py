@@ -1,9 +1,11 @@
-"""The click-to-conversion delay distribution over the three windows
+"""The click-to-conversion delay distribution over a dataset's delay windows
 (docs/architecture.md §3-4).
 
 Inside window w = [a, b) the delay is a + Exp(scale_w) truncated to [0, b - a). The
-same model samples delays in the synthetic world and gives each window's exposure at
-T: the share of the window's conversions expected to be reported by then.
+model samples delays in the synthetic world and gives each window's exposure at T:
+the share of the window's conversions expected to be reported by then. Which
+scales the pipeline uses is measured on the logs (observation/delay_fit.py), with
+the dataset spec's prior as the fallback.
 """
 
 from typing import Sequence
@@ -17,7 +19,7 @@ class DelayModel:
   """Per-window truncated-exponential delays."""
 
   def __init__(self, scale_hours: Sequence[float],
-               windows: Sequence[columns.Window] = columns.WINDOWS):
+               windows: Sequence[columns.Window]):
     if len(scale_hours) != len(windows):
       raise ValueError(f'need {len(windows)} scales, got {len(scale_hours)}')
     if any(s <= 0 for s in scale_hours):
@@ -51,9 +53,15 @@ class DelayModel:
     return self.start[w] + np.minimum(offset, np.nextafter(self.length[w], 0))
 
   def window_of(self, delay_hours) -> np.ndarray:
-    """Index of the window containing each delay; -1 if in none (< 0 or >= 90d)."""
-    d = np.asarray(delay_hours, dtype=np.float64)
-    out = np.full(d.shape, -1, dtype=np.int64)
-    for i in range(len(self.windows)):
-      out[(d >= self.start[i]) & (d < self.start[i] + self.length[i])] = i
-    return out
+    """Index of the window containing each delay; -1 if in none."""
+    return window_of(self.windows, delay_hours)
+
+
+def window_of(windows: Sequence[columns.Window], delay_hours) -> np.ndarray:
+  """Index of the window containing each delay; -1 if in none (before the first,
+  in a gap, or after the last)."""
+  d = np.asarray(delay_hours, dtype=np.float64)
+  out = np.full(d.shape, -1, dtype=np.int64)
+  for i, w in enumerate(windows):
+    out[(d >= w.start_hours) & (d < w.end_hours)] = i
+  return out

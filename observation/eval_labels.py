@@ -4,11 +4,12 @@ Shared by the Quantizer's report, the Evaluator's PoissonLogLoss and the benchma
 
   truth:               the true total conversions (synthetic data only);
                        mu = pConvs.
-  panel:               on measurement-panel clicks only (in_panel = 1, whose
-                       conversions are all observed), the reported conversions
-                       summed over windows; mu = pConvs * sum_w pi_w e_w (pi_w: the
-                       configured average window shares; exactly pConvs once the
-                       click is mature). Unbiased for the total whatever hides
+  panel:               on measurement-panel clicks only (the dataset's panel
+                       column = 1: their conversions are all observed), the
+                       reported conversions summed over windows; mu = pConvs *
+                       maturity (maturity = sum_w pi_w e_w with the delay model's
+                       window shares pi_w, written by the ExampleGen; exactly
+                       pConvs once the click is mature). Unbiased for the total whatever hides
                        conversions elsewhere (consent, cookie caps, tag coverage):
                        the real-log mode to gate on when logs carry a panel.
   observed_observable: on fully observed browsers only (f_b >= full_threshold),
@@ -25,7 +26,7 @@ Shared by the Quantizer's report, the Evaluator's PoissonLogLoss and the benchma
                        circular for a student distilled from that teacher: a
                        diagnostic, never a gate.
 The modes score one pConvs output, so the split over windows comes from the
-average shares pi_w: per click the expected label is sum_w e_w rate_w, which
+delay model's shares pi_w: per click the expected label is sum_w e_w rate_w, which
 those shares match only on average; per-window scores with exposure offsets need
 the window rates, which the float student's serving signature has (the benchmark
 and the TeacherGate compute them there), not the TFLite model TFMA runs.
@@ -45,54 +46,78 @@ MODES = ('truth', 'panel', 'observed_observable', 'observed_modeled')
 
 @dataclasses.dataclass(frozen=True)
 class EvalLabelSpec:
-  """A label mode and what it needs: the average window shares (to scale
-  immature predictions) and the observability threshold of 'fully observed'.
+  """A label mode and what it needs: the delay windows (the label and exposure
+  columns' names), the panel column ('' : none) and the observability
+  threshold of 'fully observed'.
 
   The Quantizer's `eval_label` parameter is its JSON; the PoissonLogLoss metric
   takes the same fields as keyword arguments (models/poisson_metric.py).
   """
   mode: str = 'truth'
-  window_shares: Tuple[float, ...] = (1.0, 0.0, 0.0)
+  window_names: Tuple[str, ...] = ()
+  panel: str = ''
   full_threshold: float = 0.95
 
   def to_json(self) -> str:
-    return json.dumps({'mode': self.mode, 'window_shares': list(self.window_shares),
-                       'full_threshold': self.full_threshold}, sort_keys=True)
+    return json.dumps({'mode': self.mode, 'window_names': list(self.window_names),
+                       'panel': self.panel, 'full_threshold': self.full_threshold},
+                      sort_keys=True)
 
   @classmethod
   def from_json(cls, text: str) -> 'EvalLabelSpec':
     d = json.loads(text)
-    return cls(mode=d['mode'], window_shares=tuple(d['window_shares']),
-               full_threshold=d['full_threshold'])
+    return cls(mode=d['mode'], window_names=tuple(d['window_names']),
+               panel=d['panel'], full_threshold=d['full_threshold'])
+
+  def columns(self) -> Tuple[str, ...]:
+    """The example columns this mode reads (besides the prediction)."""
+    return needed(self.mode, self.window_names, self.panel)
 
   def label_and_scale(self, rows: Mapping[str, np.ndarray]
                       ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """`label_and_scale` in this spec's (resolved) mode."""
-    return label_and_scale(rows, self.mode, self.window_shares, self.full_threshold)
+    """`label_and_scale` in this spec's mode."""
+    return label_and_scale(rows, self.mode, self.window_names, self.panel,
+                           self.full_threshold)
 
 
-def resolve(mode: str, available: Sequence[str]) -> str:
-  """'auto' -> truth when the truth columns are there, else observed_observable."""
+def needed(mode: str, window_names: Sequence[str], panel: str = '') -> Tuple[str, ...]:
+  """The columns label mode `mode` reads."""
+  w = window_names
+  if mode == 'truth':
+    return (columns.TRUE_CONVERSIONS,)
+  out = columns.labels(w) + (columns.MATURITY,)
+  if mode == 'panel':
+    return out + ((panel,) if panel else ())
+  if mode == 'observed_observable':
+    return out + (columns.OBSERVED_FRACTION,)
+  if mode == 'observed_modeled':
+    return out + columns.exposures(w) + columns.observed_exposures(w) + (
+        columns.teacher_rates(w))
+  raise ValueError(f'unknown eval label mode {mode!r}; one of {MODES}')
+
+
+def resolve(mode: str, available: Sequence[str], window_names: Sequence[str],
+            panel: str = '') -> str:
+  """'auto' -> truth when the truth columns are there, else observed_observable;
+  any mode: checked against the columns `available`."""
   if mode == 'auto':
     return 'truth' if columns.TRUE_CONVERSIONS in available else 'observed_observable'
   if mode not in MODES:
     raise ValueError(f'unknown eval label mode {mode!r}; expected auto or one of {MODES}')
-  needed = {'truth': [columns.TRUE_CONVERSIONS],
-            'panel': list(columns.LABELS + columns.EXPOSURES) + [columns.IN_PANEL],
-            'observed_observable': list(columns.LABELS + columns.EXPOSURES),
-            'observed_modeled': list(columns.LABELS + columns.EXPOSURES +
-                                     columns.OBSERVED_EXPOSURES +
-                                     columns.TEACHER_RATES)}[mode]
-  missing = [c for c in needed if c not in available]
+  if mode == 'panel' and not panel:
+    raise ValueError('eval label mode panel needs a panel column (the dataset spec '
+                     'has none)')
+  missing = [c for c in needed(mode, window_names, panel) if c not in available]
   if missing:
     raise ValueError(f'eval label mode {mode!r} needs columns {missing}')
   return mode
 
 
 def label_and_scale(rows: Mapping[str, np.ndarray], mode: str,
-                    window_shares: Sequence[float], full_threshold: float = 0.95
+                    window_names: Sequence[str], panel: str = '',
+                    full_threshold: float = 0.95
                     ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """(label, prediction scale, keep) per example for `mode` (already resolved).
+  """(label, prediction scale, keep) per example for `mode`.
 
   The scored NLL is nll(label[keep], scale[keep] * pConvs[keep]).
   """
@@ -101,22 +126,24 @@ def label_and_scale(rows: Mapping[str, np.ndarray], mode: str,
   if mode == 'truth':
     return (np.asarray(rows[columns.TRUE_CONVERSIONS], np.float64).reshape(-1),
             np.ones(n), np.ones(n, bool))
-  exposures = np.stack([np.asarray(rows[c], np.float64).reshape(-1)
-                        for c in columns.EXPOSURES], 1)
-  scale = exposures @ np.asarray(window_shares, np.float64)
-  observed = np.stack([np.asarray(rows[c], np.float64).reshape(-1)
-                       for c in columns.LABELS], 1)
+
+  def stack(names):
+    return np.stack([np.asarray(rows[c], np.float64).reshape(-1) for c in names], 1)
+  scale = np.asarray(rows[columns.MATURITY], np.float64).reshape(-1)
+  observed = stack(columns.labels(window_names))
   if mode == 'panel':
-    panel = np.asarray(rows[columns.IN_PANEL]).reshape(-1) == 1
-    return observed.sum(1), scale, panel & (scale > 0)
+    if not panel:
+      raise ValueError('eval label mode panel needs a panel column (the dataset '
+                       'spec has none)')
+    in_panel = np.asarray(rows[panel]).reshape(-1) == 1
+    return observed.sum(1), scale, in_panel & (scale > 0)
   if mode == 'observed_observable':
     fraction = np.asarray(rows[columns.OBSERVED_FRACTION], np.float64).reshape(-1)
     return observed.sum(1), scale, (fraction >= full_threshold) & (scale > 0)
   if mode == 'observed_modeled':
-    teacher = np.stack([np.asarray(rows[c], np.float64).reshape(-1)
-                        for c in columns.TEACHER_RATES], 1)
-    observed_exposures = np.stack([np.asarray(rows[c], np.float64).reshape(-1)
-                                   for c in columns.OBSERVED_EXPOSURES], 1)
+    exposures = stack(columns.exposures(window_names))
+    teacher = stack(columns.teacher_rates(window_names))
+    observed_exposures = stack(columns.observed_exposures(window_names))
     modeled = (np.maximum(exposures - observed_exposures, 0.0) * teacher).sum(1)
     return observed.sum(1) + modeled, scale, scale > 0
   raise ValueError(f'unknown eval label mode {mode!r}')

@@ -32,9 +32,12 @@ from schemas import records
 
 # The observed mode a truth-gated pipeline's backtests mature in.
 OBSERVED_MODE = 'observed_observable'
-# What tonight's join changes about a click: its labels and exposures.
-MATURING = (tuple(columns.LABELS) + tuple(columns.EXPOSURES)
-            + tuple(columns.OBSERVED_EXPOSURES))
+
+
+def maturing(window_names) -> tuple:
+  """What tonight's join changes about a click: its labels and exposures."""
+  return (columns.labels(window_names) + columns.exposures(window_names) +
+          columns.observed_exposures(window_names) + (columns.MATURITY,))
 
 
 def split_rows(examples_uri: str, split: str) -> Dict[str, np.ndarray]:
@@ -46,11 +49,11 @@ def split_rows(examples_uri: str, split: str) -> Dict[str, np.ndarray]:
 def _score(pconvs: np.ndarray, rows: Dict[str, np.ndarray],
            spec: eval_labels.EvalLabelSpec, mode: str) -> Optional[Dict]:
   try:
-    mode = eval_labels.resolve(mode, list(rows))
+    mode = eval_labels.resolve(mode, list(rows), spec.window_names, spec.panel)
   except ValueError as e:
     return {'mode': mode, 'skipped': str(e)}
-  y, scale, keep = eval_labels.label_and_scale(rows, mode, spec.window_shares,
-                                               spec.full_threshold)
+  y, scale, keep = eval_labels.label_and_scale(rows, mode, spec.window_names,
+                                               spec.panel, spec.full_threshold)
   if not keep.any():
     return {'mode': mode, 'skipped': 'no scored example'}
   mu = scale[keep] * pconvs[keep]
@@ -59,7 +62,8 @@ def _score(pconvs: np.ndarray, rows: Dict[str, np.ndarray],
           'examples': int(keep.sum())}
 
 
-def _aligned(rows: Dict[str, np.ndarray], tonight: Dict[str, np.ndarray]):
+def _aligned(rows: Dict[str, np.ndarray], tonight: Dict[str, np.ndarray],
+             window_names):
   """(found, rows): which of `rows`' clicks tonight has, and those rows with
   tonight's maturing columns."""
   ids = np.asarray(rows[columns.CLICK_ID]).reshape(-1)
@@ -71,7 +75,7 @@ def _aligned(rows: Dict[str, np.ndarray], tonight: Dict[str, np.ndarray]):
   found = tonight_ids[order[at]] == ids
   src = order[at[found]]
   out = {c: np.asarray(v)[found] for c, v in rows.items()}
-  for c in MATURING:
+  for c in maturing(window_names):
     if c in tonight:
       out[c] = np.asarray(tonight[c])[src]
   return found, out
@@ -127,7 +131,7 @@ def run(serving_dir: str, pushed: Sequence[Pushed], tonight_examples_uri: str,
       parts = [split_rows(tonight_examples_uri, s) for s in ('train', 'eval')]
       for c in parts[0]:
         tonight[c] = np.concatenate([np.asarray(p_[c]) for p_ in parts if c in p_])
-    found, matured = _aligned(rows, tonight)
+    found, matured = _aligned(rows, tonight, spec.window_names)
     entry['clicks'] = int(len(found))
     entry['clicks_found_tonight'] = int(found.sum())
     entry['matured'] = (_score(pconvs[found], matured, spec, mode)

@@ -9,11 +9,13 @@
   python -m pipeline.cli submit    [--config C] [--set k=v ...] [--template JSON]
                                    [--snapshot-time T]
   python -m pipeline.cli schedule  [--config C] [--set k=v ...] [--template JSON]
+  python -m pipeline.cli schema    [--config C] [--set k=v ...] [--check] [--out DIR]
 
 run and nightly use BeamDagRunner with SQLite ML Metadata (local), print two
 lines per component and write the run's report (pipeline/run_report.py); report
 rebuilds it for a past local run. compile, submit and schedule target Vertex AI
-Pipelines (the `vertex` config section).
+Pipelines (the `vertex` config section). schema writes the dataset's TFDV schema
+and serving contract, generated from its spec, beside the spec (or checks them).
 """
 
 import os
@@ -31,8 +33,8 @@ import time
 from typing import Optional
 
 import config as config_lib
+from config import dataset as dataset_lib
 from observation import snapshot
-from schemas import layout
 
 # TensorFlow and TFX (pipeline.local, .report, .vertex and the ExampleGen's
 # window listing) are imported inside the commands that use them, so that
@@ -90,10 +92,10 @@ def _force(sub):
 def resolve_t(cfg: config_lib.Config, snapshot_time: Optional[str]):
   """T as the ExampleGen would resolve it (the edge needs it to bootstrap)."""
   from components.example_gen import window  # TensorFlow
-  return snapshot.resolve(
-      snapshot_time or cfg.window.snapshot_time, cfg.window.snapshot_policy,
-      lambda: window.latest_day(cfg.paths.data_root, layout.CLICKS),
-      lambda: datetime.datetime.now(snapshot.UTC))
+  return window.resolve_window(
+      cfg.paths.data_root, cfg.dataset, snapshot_time or cfg.window.snapshot_time or '',
+      cfg.window.snapshot_policy, cfg.window.days, cfg.window.eval_days,
+      lambda: datetime.datetime.now(snapshot.UTC)).snapshot
 
 
 def run_once(cfg: config_lib.Config, snapshot_time: Optional[str], bootstrap: bool,
@@ -241,6 +243,52 @@ def cmd_schedule(parser, args) -> int:
   return 0
 
 
+SCHEMA_FILE = 'schema.pbtxt'
+CONTRACT_FILE = 'serving_contract.md'
+
+
+def schema_files(cfg: config_lib.Config, out_dir: str = '') -> dict:
+  """{path: text} of the dataset's generated schema and serving contract, beside
+  its spec (or in `out_dir`)."""
+  from config import loader  # pylint: disable=g-import-not-at-top
+  if not out_dir:
+    if not cfg.dataset_file:
+      raise config_lib.ConfigError('dataset_file: the dataset comes from no file; '
+                                   'give --out')
+    out_dir = os.path.dirname(loader.dataset_path(cfg.dataset_file))
+  return {os.path.join(out_dir, SCHEMA_FILE): dataset_lib.schema_text(cfg.dataset),
+          os.path.join(out_dir, CONTRACT_FILE): dataset_lib.contract_markdown(
+              cfg.dataset)}
+
+
+def cmd_schema(parser, args) -> int:
+  """Writes the dataset's TFDV schema and serving input contract, generated from
+  its spec, beside the spec (what the Vertex image carries; local runs generate
+  their own), or with --check fails when they differ from the spec's."""
+  cfg = _load(parser, args)
+  try:
+    files = schema_files(cfg, args.out)
+  except config_lib.ConfigError as e:
+    parser.exit(2, f'error: {e}\n')
+  stale = []
+  for path, text in files.items():
+    current = open(path).read() if os.path.exists(path) else None
+    if current == text:
+      continue
+    if args.check:
+      stale.append(path)
+      continue
+    with open(path, 'w') as f:
+      f.write(text)
+    print(f'wrote {path}')
+  if stale:
+    parser.exit(1, f'error: {", ".join(stale)} differ from the dataset spec '
+                f'{cfg.dataset_file}; run python -m pipeline.cli schema\n')
+  if args.check:
+    print(f'{", ".join(files)}: up to date')
+  return 0
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(prog='python -m pipeline.cli',
                                    description='Run, compile and schedule the pipeline.')
@@ -310,6 +358,14 @@ def main(argv=None) -> int:
   _common(sched)
   sched.add_argument('--template', help=template_help)
   sched.set_defaults(fn=cmd_schedule)
+
+  schema = subs.add_parser('schema', help="write the dataset's TFDV schema and "
+                           'serving contract from its spec', description=cmd_schema.__doc__)
+  _common(schema)
+  schema.add_argument('--check', action='store_true',
+                      help='fail if the files beside the spec differ from it')
+  schema.add_argument('--out', default='', help='directory (default: beside the spec)')
+  schema.set_defaults(fn=cmd_schema)
   args = parser.parse_args(argv)
   return args.fn(parser, args)
 

@@ -4,10 +4,11 @@ See docs/architecture.md §7.
 
 Candidate: the quantized student; baseline: the served model (both TFLite).
 Metrics: PoissonLogLoss (gating, in the configured label mode) plus the other
-label modes beside it, each with its calibration, bias and scored count; the
-SpendProxy (implied vs desired spend, in the gating label mode: the promotion
-step's business area); the example count. Slices: overall, tCPA bucket, browser
-observability. TFMA's confidence intervals (gate.confidence_intervals, on by
+label modes the dataset supports beside it, each with its calibration, bias and
+scored count; the SpendProxy (implied vs desired spend, in the gating label
+mode: the promotion step's business area); the example count. Slices: overall
+and the dataset's (tCPA bucket and browser observability when it has tCPA and an
+observability segment, and its extra slice columns). TFMA's confidence intervals (gate.confidence_intervals, on by
 default) give every figure and every candidate - baseline diff its CI.
 """
 
@@ -18,14 +19,13 @@ import config as config_lib
 from models import poisson_metric
 from models import spend_metric
 from observation import eval_labels
-from observation import labels
 from schemas import columns
 
 # The model spec names the promotion step reads the output by.
 CANDIDATE, BASELINE = figures.CANDIDATE, figures.BASELINE
 GATE_METRIC = poisson_metric.NAME
 # The paper's key slice, tCPA > 250: gated here, reported by pipeline/report.py.
-KEY_SLICE_NAME = labels.HIGH_TCPA_BUCKET
+KEY_SLICE_NAME = columns.HIGH_TCPA_BUCKET
 KEY_SLICE = tfma.SlicingSpec(feature_values={columns.TCPA_BUCKET: KEY_SLICE_NAME})
 
 
@@ -58,7 +58,7 @@ def gate_thresholds(cfg: config_lib.Config):
           change_threshold=tfma.GenericChangeThreshold(
               direction=tfma.MetricDirection.LOWER_IS_BETTER,
               relative={'value': -g.min_relative_improvement})))]
-  if g.key_slice_max_relative_change is not None:
+  if g.key_slice_max_relative_change is not None and cfg.dataset.tcpa:
     out.append(tfma.PerSliceMetricThreshold(
         slicing_specs=[KEY_SLICE],
         threshold=tfma.MetricThreshold(change_threshold=tfma.GenericChangeThreshold(
@@ -67,23 +67,29 @@ def gate_thresholds(cfg: config_lib.Config):
   return out
 
 
+def reported_modes(cfg: config_lib.Config):
+  """The label modes reported beside the gating one: every other mode the
+  dataset supports (truth is synthetic only; panel needs a panel)."""
+  return [m for m in eval_labels.MODES if m not in (cfg.eval.label_mode, 'truth')
+          and (m != 'panel' or cfg.dataset.panel)]
+
+
 def build_eval_config(cfg: config_lib.Config) -> tfma.EvalConfig:
   """The EvalConfig of the gate."""
-  gating = cfg.eval.label_mode
-  reported = [m for m in eval_labels.MODES if m not in (gating, 'truth')]
+  reported = reported_modes(cfg)
   return tfma.EvalConfig(
       model_specs=[tfma.ModelSpec(name=CANDIDATE, model_type=tfma.TF_LITE),
                    tfma.ModelSpec(name=BASELINE, model_type=tfma.TF_LITE,
                                   is_baseline=True)],
-      slicing_specs=[tfma.SlicingSpec(),
-                     tfma.SlicingSpec(feature_keys=[columns.TCPA_BUCKET]),
-                     tfma.SlicingSpec(feature_keys=[columns.BROWSER_OBSERVABILITY])],
+      slicing_specs=[tfma.SlicingSpec()] + [
+          tfma.SlicingSpec(feature_keys=[c]) for c in cfg.dataset.slice_columns()],
       metrics_specs=[tfma.MetricsSpec(metrics=[
           tfma.MetricConfig(class_name='ExampleCount'),
-          _metric(cfg, gating, gate_thresholds(cfg)),
+          _metric(cfg, cfg.eval.label_mode, gate_thresholds(cfg)),
           *(_metric(cfg, m) for m in reported),
           tfma.MetricConfig(class_name=spend_metric.CLASS_NAME,
                             module=spend_metric.MODULE,
-                            config=spend_metric.config_json(cfg.eval_label_spec()))])],
+                            config=spend_metric.config_json(cfg.eval_label_spec(),
+                                                            cfg.dataset.tcpa))])],
       options=tfma.Options(compute_confidence_intervals={
           'value': cfg.gate.confidence_intervals}))

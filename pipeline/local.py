@@ -10,8 +10,8 @@ from tfx import v1 as tfx
 from tfx.orchestration.beam import beam_dag_runner
 
 import config as config_lib
+from config import dataset as dataset_lib
 from pipeline import pipeline as pipeline_lib
-import schemas
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,6 +22,7 @@ class LocalPaths:
   data_root: str
   serving_dir: str
   sweeps_dir: str
+  schema: str  # the dataset's TFDV schema, generated from its spec
 
   @classmethod
   def from_config(cls, cfg: config_lib.Config) -> 'LocalPaths':
@@ -30,7 +31,23 @@ class LocalPaths:
                metadata=os.path.join(root, 'metadata.sqlite'),
                data_root=os.path.abspath(cfg.paths.data_root),
                serving_dir=os.path.abspath(cfg.paths.serving_dir),
-               sweeps_dir=os.path.abspath(cfg.paths.sweeps_dir))
+               sweeps_dir=os.path.abspath(cfg.paths.sweeps_dir),
+               schema=os.path.join(root, 'schema', cfg.dataset.name, 'schema.pbtxt'))
+
+
+def write_schema(cfg: config_lib.Config, path: str) -> str:
+  """Writes the dataset's schema, generated from its spec, to `path` (unless it
+  is there already): a local run never reads a schema kept beside the spec."""
+  text = dataset_lib.schema_text(cfg.dataset)
+  if os.path.exists(path):
+    with open(path) as f:
+      if f.read() == text:
+        return path
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path + '.tmp', 'w') as f:
+    f.write(text)
+  os.replace(path + '.tmp', path)
+  return path
 
 
 def build(cfg: config_lib.Config, snapshot_time: Optional[str] = None,
@@ -41,7 +58,7 @@ def build(cfg: config_lib.Config, snapshot_time: Optional[str] = None,
   paths = LocalPaths.from_config(cfg)
   return pipeline_lib.create_pipeline(
       cfg, pipeline_root=paths.pipeline_root, data_root=paths.data_root,
-      schema_path=schemas.SCHEMA_PATH, serving_dir=paths.serving_dir,
+      schema_path=write_schema(cfg, paths.schema), serving_dir=paths.serving_dir,
       bootstrap=bootstrap,
       metadata_connection_config=tfx.orchestration.metadata
       .sqlite_metadata_connection_config(paths.metadata),

@@ -4,6 +4,7 @@ Pure: every input is a parameter (the config, paths, runner options); nothing is
 read from the environment or at import time. Every node has an explicit id.
 """
 
+import json
 from typing import Any, Dict, Optional, Sequence, Union
 
 from tfx import v1 as tfx
@@ -22,6 +23,7 @@ from components.sweep.component import SweepLookup
 from components.teacher_gate.component import TeacherGate
 import config as config_lib
 from models import export
+from models import features
 from models import hparams
 from pipeline import evaluation
 from schemas import columns
@@ -36,13 +38,14 @@ TEACHER, STUDENT, TUNER = 'teacher', 'student', 'tuner'
 TRAINER_IDS = (TEACHER, STUDENT)
 
 
-def teacher_columns_spec() -> tfx.proto.OutputExampleSpec:
+def teacher_columns_spec(window_names) -> tfx.proto.OutputExampleSpec:
   """BulkInferrer: per window the teacher's rate, observability and observed
   exposure, and the hint vector."""
-  pairs = (list(zip(export.RATE_OUTPUTS, columns.TEACHER_RATES)) +
-           list(zip(export.OBSERVABILITY_OUTPUTS, columns.TEACHER_OBSERVABILITY)) +
-           list(zip(export.OBSERVED_EXPOSURE_OUTPUTS,
-                    columns.TEACHER_OBSERVED_EXPOSURES)))
+  w = window_names
+  pairs = (list(zip(export.rate_outputs(w), columns.teacher_rates(w))) +
+           list(zip(export.observability_outputs(w), columns.teacher_observability(w))) +
+           list(zip(export.observed_exposure_outputs(w),
+                    columns.teacher_observed_exposures(w))))
   cols = [tfx.proto.PredictOutputCol(output_key=key, output_column=column)
           for key, column in pairs]
   cols.append(tfx.proto.PredictOutputCol(output_key=export.HINT_OUTPUT,
@@ -119,7 +122,8 @@ def create_pipeline(
 
   example_gen = ConversionLogExampleGen(
       data_root=data_root, window_days=cfg.window.days,
-      eval_days=cfg.window.eval_days, label_spec=cfg.label_spec().to_json(),
+      eval_days=cfg.window.eval_days, dataset=cfg.dataset_json(),
+      label_spec=cfg.label_spec().to_json(),
       snapshot_policy=cfg.window.snapshot_policy,
       snapshot_time=snapshot_time or cfg.window.snapshot_time,
       max_conversions_per_click=cfg.example_gen.max_conversions_per_click,
@@ -154,6 +158,7 @@ def create_pipeline(
     # materialised; the graph is embedded in every exported model.
     transform = tfx.components.Transform(
         examples=examples, schema=schema, preprocessing_fn=PREPROCESSING_FN,
+        custom_config=features.transform_config(cfg.dataset.teacher_features()),
         materialize=False, disable_statistics=True).with_id('Transform')
     transform.add_upstream_node(data_gate)
     transform.add_upstream_node(served)
@@ -167,6 +172,8 @@ def create_pipeline(
     teacher_gate = TeacherGate(
         model=teacher.outputs['model'], examples=examples,
         bar=cfg.teacher_gate.to_json(),
+        window_names=json.dumps(list(cfg.dataset.window_names())),
+        panel=cfg.dataset.panel,
     ).with_id('TeacherGate')
     # The gate stops the run when the teacher fails; it emits no ModelBlessing.
     bulk_inferrer = tfx.components.BulkInferrer(
@@ -174,7 +181,8 @@ def create_pipeline(
         data_spec=tfx.proto.DataSpec(example_splits=splits),
         model_spec=tfx.proto.ModelSpec(
             model_signature_name=[export.PREDICT_SIGNATURE]),
-        output_example_spec=teacher_columns_spec()).with_id('BulkInferrer')
+        output_example_spec=teacher_columns_spec(
+            cfg.dataset.window_names())).with_id('BulkInferrer')
     bulk_inferrer.add_upstream_node(teacher_gate)
 
     s = cfg.model.student
@@ -230,7 +238,9 @@ def create_pipeline(
         calibration_sampling=q.calibration_sampling,
         max_nll_increase=q.max_nll_increase, latency_samples=q.latency_samples,
         eval_label=cfg.eval_label_spec().to_json(),
-        seed=cfg.model.seed).with_id('Quantizer')
+        seed=cfg.model.seed,
+        serving_features=json.dumps(list(cfg.dataset.serving_names())),
+    ).with_id('Quantizer')
 
     evaluator = tfx.components.Evaluator(
         examples=bulk_inferrer.outputs['output_examples'],

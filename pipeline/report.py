@@ -133,10 +133,17 @@ def summarize(cfg, run_label: str = '') -> Dict:
     summary['push_reason'] = local.custom_property(p, 'reason')
     if 'pushed_destination' in p.custom_properties:
       summary['pushed_to'] = local.custom_property(p, 'pushed_destination')
+  d = cfg.dataset
+  summary['dataset'] = {'name': d.name, 'format': d.source.format,
+                        'windows': list(d.window_names()), 'off': d.summary()}
   examples = outputs('ConversionLogExampleGen')
   if examples:
     summary['snapshot_time'] = local.custom_property(examples['examples'][0],
                                                      artifacts.SNAPSHOT_TIME)
+    if examples.get('delay_model'):
+      delay = examples['delay_model'][0]
+      summary['delay'] = {k: local.custom_property(delay, k)
+                          for k in delay.custom_properties}
   student = outputs('student')
   if student.get('model'):
     model_dir = path_utils.serving_model_path(student['model'][0].uri)
@@ -163,8 +170,19 @@ def text(summary: Dict) -> str:
     lines.append(f'{e["node"]:<28}{e["state"]:<10}{e["seconds"]:>8.1f}')
   total = sum(e['seconds'] for e in summary['executions'])
   lines.append(f'{"(sum)":<38}{total:>8.1f}')
+  data = summary.get('dataset')
+  if data:
+    lines.append(f'dataset: {data["name"]} ({data["format"]}; delay windows '
+                 f'{", ".join(data["windows"])})' +
+                 ''.join(f'\n  {line}' for line in data['off']))
   if 'snapshot_time' in summary:
     lines.append(f'T: {summary["snapshot_time"]}')
+  delay = summary.get('delay')
+  if delay and data:
+    scales = ', '.join(f'{w} {delay.get(f"scale_hours_{w}", float("nan")):.3g} h'
+                       for w in data['windows'])
+    lines.append(f'delay model: {delay.get("source")} on {delay.get("conversions", 0)} '
+                 f'reported conversions (window scales {scales})')
   served = summary.get('served', {})
   if served.get('reason'):
     lines.append(f'baseline: {served["reason"]}')

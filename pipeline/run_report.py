@@ -117,9 +117,9 @@ def calibration_deciles(run: _Run, cfg: config_lib.Config) -> Optional[Dict]:
     return None
   rows = backtest.split_rows(examples.uri, 'eval')
   spec = cfg.eval_label_spec()
-  mode = eval_labels.resolve(spec.mode, list(rows))
-  y, scale, keep = eval_labels.label_and_scale(rows, mode, spec.window_shares,
-                                               spec.full_threshold)
+  mode = eval_labels.resolve(spec.mode, list(rows), spec.window_names, spec.panel)
+  y, scale, keep = eval_labels.label_and_scale(rows, mode, spec.window_names,
+                                               spec.panel, spec.full_threshold)
   models = {CANDIDATE: path_utils.serving_model_path(model.uri) + '/tflite'}
   baseline = run.artifact('ServedBaseline', served_baseline.BASELINE_KEY)
   if baseline is not None and os.path.exists(served_baseline.tflite_path(baseline.uri)):
@@ -327,7 +327,8 @@ def _plot(name: str, data: Dict, fig_dir: str) -> None:
   plt.close(fig)
 
 
-def _html(run_id: str, data: Dict[str, Dict], summary_lines: List[str]) -> str:
+def _html(run_id: str, data: Dict[str, Dict], summary_lines: List[str],
+          absent: Optional[Dict[str, str]] = None) -> str:
   titles = {'loss_by_slice': 'Poisson log loss by slice',
             'calibration_deciles': 'Calibration by prediction decile',
             'spend_by_tcpa': 'Spend vs desired spend by tCPA bucket',
@@ -343,7 +344,8 @@ def _html(run_id: str, data: Dict[str, Dict], summary_lines: List[str]) -> str:
     parts.append('<pre>' + html.escape('\n'.join(summary_lines)) + '</pre>')
   for name in PLOTS:
     if name not in data:
-      parts.append(f'<h2>{titles[name]}</h2><p class="absent">not in this run</p>')
+      why = html.escape((absent or {}).get(name, 'not in this run'))
+      parts.append(f'<h2>{titles[name]}</h2><p class="absent">{why}</p>')
       continue
     parts.append(f'<h2>{titles[name]}</h2><figure><img class="plot" '
                  f'data-plot="{name}" src="{name}.png" alt="{titles[name]}">'
@@ -377,7 +379,8 @@ def build(cfg: config_lib.Config, run_id: Optional[str] = None,
   if ev is not None:
     figs = figures_lib.load(ev.uri)
     data['loss_by_slice'] = loss_by_slice(figs)
-    data['spend_by_tcpa'] = spend_by_tcpa(figs)
+    if cfg.dataset.tcpa:
+      data['spend_by_tcpa'] = spend_by_tcpa(figs)
     deciles = calibration_deciles(run, cfg)
     if deciles:
       data['calibration_deciles'] = deciles
@@ -395,6 +398,8 @@ def build(cfg: config_lib.Config, run_id: Optional[str] = None,
       _plot(name, data[name], out)
   path = os.path.join(out, INDEX)
   with open(path, 'w') as f:
+    absent = {} if cfg.dataset.tcpa else {
+        'spend_by_tcpa': f'not applicable: dataset {cfg.dataset.name} has no tCPA'}
     f.write(_html(run_id, data, list(summary_lines or [])
-                  + [f'report built in {time.time() - start:.1f}s']))
+                  + [f'report built in {time.time() - start:.1f}s'], absent))
   return path

@@ -141,6 +141,24 @@ def sweeps_dir(cfg: config_lib.Config) -> str:
   return cfg.vertex.sweeps_dir or os.path.join(cfg.vertex.pipeline_root, 'sweeps')
 
 
+# Where deploy/Dockerfile puts the repository inside the image.
+IMAGE_ROOT = '/pipeline'
+
+
+def schema_path(cfg: config_lib.Config) -> str:
+  """vertex.schema_path, or the generated schema beside the dataset spec inside
+  the image (it must be current: `python -m pipeline.cli schema --check`)."""
+  if cfg.vertex.schema_path:
+    return cfg.vertex.schema_path
+  spec = cfg.dataset_file
+  if not spec or os.path.isabs(spec) or spec.startswith('..'):
+    raise config_lib.ConfigError(
+        'vertex.schema_path: the dataset spec is not inside the repository, so '
+        'the image does not carry its schema; set vertex.schema_path')
+  return os.path.join(IMAGE_ROOT, os.path.dirname(os.path.normpath(spec)),
+                      'schema.pbtxt')
+
+
 def build(cfg: config_lib.Config, sweep: bool = False):
   """The pipeline for Vertex: T a run-time parameter, Dataflow, Vertex Training
   (`sweep`: the sweep run, its trials in parallel on Vertex Training)."""
@@ -154,7 +172,7 @@ def build(cfg: config_lib.Config, sweep: bool = False):
   force = data_types.RuntimeParameter(name=FORCE_PARAMETER, ptype=int, default=0)
   return pipeline_lib.create_pipeline(
       cfg, pipeline_root=v.pipeline_root, data_root=v.data_root,
-      schema_path=v.schema_path, serving_dir=v.serving_dir,
+      schema_path=schema_path(cfg), serving_dir=v.serving_dir,
       beam_pipeline_args=beam_args(cfg), snapshot_time=snapshot_time,
       force=force, enable_cache=cfg.enable_cache,
       trainer_custom_configs={node: training_custom_config(cfg, node)

@@ -80,3 +80,20 @@ def decode(records: Iterable[bytes],
   names = columns or batch.schema.names
   return {n: _to_numpy(batch.column(batch.schema.get_field_index(n)))
           for n in names}
+
+
+# String ids become int64 ids at ingestion with this hash (the serving graph has
+# no string ops): FarmHash's Fingerprint64 of the UTF-8 bytes modulo 2^63 - 1, as
+# TensorFlow's tf.strings.to_hash_bucket_fast computes it. A serving system
+# computes the same with farmhash::Fingerprint64 (the serving contract,
+# config/dataset.py contract_markdown).
+HASH_BUCKETS = 2**63 - 1
+
+
+def hash_strings(values) -> np.ndarray:
+  """int64 ids in [0, 2^63 - 1) of strings (the documented hash)."""
+  values = np.asarray(values, dtype=object)
+  if not len(values):
+    return np.zeros(0, np.int64)
+  return tf.strings.to_hash_bucket_fast(values.astype(str).tolist(),
+                                        HASH_BUCKETS).numpy().astype(np.int64)

@@ -21,6 +21,7 @@ from models import student_trainer  # pylint: disable=g-import-not-at-top
 import schemas  # pylint: disable=g-import-not-at-top
 from schemas import columns  # pylint: disable=g-import-not-at-top
 from tests.test_distill import batch  # pylint: disable=g-import-not-at-top
+from world import synthetic
 
 W = distill.DistillWeights(alpha=0.5, temperature=2.0, aux_weight=0.5,
                            hint_weight=0.1, tcpa_beta=0.5)
@@ -30,8 +31,8 @@ MASK = [1, 1, 1, 0, 1, 0, 0, 0]
 
 def features(n, rng):
   out = {}
-  for name in columns.SERVING_FEATURES:
-    col = columns.BY_NAME[name]
+  for name in synthetic.SERVING_FEATURES:
+    col = synthetic.column(name)
     out[name] = (rng.integers(0, col.buckets, (n, 1)) if col.buckets
                  else rng.normal(size=(n, 1)).astype(np.float32))
   return out

@@ -12,6 +12,10 @@ import time
 
 from tfx.types import standard_artifacts
 
+from components import artifacts
+from observation import labels
+from world import synthetic
+
 import config as config_lib
 from components.example_gen import executor as example_gen_executor
 from pipeline import console
@@ -32,6 +36,24 @@ def run_module_json(module: str):
   return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def label_spec(**overrides) -> labels.LabelSpec:
+  """A LabelSpec of the synthetic world's columns with its prior as the delay
+  model (delay source prior), the browsers' default observed fractions."""
+  fields = dict(
+      windows=synthetic.WINDOWS, prior_shares=(0.55, 0.25, 0.20),
+      prior_scales=(8.0, 48.0, 480.0), observed_fractions=(1.0, 0.9, 0.3, 0.6, 0.2),
+      segment=synthetic.BROWSER, first_party=synthetic.ADVERTISER_FIRST_PARTY,
+      tcpa=synthetic.TARGET_CPA, panel=synthetic.IN_PANEL, delay_source='prior')
+  fields.update(overrides)
+  return labels.LabelSpec(**fields)
+
+
+def labels_as_of(clicks, conversion_click_id, conversion_ts, snapshot_ts, spec):
+  """observation.labels.labels_as_of with the spec's prior as the delay model."""
+  return labels.labels_as_of(clicks, conversion_click_id, conversion_ts,
+                             snapshot_ts, spec, labels.prior_delay(spec))
+
+
 def make_world(root, overrides=()):
   """Generates a world under `root` and returns (config, path)."""
   cfg = config_lib.load_config(None, list(overrides))
@@ -42,15 +64,19 @@ def make_world(root, overrides=()):
 
 def run_example_gen(cfg, data_root, out, window_days=3, **props):
   """Runs the ConversionLogExampleGen executor (T by data_end, E = 1 day);
-  returns its Examples artifact."""
+  returns its Examples artifact (its DelayModel artifact is at `out`-delay)."""
   examples = standard_artifacts.Examples()
   examples.uri = str(out)
+  delay = artifacts.DelayModel()
+  delay.uri = str(out) + '-delay'
   executor = example_gen_executor
   params = {executor.DATA_ROOT_KEY: str(data_root),
             executor.WINDOW_DAYS_KEY: window_days, executor.EVAL_DAYS_KEY: 1,
             executor.SNAPSHOT_TIME_KEY: '', executor.SNAPSHOT_POLICY_KEY: 'data_end',
+            executor.DATASET_KEY: cfg.dataset_json(),
             executor.LABEL_SPEC_KEY: cfg.label_spec().to_json(), **props}
-  executor.Executor().Do({}, {executor.EXAMPLES_KEY: [examples]}, params)
+  executor.Executor().Do({}, {executor.EXAMPLES_KEY: [examples],
+                              executor.DELAY_MODEL_KEY: [delay]}, params)
   return examples
 
 
@@ -85,25 +111,28 @@ class E2ERun:
   nights (a skipped night runs only its first two nodes).
   """
 
-  def __init__(self, cfg, world, default_night=None):
+  def __init__(self, cfg, world, default_night=None, base_overrides=None):
     self.cfg = cfg
     self.world = world
+    # What each night's config is loaded from (the spec file is read again, so
+    # a night sees an edit of it).
+    self.base_overrides = list(E2E_OVERRIDES if base_overrides is None
+                               else base_overrides)
     self.paths = local.LocalPaths.from_config(cfg)
     self.nights = {}  # name -> {node: execution id}
     self.states = {}  # name -> {node: execution state}
     self.serving = {}  # name -> {relative path: bytes} after that night
     self.summaries = {}  # name -> the run summary's text (what the CLI prints)
+    self.configs = {}  # name -> the night's config
     self.consoles = {}  # name -> the component lines the CLI prints
     self.default_night = default_night
 
   def night(self, name, snapshot_time, bootstrap=False, overrides=(), force=False):
     """Runs the DAG for one night and records its executions."""
-    cfg = config_lib.from_dict(json.loads(self.cfg.to_json()))
-    if overrides:
-      cfg = config_lib.load_config(None, E2E_OVERRIDES + [
-          f'paths.data_root={self.cfg.paths.data_root}',
-          f'paths.output_root={self.cfg.paths.output_root}',
-          f'paths.serving_dir={self.cfg.paths.serving_dir}'] + list(overrides))
+    cfg = config_lib.load_config(None, self.base_overrides + [
+        f'paths.data_root={self.cfg.paths.data_root}',
+        f'paths.output_root={self.cfg.paths.output_root}',
+        f'paths.serving_dir={self.cfg.paths.serving_dir}'] + list(overrides))
     out = io.StringIO()
     # The CLI's console hooks, without its log redirection (pytest captures).
     with console.session(self.paths.root, out=out, redirect=False):
@@ -114,6 +143,7 @@ class E2ERun:
     self.states[name] = {e['node']: e['state'] for e in executions}
     self.serving[name] = serving_listing(self.paths.serving_dir)
     self.summaries[name] = report.text(report.summarize(cfg, name))
+    self.configs[name] = cfg
 
   def killed_night(self, name, snapshot_time, node, timeout=600):
     """Runs a night with the CLI in a process of its own and SIGKILLs it (and its

@@ -26,6 +26,7 @@ from schemas import columns
 from schemas import layout
 from schemas import records
 from tests import helpers
+from world import synthetic
 
 DAY = 'date=2026-01-05'
 
@@ -157,7 +158,7 @@ def test_missing_column(world, tmp_path):
   edit_columns(path, lambda cols: cols.pop('user_engagement'))
   msg = fails(cfg, root, tmp_path)
   assert msg == (f'{path}: column user_engagement is missing (the clicks log '
-                 'requires it: schemas/columns.py)')
+                 'declares it: clicks.features[6])')
 
 
 def test_column_missing_from_some_rows(world, tmp_path):
@@ -170,7 +171,8 @@ def test_column_missing_from_some_rows(world, tmp_path):
   edit_examples(path, drop)
   msg = fails(cfg, root, tmp_path)
   assert msg == (f'{path}: column price is missing from 2 of {len(records.read_records(path))} '
-                 'rows (first: record 7); every row needs one value')
+                 'rows (first: record 7); every row needs one value '
+                 '(clicks.features[10].missing: error)')
 
 
 def test_wrong_type(world, tmp_path):
@@ -181,7 +183,8 @@ def test_wrong_type(world, tmp_path):
     cols['hour'] = cols['hour'].astype(np.float32)
   edit_columns(path, as_float)
   msg = fails(cfg, root, tmp_path)
-  assert msg == f'{path}: column hour holds float values; the schema says int'
+  assert msg == (f'{path}: column hour holds float values; the spec declares int '
+                 '(clicks.features[3].dtype)')
 
 
 def test_mixed_types_in_one_column(world, tmp_path):
@@ -207,7 +210,7 @@ def test_non_finite_value(world, tmp_path):
   edit_columns(path, nan)
   msg = fails(cfg, root, tmp_path)
   assert msg == (f'{path}: column user_intent is not finite in 1 rows (first: '
-                 'record 4, nan)')
+                 'record 4, nan) (clicks.features[13])')
 
 
 def test_out_of_domain_value(world, tmp_path):
@@ -215,11 +218,11 @@ def test_out_of_domain_value(world, tmp_path):
   path = part(root)
 
   def unknown_browser(cols):
-    cols[columns.BROWSER][[2, 6]] = 9
+    cols[synthetic.BROWSER][[2, 6]] = 9
   edit_columns(path, unknown_browser)
   msg = fails(cfg, root, tmp_path)
   assert msg == (f'{path}: column browser is outside its domain [0, 4] in 2 rows '
-                 '(first: record 2, 9)')
+                 '(first: record 2, 9) (clicks.features[4])')
 
 
 # --- Ids and times --------------------------------------------------------------

@@ -35,6 +35,7 @@ from schemas import records
 from tests import gfile_beam_fs  # pylint: disable=unused-import  (registers ram://)
 from tests import helpers
 from tests import test_teacher_gate
+from world import synthetic
 
 
 def ram_root() -> str:
@@ -103,7 +104,9 @@ def test_teacher_gate_reads_model_and_examples_from_a_non_local_file_system(tmp_
   teacher_gate.Executor().Do(
       {teacher_gate.MODEL_KEY: [teacher], teacher_gate.EXAMPLES_KEY: [examples]},
       {teacher_gate.RESULT_KEY: [result]},
-      {teacher_gate.BAR_KEY: config_lib.TeacherGateConfig().to_json()})
+      {teacher_gate.WINDOWS_KEY: json.dumps(synthetic.WINDOW_NAMES),
+       teacher_gate.PANEL_KEY: synthetic.IN_PANEL,
+       teacher_gate.BAR_KEY: config_lib.TeacherGateConfig().to_json()})
   assert result.get_int_custom_property('passed') == 1
   assert result.get_int_custom_property('eval_examples') == test_teacher_gate.EVAL_ROWS
 
@@ -149,9 +152,9 @@ def test_pusher_writes_a_complete_version_to_a_non_local_file_system():
 def save_fake_student(export_dir):
   """A SavedModel that looks like an exported student to the Quantizer: the
   raw-feature and serving signatures and a `tft_layer` (identity to float)."""
-  names = features_lib.SERVING_FEATURES
+  names = synthetic.SERVING_FEATURES
   weights = tf.Variable(tf.fill([len(names), 1], 1e-6))
-  specs = {n: tf.TensorSpec([None, 1], features_lib.dtype(n), name=n) for n in names}
+  specs = {n: tf.TensorSpec([None, 1], features_lib.dtype(synthetic.column(n)), name=n) for n in names}
 
   class Identity(tf.Module):
     @tf.function(input_signature=[specs])
@@ -171,7 +174,7 @@ def save_fake_student(export_dir):
 
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='examples')])
   def serve(examples):
-    feeds = tf.io.parse_example(examples, features_lib.raw_feature_spec(names))
+    feeds = tf.io.parse_example(examples, features_lib.raw_feature_spec(synthetic.features(names)))
     return {export.PCONVS: tf.reshape(pconvs(feeds), [-1])}
 
   tf.saved_model.save(module, export_dir, signatures={
@@ -201,7 +204,7 @@ def test_quantizer_reads_and_writes_a_non_local_file_system(small_world, tmp_pat
        q.SEED_KEY: 0})
   tflite = io_utils.read_bytes_file(
       f'{path_utils.serving_model_path(out_model.uri)}/tflite')
-  assert convert.check(tflite, features_lib.SERVING_FEATURES, 'float16')
+  assert convert.check(tflite, synthetic.SERVING_FEATURES, 'float16')
   assert tf.io.gfile.exists(f'{q.float_student_path(out_model.uri)}/saved_model.pb')
   written = json.loads(io_utils.read_string_file(f'{report.uri}/{q.REPORT_FILE}'))
   assert written['eval_examples'] == examples.get_int_custom_property('eval_examples')

@@ -13,6 +13,7 @@ from models import student_trainer
 from models import training
 from tests.test_distill import batch
 from tests.test_distill import features
+from world import synthetic
 
 W = distill.DistillWeights(alpha=0.5, temperature=2.0, aux_weight=0.5,
                            hint_weight=0.1, tcpa_beta=0.5)
@@ -39,7 +40,7 @@ def train(seed):
   model.run_eagerly = True
   n = 64
   rng = np.random.default_rng(0)  # the data are fixed; their order is not
-  feats = features(features_lib.SERVING_FEATURES, n, rng)
+  feats = features(synthetic.SERVING_FEATURES, n, rng)
   targets, _ = batch(rng.integers(0, 2, n), n=n)
   ds = tf.data.Dataset.from_tensor_slices((feats, targets))
   ds = ds.shuffle(n, reshuffle_each_iteration=True).batch(16).repeat()
@@ -74,7 +75,7 @@ def test_training_input_order_depends_on_its_seed_alone(tmp_path):
     tf.keras.utils.set_random_seed(prior)  # left by an earlier Trainer
     if seed_first:
       training.set_seed(0)
-    ds = data.raw_dataset([path], [columns.CLICK_TS], 40, seed=0)
+    ds = data.raw_dataset([path], [columns.CLICK_TS], 40, synthetic.spec(), seed=0)
     return np.concatenate([b[columns.CLICK_TS][:, 0] for b in ds.take(10).as_numpy_iterator()])
   assert np.array_equal(order(1), order(2))
   # Not vacuous: without seeding first, the earlier seed decides the order.
@@ -102,7 +103,7 @@ def test_training_input_ignores_how_the_example_gen_sharded_the_split(tmp_path):
     return paths
 
   def batches(paths):
-    ds = data.raw_dataset(paths, [columns.CLICK_TS], 50, seed=0)
+    ds = data.raw_dataset(paths, [columns.CLICK_TS], 50, synthetic.spec(), seed=0)
     return np.concatenate([b[columns.CLICK_TS][:, 0]
                            for b in ds.take(20).as_numpy_iterator()])
   first = batches(write('a', np.arange(n), 3))

@@ -11,6 +11,7 @@ from models import distill
 from models import losses
 from models import student_trainer
 from schemas import columns
+from world import synthetic
 
 W = 3
 
@@ -45,7 +46,7 @@ def features(names, n, rng):
   """Random transformed features: bucket ids and standard normal numerics."""
   out = {}
   for name in names:
-    col = columns.BY_NAME[name]
+    col = synthetic.column(name)
     out[name] = (rng.integers(0, col.buckets, (n, 1)) if col.buckets
                  else rng.normal(size=(n, 1)).astype(np.float32))
   return out
@@ -176,7 +177,7 @@ def test_masked_terms_give_exactly_zero_gradients():
   network = student_trainer.build_network(cfg, FULL, hint_width=4)
   mask = [1, 0, 1, 0, 0, 1]
   masked = [1, 3, 4]
-  feats = features(columns.SERVING_FEATURES, len(mask), np.random.default_rng(1))
+  feats = features(synthetic.SERVING_FEATURES, len(mask), np.random.default_rng(1))
   targets, _ = batch(mask)
   want = student_gradients(network, feats, targets, FULL)
 

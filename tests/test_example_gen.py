@@ -7,15 +7,16 @@ import shutil
 import numpy as np
 import pytest
 from tfx.types import artifact_utils
-from tfx.types import standard_artifacts
 
 from components import artifacts
 from components.example_gen import executor
 from components.example_gen import window as window_lib
+from observation import delay_fit
 from observation import labels
 from observation import snapshot
 from schemas import columns
 from schemas import records
+from tests import helpers
 from tests.helpers import make_world
 
 
@@ -26,14 +27,14 @@ def world(tmp_path_factory):
 
 
 def run(cfg, data_root, out, snapshot_time='', **extra):
-  examples = standard_artifacts.Examples()
-  examples.uri = str(out)
-  props = {executor.DATA_ROOT_KEY: data_root, executor.WINDOW_DAYS_KEY: 7,
-           executor.EVAL_DAYS_KEY: 1, executor.SNAPSHOT_TIME_KEY: snapshot_time,
-           executor.SNAPSHOT_POLICY_KEY: 'data_end',
-           executor.LABEL_SPEC_KEY: cfg.label_spec().to_json(), **extra}
-  executor.Executor().Do({}, {executor.EXAMPLES_KEY: [examples]}, props)
-  return examples
+  return helpers.run_example_gen(cfg, data_root, out, window_days=7,
+                                 **{executor.SNAPSHOT_TIME_KEY: snapshot_time, **extra})
+
+
+def delay_of(out):
+  """The delay model the executor at `out` recorded."""
+  with open(os.path.join(f'{out}-delay', executor.DELAY_FIT_FILE)) as f:
+    return delay_fit.DelayFit.from_json(f.read())
 
 
 def test_joined_examples_equal_the_as_of_t_module(world, tmp_path):
@@ -57,13 +58,17 @@ def test_joined_examples_equal_the_as_of_t_module(world, tmp_path):
   clicks = records.read_examples(os.path.join(path, 'clicks'))
   convs = records.read_examples(os.path.join(path, 'conversions'))
   keep = clicks[columns.CLICK_TS] >= snapshot.to_ts(t) - 7 * 86400
+  names = [c.name for c in cfg.dataset.example_columns()
+           if c.role != columns.Role.TEACHER]
+  fit = delay_of(tmp_path / 'out')
+  assert fit.source == 'fitted' and fit.conversions.sum() > 100
   want = labels.join_window({k: v[keep] for k, v in clicks.items()},
                             convs[columns.CLICK_ID], convs[columns.CONVERSION_TS],
-                            snapshot.to_ts(t), cfg.label_spec())
+                            snapshot.to_ts(t), cfg.label_spec(), fit, names)
   merged = {k: np.concatenate([got['train'][k], got['eval'][k]]) for k in want}
   order = np.argsort(merged[columns.CLICK_ID])
   want_order = np.argsort(want[columns.CLICK_ID])
-  assert set(merged) == set(columns.EXAMPLE_COLUMNS)
+  assert set(got['train']) == set(names)
   for name in want:
     np.testing.assert_array_equal(merged[name][order], want[name][want_order], name)
   assert merged['conversions_0_2d'].sum() > 0

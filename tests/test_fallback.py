@@ -16,6 +16,7 @@ from models import fallback
 from observation import labels
 from schemas import columns
 from tests import test_promotion
+from world import synthetic
 
 F_B = np.array([1.0, 0.9, 0.3, 0.6, 0.2])  # the default browsers' f_b
 SPEC = config_lib.load_config(None, []).label_spec()
@@ -29,13 +30,18 @@ def world(n=40_000, seed=0):
   truth = rng.lognormal(np.log(0.05), 0.8, n)
   production = truth * F_B[browser] * np.exp(rng.normal(0.0, 0.4, n))
   candidate = truth * np.exp(rng.normal(0.0, 0.1, n))
-  rows = {columns.CLICK_ID: np.arange(n), columns.BROWSER: browser,
+  rows = {columns.CLICK_ID: np.arange(n), synthetic.BROWSER: browser,
           columns.BROWSER_OBSERVABILITY: labels.observability_bucket(F_B[browser], SPEC),
           columns.TCPA_BUCKET: labels.tcpa_bucket(rng.lognormal(4.2, 1.2, n))}
   # The truth split over the windows as the examples carry it.
-  for c, share in zip(columns.TRUE_RATES, (0.55, 0.25, 0.2)):
+  for c, share in zip(synthetic.TRUE_RATES, (0.55, 0.25, 0.2)):
     rows[c] = truth * share
   return rows, truth, production, candidate
+
+
+# The band keyed by browser, reported by the world's slices.
+KEYED = dict(key=synthetic.BROWSER, slices=(columns.BROWSER_OBSERVABILITY,
+                                            columns.TCPA_BUCKET))
 
 
 def tolerance(level, n_scored, n_calibrated):
@@ -47,12 +53,17 @@ def tolerance(level, n_scored, n_calibrated):
 @pytest.mark.parametrize('level', [0.8, 0.9])
 def test_the_band_covers_the_true_rate_at_its_level_in_every_slice(level):
   rows, _, production, candidate = world()
-  band, report = fallback.evaluate(candidate, production, rows, level, len(F_B))
+  band, report = fallback.evaluate(candidate, production, rows, level, len(F_B),
+                                   **KEYED)
   assert band.target == 'truth' and band.rule == 'reference_quantile'
+  # Keyed by the browser, what serving reads the multipliers by.
+  assert band.key == synthetic.BROWSER and len(band.log_lower) == len(F_B)
+  np.testing.assert_array_equal(band.keys_of(rows, len(candidate)),
+                                rows[synthetic.BROWSER])
   cover = report['coverage']
   assert abs(cover['overall']['mean'] - level) <= tolerance(
       level, cover['overall']['clicks'], report['calibration_clicks'])
-  for group in (columns.BROWSER_OBSERVABILITY, columns.BROWSER):
+  for group in (columns.BROWSER_OBSERVABILITY, synthetic.BROWSER):
     for name, cell in cover[group].items():
       assert abs(cell['mean'] - level) <= tolerance(
           level, cell['clicks'], min(band.calibration_clicks)), (group, name, cell)
@@ -60,7 +71,7 @@ def test_the_band_covers_the_true_rate_at_its_level_in_every_slice(level):
 
 def test_the_observability_correction_is_not_flagged():
   rows, truth, production, candidate = world()
-  _, report = fallback.evaluate(candidate, production, rows, 0.9, len(F_B))
+  _, report = fallback.evaluate(candidate, production, rows, 0.9, len(F_B), **KEYED)
   failed = report['failed'][columns.BROWSER_OBSERVABILITY]
   # A candidate at the truth fails about as often on low- as on full-observability
   # browsers, although it predicts 1/f_b = 3-5x production there.
@@ -80,7 +91,7 @@ def test_a_candidate_that_drops_the_correction_fails():
   rows, _, production, _ = world()
   # Production itself as the candidate: inside the band where f_b = 1, below it
   # where the truth is 3-5x higher.
-  _, report = fallback.evaluate(production, production, rows, 0.9, len(F_B))
+  _, report = fallback.evaluate(production, production, rows, 0.9, len(F_B), **KEYED)
   failed = report['failed'][columns.BROWSER_OBSERVABILITY]
   assert failed['full']['mean'] < 0.1 < 0.5 < failed['low']['mean'], failed
 
@@ -140,7 +151,7 @@ def package(tmp_path_factory):
   ref = test_promotion.rate_tflite(str(root / 'ref'), 0.5)
   # Browser 0: the truth is about twice the fallback (the candidate passes);
   # browser 1: about the fallback (the candidate, at twice it, fails).
-  band = fallback.Band('reference_quantile', 0.9, 'truth', columns.BROWSER,
+  band = fallback.Band('reference_quantile', 0.9, 'truth', synthetic.BROWSER,
                        [math.log(1.8), math.log(0.9)], [math.log(2.2), math.log(1.1)],
                        [100, 100])
   t = datetime.datetime(2026, 2, 1, tzinfo=datetime.timezone.utc)
@@ -158,10 +169,10 @@ def test_predict_with_fallback_serves_the_fallback_where_the_band_fails(package)
   rng = np.random.default_rng(1)
   n = 64
   rows = {'price': rng.lognormal(3, 1, n), 'target_cpa': rng.lognormal(4, 1, n),
-          columns.BROWSER: np.arange(n) % 2}
+          synthetic.BROWSER: np.arange(n) % 2}
   out = serving.predict_with_fallback(version, rows)
   assert np.allclose(out['candidate'], 2 * out['fallback'], rtol=1e-4)
-  assert list(out['failed']) == list(rows[columns.BROWSER] == 1)
+  assert list(out['failed']) == list(rows[synthetic.BROWSER] == 1)
   assert np.allclose(out['pconvs'], np.where(out['failed'], out['fallback'],
                                              out['candidate']))
   assert np.all(out['lower'] <= out['upper'])
@@ -173,7 +184,7 @@ def test_predict_with_fallback_serves_the_fallback_where_the_band_fails(package)
 def test_a_version_without_a_band_serves_its_own_predictions(package):
   _, boot = package
   rows = {'price': np.array([1.0, 10.0]), 'target_cpa': np.array([50.0, 300.0]),
-          columns.BROWSER: np.array([0, 1])}
+          synthetic.BROWSER: np.array([0, 1])}
   out = serving.predict_with_fallback(boot, rows)
   assert not out['failed'].any()
   assert np.array_equal(out['pconvs'], out['candidate'])
@@ -191,7 +202,7 @@ def test_the_pusher_writes_the_band_and_the_fallback_into_the_package(tmp_path):
     os.makedirs(os.path.join(models[name], 'Format-Serving'))
     with open(served_baseline.tflite_path(models[name]), 'wb') as f:
       f.write(test_promotion.rate_tflite(str(tmp_path / f'{name}_src'), scale))
-  band = fallback.Band('reference_quantile', 0.9, 'truth', columns.BROWSER,
+  band = fallback.Band('reference_quantile', 0.9, 'truth', synthetic.BROWSER,
                        [0.5] * 5, [0.9] * 5, [100] * 5)
   blessing = test_promotion._artifact(  # pylint: disable=protected-access
       standard_artifacts.ModelBlessing, tmp_path / 'blessing', blessed=1,
@@ -220,8 +231,19 @@ def test_the_pusher_writes_the_band_and_the_fallback_into_the_package(tmp_path):
   assert meta[fallback.METADATA_BAND]['serving_helper'] == (
       'components.pusher.serving.predict_with_fallback')
   rows = {'price': np.array([1.0, 10.0]), 'target_cpa': np.array([50.0, 300.0]),
-          columns.BROWSER: np.array([0, 1])}
+          synthetic.BROWSER: np.array([0, 1])}
   out = serving.predict_with_fallback(version, rows)
   # The candidate is 2x the fallback, inside [e^0.5, e^0.9] = [1.65, 2.46]x.
   assert not out['failed'].any()
   assert np.allclose(out['candidate'], 2 * out['fallback'], rtol=1e-4)
+
+
+def test_without_a_segment_the_band_is_pooled():
+  """A dataset without an observability segment: one multiplier pair for every
+  click, and serving keys every click to it."""
+  rows, _, production, candidate = world()
+  band, report = fallback.evaluate(candidate, production, rows, 0.9, len(F_B),
+                                   slices=(columns.TCPA_BUCKET,))
+  assert band.key == '' and len(band.log_lower) == 1
+  assert not band.keys_of({}, 3).any()
+  assert synthetic.BROWSER not in report['failed']

@@ -22,6 +22,7 @@ from pipeline import local
 from pipeline import report
 from schemas import columns
 from schemas import records
+from world import synthetic
 
 pytestmark = pytest.mark.e2e
 
@@ -235,9 +236,8 @@ def test_spend_metrics_equal_a_numpy_reference_per_tcpa_slice(e2e):
   figures = promotion_figures.load(evaluation.uri)
   examples = e2e.artifact('BulkInferrer', 'output_examples', 'kd')
   rows = records.read_examples(os.path.join(examples.uri, 'Split-eval'))
-  label, scale, keep = eval_labels.label_and_scale(
-      rows, e2e.cfg.eval.label_mode, e2e.cfg.delay.window_shares)
-  tcpa = rows[columns.TARGET_CPA].astype(np.float64)
+  label, scale, keep = e2e.cfg.eval_label_spec().label_and_scale(rows)
+  tcpa = rows[synthetic.TARGET_CPA].astype(np.float64)
   candidate = e2e.artifact('Quantizer', 'quantized_model', 'kd')
   baseline, _ = served_model(e2e, 'kd')
   for model_key, artifact in (('candidate', candidate), ('baseline', baseline)):

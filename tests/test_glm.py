@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 from models import glm as glm_lib
+from world import synthetic
 
-FEATURES = ('advertiser_id', 'browser', 'price')
+FEATURES = synthetic.features(('advertiser_id', 'browser', 'price'))
 RATE = 0.02
 
 

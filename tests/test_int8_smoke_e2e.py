@@ -15,6 +15,7 @@ from models import losses
 from models import towers
 from models import training
 from schemas import records
+from world import synthetic
 
 pytestmark = pytest.mark.e2e
 
@@ -31,7 +32,7 @@ def test_student_with_transform_graph_converts_to_full_int8(e2e, tmp_path):
   transform = e2e.artifact('Transform', 'transform_graph')
   examples = e2e.artifact('ConversionLogExampleGen', 'examples')
   tft_layer = tft.TFTransformOutput(transform.uri).transform_features_layer()
-  names = features_lib.SERVING_FEATURES
+  features = e2e.cfg.dataset.serving_features()
   train = [os.path.join(examples.uri, 'Split-train', '*')]
 
   network = towers.build_student_tower(e2e.cfg)
@@ -39,10 +40,11 @@ def test_student_with_transform_graph_converts_to_full_int8(e2e, tmp_path):
       'loss': tf.nn.compute_average_loss(
           losses.thinned_poisson_loss(t, o[towers.LOG_RATES], observability=False))})
   model.compile(optimizer=tf.keras.optimizers.Adam(0.003))
-  model.fit(data.model_dataset(train, tft_layer, names, 256), steps_per_epoch=30,
+  model.fit(data.model_dataset(train, tft_layer, features, 256, e2e.cfg.dataset),
+            steps_per_epoch=30,
             verbose=0)
 
-  raw = export.raw_feature_function(network, tft_layer, names)
+  raw = export.raw_feature_function(network, tft_layer, features)
   network.tft_layer = tft_layer
   saved = str(tmp_path / 'student')
   tf.saved_model.save(network, saved, signatures={'serving_default': raw})
@@ -51,8 +53,8 @@ def test_student_with_transform_graph_converts_to_full_int8(e2e, tmp_path):
 
   def representative():
     for i in range(200):
-      yield {n: rows[n][i:i + 1].reshape(1, 1).astype(features_lib.dtype(n).as_numpy_dtype)
-             for n in names}
+      yield {c.name: rows[c.name][i:i + 1].reshape(1, 1).astype(
+          features_lib.dtype(c).as_numpy_dtype) for c in features}
 
   converter = tf.lite.TFLiteConverter.from_saved_model(saved)
   converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -68,5 +70,5 @@ def test_student_with_transform_graph_converts_to_full_int8(e2e, tmp_path):
   assert len(gather) == 1 and all(i[0] == np.int8 for i in gather)
   # Inputs are the serving features by name (as TFMA feeds them); one output.
   inputs = {d['name'] for d in interpreter.get_input_details()}
-  assert inputs == {f'serving_default_{n}:0' for n in names}
+  assert inputs == {f'serving_default_{c.name}:0' for c in features}
   assert len(interpreter.get_output_details()) == 1

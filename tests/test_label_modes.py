@@ -11,6 +11,7 @@ from observation import eval_labels
 from observation import labels
 from schemas import columns
 from tests.test_observability_world import draw
+from world import synthetic
 
 
 @pytest.fixture(scope='module')
@@ -22,18 +23,18 @@ def joined():
   cfg = world.cfg
   t = int(cfg.world.start().timestamp()) + 3 * 86400
   logged = convs['observed']  # the conversion log holds the observed ones
+  spec = cfg.label_spec()
   rows = labels.labels_as_of(clicks, convs[columns.CLICK_ID][logged],
-                             convs[columns.CONVERSION_TS][logged], t,
-                             cfg.label_spec())
-  rows[columns.IN_PANEL] = clicks[columns.IN_PANEL]
-  rate = sum(clicks[c].astype(np.float64) for c in columns.TRUE_RATES)
+                             convs[columns.CONVERSION_TS][logged], t, spec,
+                             labels.prior_delay(spec))
+  rows[synthetic.IN_PANEL] = clicks[synthetic.IN_PANEL]
+  rate = sum(clicks[c].astype(np.float64) for c in synthetic.TRUE_RATES)
   return cfg, rows, rate
 
 
 def _ratio(cfg, rows, rate, mode):
   """sum(label) / sum(E[label] under the true rate) over the mode's clicks."""
-  label, scale, keep = eval_labels.label_and_scale(
-      rows, mode, cfg.delay.window_shares, cfg.observability.full_threshold)
+  label, scale, keep = cfg.eval_label_spec(mode).label_and_scale(rows)
   return label[keep].sum() / (scale[keep] * rate[keep]).sum(), label[keep].sum()
 
 
@@ -56,7 +57,10 @@ def test_observed_observable_under_counts_where_consent_and_tags_hide_conversion
 
 
 def test_the_panel_mode_needs_the_panel_column():
+  available = list(synthetic.LABELS + synthetic.EXPOSURES) + [columns.MATURITY]
   with pytest.raises(ValueError, match='in_panel'):
-    eval_labels.resolve('panel', list(columns.LABELS + columns.EXPOSURES))
-  assert eval_labels.resolve('panel', list(columns.LABELS + columns.EXPOSURES) +
-                             [columns.IN_PANEL]) == 'panel'
+    eval_labels.resolve('panel', available, synthetic.WINDOW_NAMES, synthetic.IN_PANEL)
+  with pytest.raises(ValueError, match='needs a panel column'):
+    eval_labels.resolve('panel', available, synthetic.WINDOW_NAMES, '')
+  assert eval_labels.resolve('panel', available + [synthetic.IN_PANEL],
+                             synthetic.WINDOW_NAMES, synthetic.IN_PANEL) == 'panel'

@@ -5,6 +5,7 @@ import pytest
 
 from bench import lgbm_peer
 from schemas import columns
+from world import synthetic
 
 DAY = 86400
 DAYS = 20
@@ -20,8 +21,8 @@ HALF_SEEN = (3, 4)
 def _features(rng, n):
   """Every serving feature; only CATEGORY and NUMERIC move the rate."""
   out = {}
-  for name in columns.SERVING_FEATURES:
-    col = columns.BY_NAME[name]
+  for name in synthetic.SERVING_FEATURES:
+    col = synthetic.column(name)
     if col.kind == columns.Kind.CATEGORICAL:
       out[name] = rng.integers(0, min(col.buckets, 8), n).astype(np.int64)
     elif col.dtype == 'int':
@@ -44,12 +45,12 @@ def _world(seed=0, n_train=6000, n_score=3000):
   age_h = (DAYS * DAY - train[columns.CLICK_TS]) / 3600.0
   # f_b follows the browser (a serving feature), as in the world: a peer without
   # the offset would learn half the rate for these browsers.
-  f_b = np.where(np.isin(train[columns.BROWSER], HALF_SEEN), 0.5, 1.0)
+  f_b = np.where(np.isin(train[synthetic.BROWSER], HALF_SEEN), 0.5, 1.0)
   train[columns.OBSERVED_FRACTION] = f_b
   rate = _total_rate(train, effect)
   for w, label, exposure, observed, share, scale in zip(
-      columns.WINDOWS, columns.LABELS, columns.EXPOSURES,
-      columns.OBSERVED_EXPOSURES, SHARES, SCALES):
+      synthetic.WINDOWS, synthetic.LABELS, synthetic.EXPOSURES,
+      synthetic.OBSERVED_EXPOSURES, SHARES, SCALES):
     # 0 before the window opens: the newest clicks have no 2_7d or 7_90d exposure.
     e = np.where(age_h > w.start_hours,
                  1.0 - np.exp(-(age_h - w.start_hours) / scale), 0.0)
@@ -81,14 +82,14 @@ def test_recovers_true_rate_better_than_constant(world, fitted):
   pred, info = fitted
   constant = np.full_like(true_rate, true_rate.mean())  # the best constant
   assert _deviance(true_rate, pred) < 0.5 * _deviance(true_rate, constant)
-  assert set(info['best_iteration']) == set(columns.WINDOW_NAMES)
+  assert set(info['best_iteration']) == set(synthetic.WINDOW_NAMES)
   assert info['params']['objective'] == 'poisson'
 
 
 def test_offset_corrects_the_observed_fraction(world, fitted):
   _, score, true_rate = world
   pred, _ = fitted
-  half = np.isin(score[columns.BROWSER], HALF_SEEN)
+  half = np.isin(score[synthetic.BROWSER], HALF_SEEN)
   assert half.mean() == pytest.approx(0.4, abs=0.05)
   # Calibration (mean prediction over mean true rate, as the benchmark reports
   # it): without the f_b offset these rows would come out at about half.
@@ -100,14 +101,14 @@ def test_zero_offset_rows_are_dropped(world, fitted):
   train, score, _ = world
   pred, info = fitted
   assert np.all(np.isfinite(pred)) and np.all(pred > 0)
-  for name, observed in zip(columns.WINDOW_NAMES, columns.OBSERVED_EXPOSURES):
+  for name, observed in zip(synthetic.WINDOW_NAMES, synthetic.OBSERVED_EXPOSURES):
     informative = int(np.sum(train[observed] > 0))
     assert 0 < info['valid_rows'][name] < informative
     assert info['train_rows'][name] + info['valid_rows'][name] == informative
   assert info['train_rows']['7_90d'] < len(train[columns.CLICK_TS])
   # Counts on zero-offset rows are never read.
   planted = dict(train)
-  for label, exposure in zip(columns.LABELS, columns.EXPOSURES):
+  for label, exposure in zip(synthetic.LABELS, synthetic.EXPOSURES):
     planted[label] = np.where(train[exposure] > 0, train[label], 7)
   np.testing.assert_array_equal(lgbm_peer.fit_predict(planted, score)[0], pred)
 

@@ -8,6 +8,7 @@ and prints JSON; the test compares its numbers.
 import json
 import os
 import sys
+from world import synthetic
 
 # Unequal teacher-available counts across the two replicas' halves.
 MASK = [1, 1, 1, 0, 1, 0, 0, 0]
@@ -74,9 +75,9 @@ def main():
       'student': logged(lambda: student_trainer.build_network(cfg, w),
                         lambda n: student_trainer.compile_model(cfg, w, n, 1),
                         lambda t, o: distill.student_loss(t, o, w),
-                        features_lib.SERVING_FEATURES),
+                        synthetic.SERVING_FEATURES),
       'teacher': logged(lambda: towers.build_teacher(cfg), compile_teacher,
-                        losses.teacher_loss, features_lib.TEACHER_FEATURES),
+                        losses.teacher_loss, synthetic.TEACHER_FEATURES),
   }))
 
 

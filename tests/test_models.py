@@ -1,5 +1,7 @@
 """Model code: architectures' sizes and inputs, the thinned Poisson loss, features."""
 
+import functools
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -17,6 +19,7 @@ from models import student_trainer
 from models import teacher_trainer
 from models import towers
 from schemas import columns
+from world import synthetic
 
 
 @pytest.fixture(scope='module')
@@ -35,19 +38,19 @@ def test_teacher_dense_tower_is_about_three_times_the_students(cfg):
 def test_teacher_reads_teacher_only_features_and_the_student_does_not(cfg):
   teacher_inputs = set(towers.build_teacher(cfg).input)
   student_inputs = set(towers.build_student_tower(cfg).input)
-  assert set(columns.TEACHER_ONLY_FEATURES) <= teacher_inputs
-  assert student_inputs == set(columns.SERVING_FEATURES)
+  assert set(synthetic.TEACHER_ONLY_FEATURES) <= teacher_inputs
+  assert student_inputs == set(synthetic.SERVING_FEATURES)
   # Panel membership and the truth are offline-only: no model reads them as a
   # feature (the teacher may use the panel in its likelihood, never as an input).
-  offline = set(columns.names(columns.Role.PANEL) + columns.TRUTH_COLUMNS)
-  assert columns.IN_PANEL in offline
+  offline = {synthetic.IN_PANEL} | set(synthetic.TRUTH_COLUMNS)
+  assert synthetic.IN_PANEL in offline
   assert not offline & (teacher_inputs | student_inputs)
-  assert columns.ADVERTISER_FIRST_PARTY in student_inputs
+  assert synthetic.ADVERTISER_FIRST_PARTY in student_inputs
 
 
 def test_hint_width_and_heads(cfg):
   out = towers.build_teacher(cfg).output
-  assert out[towers.LOG_RATES].shape[-1] == len(columns.WINDOWS)
+  assert out[towers.LOG_RATES].shape[-1] == len(synthetic.WINDOWS)
   assert out[towers.HINT].shape[-1] == cfg.model.teacher.hidden_units[
       cfg.model.teacher.hint_layer]
 
@@ -83,22 +86,24 @@ def test_thinned_poisson_equals_the_reference_nll():
 
 def test_preprocessing_fn_uses_builtin_friendly_transforms(tmp_path):
   rng = np.random.default_rng(0)
-  names = features_lib.TEACHER_FEATURES
+  names = synthetic.TEACHER_FEATURES
   rows = []
   for _ in range(200):
     row = {}
     for name in names:
-      col = columns.BY_NAME[name]
+      col = synthetic.column(name)
       row[name] = ([int(rng.integers(0, 10_000))] if col.dtype == 'int'
                    else [float(rng.lognormal(2, 1))])
     rows.append(row)
   meta = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(
-      features_lib.raw_feature_spec(names)))
+      features_lib.raw_feature_spec(synthetic.features(names))))
   with tft_beam.Context(temp_dir=str(tmp_path)):
     (out, _), _ = (rows, meta) | tft_beam.AnalyzeAndTransformDataset(
-        features_lib.preprocessing_fn)
+        functools.partial(features_lib.preprocessing_fn,
+                          custom_config=features_lib.transform_config(
+                              synthetic.features(names))))
   for name in names:
-    col = columns.BY_NAME[name]
+    col = synthetic.column(name)
     values = np.array([r[name] for r in out]).ravel()
     if col.kind == columns.Kind.CATEGORICAL:
       want = np.array([r[name][0] for r in rows]) % col.buckets
@@ -111,12 +116,13 @@ def test_rescaling_embeddings_leaves_the_float_function_unchanged(cfg):
   network = towers.build_student_tower(cfg)
   rng = np.random.default_rng(0)
   feats = {}
-  for name in columns.SERVING_FEATURES:
-    col = columns.BY_NAME[name]
+  for name in synthetic.SERVING_FEATURES:
+    col = synthetic.column(name)
     feats[name] = (rng.integers(0, col.buckets, (64, 1)) if col.buckets
                    else rng.normal(size=(64, 1)).astype(np.float32))
   before = network(feats)[towers.LOG_RATES].numpy()
-  towers.rescale_embeddings(network, columns.SERVING_FEATURES, target=2.0)
+  towers.rescale_embeddings(network, synthetic.features(synthetic.SERVING_FEATURES),
+                           target=2.0)
   after = network(feats)[towers.LOG_RATES].numpy()
   np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-5)
   for layer in network.layers:
@@ -146,7 +152,8 @@ def _day_sorted_files(tmp_path, days=4, per_day=500):
 def test_training_batches_mix_days_only_with_a_window_sized_buffer(tmp_path, buffer,
                                                                    min_days):
   files = _day_sorted_files(tmp_path)
-  ds = data.raw_dataset(files, [columns.CLICK_TS], 256, seed=3, shuffle_buffer=buffer)
+  ds = data.raw_dataset(files, [columns.CLICK_TS], 256, synthetic.spec(), seed=3,
+                        shuffle_buffer=buffer)
   days = {int(t) // 86400 for t in next(iter(ds))[columns.CLICK_TS].numpy().ravel()}
   if min_days == 4:
     assert days == {0, 1, 2, 3}  # the window-sized default mixes every day

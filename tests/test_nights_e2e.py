@@ -18,6 +18,7 @@ from pipeline import local
 from schemas import columns
 from schemas import records
 from tests.helpers import serving_listing
+from world import synthetic
 
 pytestmark = pytest.mark.e2e
 
@@ -61,7 +62,7 @@ def test_labels_of_older_clicks_mature(e2e):
                                 return_indices=True)
   assert len(common) > 1000
   grew = 0
-  for label, exposure in zip(columns.LABELS, columns.EXPOSURES):
+  for label, exposure in zip(synthetic.LABELS, synthetic.EXPOSURES):
     assert (after[label][j] >= before[label][i]).all()  # reports only accumulate
     assert (after[exposure][j] >= before[exposure][i] - 1e-6).all()
     grew += int((after[label][j] > before[label][i]).sum())

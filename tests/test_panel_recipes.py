@@ -18,8 +18,13 @@ from models import student_trainer
 from models import towers
 from schemas import columns
 from schemas import records
+from world import synthetic
 
-W = len(columns.WINDOW_NAMES)
+W = len(synthetic.WINDOW_NAMES)
+KEYS = panel_calibration.PanelKeys.of(synthetic.spec())
+N_SEGMENTS = KEYS.n_segments
+N_COUNTRIES = dict(KEYS.groups)[synthetic.COUNTRY]
+N_ADVERTISERS = dict(KEYS.groups)[synthetic.ADVERTISER]
 PANEL_RECIPES = ('offset_panel_calibrated', 'panel_only', 'offset_observability_head')
 
 
@@ -47,19 +52,18 @@ def _rows(n, rng, segment_q, country_q, adv_q, panel_share=0.03):
                     np.bincount(segment, rate[:, i], minlength=len(segment_q))
                     for i in range(W)], 1)[segment]
   o = np.where(panel[:, None], e, prior * e)
-  rows = {columns.BROWSER: browser, columns.ADVERTISER_FIRST_PARTY: fp,
+  rows = {synthetic.BROWSER: browser, synthetic.ADVERTISER_FIRST_PARTY: fp,
           'country': country, 'advertiser_id': adv,
-          columns.IN_PANEL: panel.astype(np.int64)}
+          synthetic.IN_PANEL: panel.astype(np.int64)}
   for i in range(W):
-    rows[columns.LABELS[i]] = y[:, i]
-    rows[columns.EXPOSURES[i]] = e[:, i]
-    rows[columns.OBSERVED_EXPOSURES[i]] = o[:, i]
+    rows[synthetic.LABELS[i]] = y[:, i]
+    rows[synthetic.EXPOSURES[i]] = e[:, i]
+    rows[synthetic.OBSERVED_EXPOSURES[i]] = o[:, i]
   return rows, q, prior
 
 
 def _calibrated(rows, tables, prior):
-  keys = [rows[c] for c in panel_calibration.KEY_COLUMNS]
-  return np.minimum(prior * panel_calibration.ratios(tables, *keys), 1.0)
+  return np.minimum(prior * panel_calibration.ratios(tables, KEYS, rows), 1.0)
 
 
 def _rmse(est, q, off):
@@ -71,24 +75,24 @@ def test_panel_calibration_recovers_what_the_prior_misses():
   and a 3% panel: the calibrated observability's error is well below the
   prior's (0.60 of it), and each segment keeps the prior's mean."""
   rng = np.random.default_rng(0)
-  segment_q = rng.uniform(0.4, 0.95, (panel_calibration.N_SEGMENTS, W))
-  country_q = rng.uniform(0.5, 1.0, panel_calibration.N_COUNTRIES)
-  adv_q = np.ones(panel_calibration.N_ADVERTISERS)
+  segment_q = rng.uniform(0.4, 0.95, (N_SEGMENTS, W))
+  country_q = rng.uniform(0.5, 1.0, N_COUNTRIES)
+  adv_q = np.ones(N_ADVERTISERS)
   adv_q[:300] = rng.uniform(0.6, 1.0, 300)
   rows, q, prior = _rows(600_000, rng, segment_q, country_q, adv_q)
-  tables = panel_calibration.fit(rows)
+  tables = panel_calibration.fit(rows, KEYS)
   est = _calibrated(rows, tables, prior)
-  off = rows[columns.IN_PANEL] == 0
+  off = rows[synthetic.IN_PANEL] == 0
   assert _rmse(est, q, off) < 0.7 * _rmse(prior, q, off)
   # The offsets move between countries and advertisers, not the prior's level:
   # per segment and window, the rate-weighted mean offset is the prior's.
-  y = sum(rows[c] for c in columns.LABELS)
-  o = np.stack([rows[c] for c in columns.OBSERVED_EXPOSURES], 1)
-  weight = panel_calibration.rate_index(rows['advertiser_id'], y, o.sum(1), off)
-  keys = [rows[c] for c in panel_calibration.KEY_COLUMNS]
-  moved = o * panel_calibration.ratios(tables, *keys)
-  segment = panel_calibration.segment_index(rows[columns.BROWSER],
-                                            rows[columns.ADVERTISER_FIRST_PARTY])
+  y = sum(rows[c] for c in synthetic.LABELS)
+  o = np.stack([rows[c] for c in synthetic.OBSERVED_EXPOSURES], 1)
+  weight = panel_calibration.rate_index(rows['advertiser_id'], N_ADVERTISERS, y,
+                                       o.sum(1), off)
+  moved = o * panel_calibration.ratios(tables, KEYS, rows)
+  segment = panel_calibration.segment_index(rows[synthetic.BROWSER],
+                                            rows[synthetic.ADVERTISER_FIRST_PARTY])
   for s in (0, 5, 9):
     sel = off & (segment == s)
     np.testing.assert_allclose((weight[sel, None] * moved[sel]).sum(0),
@@ -96,12 +100,14 @@ def test_panel_calibration_recovers_what_the_prior_misses():
   # The TF lookup applies the same tables (and keeps the panel at e).
   k = 1000
   raw = {c: tf.constant(np.asarray(rows[c])[:k, None]) for c in
-         panel_calibration.KEY_COLUMNS + (columns.IN_PANEL,)}
-  e = np.stack([rows[c][:k] for c in columns.EXPOSURES], 1)
-  got = panel_calibration.apply(tables, raw, tf.constant(o[:k], tf.float32),
+         KEYS.key_columns() + (synthetic.IN_PANEL,)}
+  e = np.stack([rows[c][:k] for c in synthetic.EXPOSURES], 1)
+  got = panel_calibration.apply(tables, KEYS, raw, raw[synthetic.IN_PANEL],
+                                tf.constant(o[:k], tf.float32),
                                 tf.constant(e, tf.float32)).numpy()
-  want = np.minimum(o[:k] * panel_calibration.ratios(tables, *[x[:k] for x in keys]), e)
-  want = np.where(rows[columns.IN_PANEL][:k, None] == 1, e, want)
+  want = np.minimum(o[:k] * panel_calibration.ratios(
+      tables, KEYS, {c: np.asarray(v)[:k] for c, v in rows.items()}), e)
+  want = np.where(rows[synthetic.IN_PANEL][:k, None] == 1, e, want)
   np.testing.assert_allclose(got, want, rtol=1e-5)
 
 
@@ -110,12 +116,12 @@ def test_panel_calibration_adds_little_where_the_prior_is_right():
   the exact prior on average (the noise of ~9,000 panel clicks, shrunk), far
   below the 25% country effects the test above recovers."""
   rng = np.random.default_rng(1)
-  segment_q = rng.uniform(0.4, 0.95, (panel_calibration.N_SEGMENTS, W))
+  segment_q = rng.uniform(0.4, 0.95, (N_SEGMENTS, W))
   rows, q, prior = _rows(300_000, rng, segment_q,
-                         np.ones(panel_calibration.N_COUNTRIES),
-                         np.ones(panel_calibration.N_ADVERTISERS))
-  est = _calibrated(rows, panel_calibration.fit(rows), prior)
-  off = rows[columns.IN_PANEL] == 0
+                         np.ones(N_COUNTRIES),
+                         np.ones(N_ADVERTISERS))
+  est = _calibrated(rows, panel_calibration.fit(rows, KEYS), prior)
+  off = rows[synthetic.IN_PANEL] == 0
   assert np.abs(est[off] / prior[off] - 1).mean() < 0.08
 
 
@@ -147,8 +153,9 @@ def test_panel_recipes_read_the_panel_only_as_a_target(recipe):
   weights = distill.DistillWeights.from_config(cfg.distill)
   assert weights.uses_panel and not weights.uses_teacher
   network = student_trainer.build_network(cfg, weights, hint_width=8)
-  assert set(network.input) == set(columns.SERVING_FEATURES)
-  assert columns.IN_PANEL in student_trainer.target_columns(weights)
+  assert set(network.input) == set(synthetic.SERVING_FEATURES)
+  assert synthetic.IN_PANEL in student_trainer.target_columns(weights,
+                                                              synthetic.spec())
   assert (towers.OBS_LOGIT_SHIFT in network.output) == (
       recipe == 'offset_observability_head')
 
@@ -207,10 +214,11 @@ def test_panel_recipes_train_through_run_fn_on_the_pipelines_examples(
   assert summary['recipe'] == recipe
   assert ('panel_calibration' in summary) == (recipe == 'offset_panel_calibrated')
   if recipe == 'offset_panel_calibrated':
-    assert set(summary['panel_calibration']) == {'segment', 'country', 'advertiser'}
+    assert set(summary['panel_calibration']) == {'segment', synthetic.COUNTRY,
+                                                 synthetic.ADVERTISER}
   raw = tf.saved_model.load(out).signatures[export.RAW_SIGNATURE]
-  assert set(raw.structured_input_signature[1]) == set(columns.SERVING_FEATURES)
+  assert set(raw.structured_input_signature[1]) == set(synthetic.SERVING_FEATURES)
   rows = records.read_examples(os.path.join(inferred, 'Split-eval'))
-  pconvs = raw(**{n: tf.constant(rows[n][:64, None]) for n in columns.SERVING_FEATURES})
+  pconvs = raw(**{n: tf.constant(rows[n][:64, None]) for n in synthetic.SERVING_FEATURES})
   values = pconvs[export.PCONVS].numpy()
   assert np.isfinite(values).all() and (values > 0).all()

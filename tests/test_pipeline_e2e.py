@@ -1,5 +1,6 @@
 """End-to-end: the DAG on a tiny generated world with BeamDagRunner."""
 
+import json
 import os
 
 import numpy as np
@@ -15,6 +16,7 @@ from components.teacher_gate import executor as gate_executor
 from components.teacher_gate import gate
 from config import TeacherGateConfig
 from models import export
+from observation import delay_fit
 from observation import labels
 from observation import snapshot
 from pipeline import local
@@ -22,6 +24,7 @@ import schemas
 from schemas import codec
 from schemas import columns
 from schemas import records
+from world import synthetic
 
 pytestmark = pytest.mark.e2e
 
@@ -63,16 +66,22 @@ def test_labels_equal_the_as_of_t_module(e2e):
   t = local.custom_property(examples, artifacts.SNAPSHOT_TS)
   # Each split read once (reading both per column took ~15 s).
   train, evaluation = split_rows(examples, 'train'), split_rows(examples, 'eval')
-  got = by_click({k: np.concatenate([train[k], evaluation[k]])
-                  for k in columns.EXAMPLE_COLUMNS})
+  names = [c.name for c in e2e.cfg.dataset.example_columns()
+           if c.role != columns.Role.TEACHER]
+  got = by_click({k: np.concatenate([train[k], evaluation[k]]) for k in names})
   clicks = records.read_examples(os.path.join(e2e.world, 'clicks'))
   convs = records.read_examples(os.path.join(e2e.world, 'conversions'))
   keep = ((clicks[columns.CLICK_TS] >= t - e2e.cfg.window.days * 86400) &
           (clicks[columns.CLICK_TS] < t))
+  # The exposures come from the delay model the ExampleGen fitted and recorded.
+  delay_model = e2e.artifact('ConversionLogExampleGen', 'delay_model')
+  with open(os.path.join(delay_model.uri, 'delay_fit.json')) as f:
+    fit = delay_fit.DelayFit.from_json(f.read())
+  assert fit.source == 'fitted' and fit.conversions.sum() > 100
   want = by_click(labels.join_window(
       {k: v[keep] for k, v in clicks.items()}, convs[columns.CLICK_ID],
-      convs[columns.CONVERSION_TS], t, e2e.cfg.label_spec()))
-  for name in columns.EXAMPLE_COLUMNS:
+      convs[columns.CONVERSION_TS], t, e2e.cfg.label_spec(), fit, names))
+  for name in names:
     np.testing.assert_array_equal(got[name], want[name], err_msg=name)
 
 
@@ -81,24 +90,23 @@ def test_bulk_inferrer_adds_teacher_columns_and_keeps_the_rest(e2e):
   after = e2e.artifact('BulkInferrer', 'output_examples')
   assert sorted(artifact_utils.decode_split_names(
       after.properties['split_names'].string_value)) == ['eval', 'train']
-  width = schemas.hint_width()
+  width = columns.HINT_WIDTH
   for split in ('train', 'eval'):
     old, new = by_click(split_rows(before, split)), by_click(split_rows(after, split))
     assert len(new[columns.CLICK_ID]) == len(old[columns.CLICK_ID]) > 0
-    for name in columns.EXAMPLE_COLUMNS:
+    for name in old:
       np.testing.assert_array_equal(new[name], old[name], err_msg=name)
-    for name in columns.TEACHER_RATES:
+    for name in synthetic.TEACHER_RATES:
       assert np.isfinite(new[name]).all() and (new[name] >= 0).all(), name
       assert new[name].mean() > 0
     # Without the observability head (the fixture's teacher), the teacher's
     # observability is the prior's mature share and its observed exposure o_w.
     assert not e2e.cfg.model.teacher_observability_head
-    shares = labels.matured_window_shares(e2e.cfg.label_spec())
-    row = 2 * new[columns.BROWSER] + new[columns.ADVERTISER_FIRST_PARTY]
-    for i, (q, o, prior) in enumerate(zip(columns.TEACHER_OBSERVABILITY,
-                                          columns.TEACHER_OBSERVED_EXPOSURES,
-                                          columns.OBSERVED_EXPOSURES)):
-      want = np.where(new[columns.IN_PANEL] == 1, 1.0, shares[row, i])
+    for q, o, prior, mature in zip(synthetic.TEACHER_OBSERVABILITY,
+                                   synthetic.TEACHER_OBSERVED_EXPOSURES,
+                                   synthetic.OBSERVED_EXPOSURES,
+                                   synthetic.PRIOR_OBSERVABILITY):
+      want = np.where(new[synthetic.IN_PANEL] == 1, 1.0, new[mature])
       np.testing.assert_allclose(new[q], want, rtol=1e-4, atol=1e-6, err_msg=q)
       np.testing.assert_allclose(new[o], new[prior], rtol=1e-4, atol=1e-6, err_msg=o)
     hint = new[columns.TEACHER_HINT]
@@ -134,7 +142,9 @@ def test_teacher_gate_stops_a_teacher_below_its_bar(e2e, tmp_path):
     gate_executor.Executor().Do(
         {gate_executor.MODEL_KEY: [model], gate_executor.EXAMPLES_KEY: [examples]},
         {gate_executor.RESULT_KEY: [result]},
-        {gate_executor.BAR_KEY: TeacherGateConfig(
+        {gate_executor.WINDOWS_KEY: json.dumps(synthetic.WINDOW_NAMES),
+       gate_executor.PANEL_KEY: synthetic.IN_PANEL,
+       gate_executor.BAR_KEY: TeacherGateConfig(
             mode='truth', min_gap_closed=0.99, min_improvement=0.0).to_json()})
 
 
@@ -148,7 +158,8 @@ def test_student_reads_serving_features_only_and_both_signatures_predict(e2e):
 
   serving = loaded.signatures[export.SERVING_SIGNATURE]
   out = serving(examples=tf.constant(serialized))
-  rates = np.stack([out[k].numpy() for k in export.RATE_OUTPUTS], 1)
+  rates = np.stack([out[k].numpy() for k in export.rate_outputs(synthetic.WINDOW_NAMES)],
+                   1)
   np.testing.assert_allclose(out[export.PCONVS].numpy(), rates.sum(1), rtol=1e-5)
   assert out[export.PCONVS].shape == (n,) and (rates > 0).all()
 
@@ -156,7 +167,7 @@ def test_student_reads_serving_features_only_and_both_signatures_predict(e2e):
   _, inputs = raw.structured_input_signature
   # The raw signature's inputs are exactly the serving features: no teacher-only,
   # truth, label, exposure or teacher column reaches the model.
-  assert set(inputs) == set(columns.SERVING_FEATURES)
+  assert set(inputs) == set(synthetic.SERVING_FEATURES)
   feeds = {name: tf.constant(rows[name].reshape(-1, 1).astype(
       inputs[name].dtype.as_numpy_dtype)) for name in inputs}
   (pconvs,) = raw(**feeds).values()
@@ -164,6 +175,6 @@ def test_student_reads_serving_features_only_and_both_signatures_predict(e2e):
                              rtol=1e-5)
   # The serving signature parses only serving features: feeding examples
   # stripped of everything else gives the same predictions.
-  stripped = codec.encode({n: rows[n] for n in columns.SERVING_FEATURES})
+  stripped = codec.encode({n: rows[n] for n in synthetic.SERVING_FEATURES})
   again = serving(examples=tf.constant(stripped))[export.PCONVS].numpy()
   np.testing.assert_allclose(again, out[export.PCONVS].numpy(), rtol=1e-6)

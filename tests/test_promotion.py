@@ -24,6 +24,7 @@ from observation import labels
 from pipeline import evaluation
 from pipeline import report
 from schemas import columns
+from world import synthetic
 
 E = rule.Estimate
 BETTER = E(-0.01, -0.015, -0.005)  # candidate - baseline wholly below 0
@@ -226,9 +227,9 @@ def test_spend_combiner_equals_the_numpy_reference():
   rng = np.random.default_rng(1)
   n = 300
   rows = {columns.TRUE_CONVERSIONS: rng.poisson(0.3, n).astype(np.float64),
-          columns.TARGET_CPA: rng.lognormal(4, 1, n)}
+          synthetic.TARGET_CPA: rng.lognormal(4, 1, n)}
   pconvs = rng.gamma(2, 0.15, n)
-  (computation,) = spend_metric.SpendProxy().computations(
+  (computation,) = spend_metric.SpendProxy(tcpa=synthetic.TARGET_CPA).computations(
       model_names=['m'], output_names=[''])
   combiner = computation.combiner
   accs = [combiner.create_accumulator(), combiner.create_accumulator()]
@@ -237,8 +238,8 @@ def test_spend_combiner_equals_the_numpy_reference():
     accs[i % 2] = combiner.add_input(accs[i % 2], element)
   got = {k.name: v for k, v in combiner.extract_output(
       combiner.merge_accumulators(accs)).items()}
-  label, scale, keep = eval_labels.label_and_scale(rows, 'truth', (1.0, 0.0, 0.0))
-  want = spend_metric.reference(rows[columns.TARGET_CPA], pconvs, label, scale, keep)
+  label, scale, keep = eval_labels.label_and_scale(rows, 'truth', synthetic.WINDOW_NAMES)
+  want = spend_metric.reference(rows[synthetic.TARGET_CPA], pconvs, label, scale, keep)
   assert got == pytest.approx(want, rel=1e-9)
 
 
@@ -279,20 +280,21 @@ def write_examples(split_dir, n=3000, seed=2):
           columns.TCPA_BUCKET: labels.tcpa_bucket(tcpa),
           columns.BROWSER_OBSERVABILITY: np.where(fraction >= 0.95, 'full', 'low'),
           columns.OBSERVED_FRACTION: fraction,
-          columns.IN_PANEL: (rng.random(n) < 0.05).astype(np.int64)}
-  for c in columns.LABELS:
+          synthetic.IN_PANEL: (rng.random(n) < 0.05).astype(np.int64)}
+  for c in synthetic.LABELS:
     rows[c] = rng.poisson(rate / 3 * fraction)
-  for c in columns.EXPOSURES + columns.OBSERVED_EXPOSURES:
+  for c in synthetic.EXPOSURES + synthetic.OBSERVED_EXPOSURES:
     rows[c] = np.ones(n)
-  for c in columns.TEACHER_RATES:
+  rows[columns.MATURITY] = np.ones(n)
+  for c in synthetic.TEACHER_RATES:
     rows[c] = rate / 3
   # The band's key and truth (models/fallback.py): a truth 1.3x the candidate's
   # (a lognormal around it), so the candidate wins the loss on the observed
   # counts and fails the band that claims the truth.
   extra = np.random.default_rng(seed + 1)
-  rows[columns.BROWSER] = extra.integers(0, 5, n)
+  rows[synthetic.BROWSER] = extra.integers(0, 5, n)
   truth = rate * np.exp(extra.normal(0.25, 0.1, n))
-  for c in columns.TRUE_RATES:
+  for c in synthetic.TRUE_RATES:
     rows[c] = truth / 3
   os.makedirs(split_dir)
   # Gzip, as the ExampleGen writes (schemas/records.py reads it).
@@ -404,8 +406,8 @@ def test_the_executor_promotes_a_calibrated_candidate_on_loss_bias_and_business(
   # TFMA's figures, with intervals, equal the numpy reference.
   figs = figures.load(out)
   pconvs = true_rate(rows['price'])
-  high = rows[columns.TCPA_BUCKET] == labels.HIGH_TCPA_BUCKET
-  label, scale, keep = eval_labels.label_and_scale(rows, 'truth', (1.0, 0.0, 0.0))
+  high = rows[columns.TCPA_BUCKET] == columns.HIGH_TCPA_BUCKET
+  label, scale, keep = eval_labels.label_and_scale(rows, 'truth', synthetic.WINDOW_NAMES)
   for name, mask in (('overall', np.ones_like(high)), (KEY, high)):
     want = spend_metric.reference(rows['target_cpa'], pconvs, label, scale,
                                   keep & mask)

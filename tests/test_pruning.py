@@ -22,8 +22,9 @@ from schemas import codec
 from schemas import columns
 from tests import helpers
 from tests import test_serving_graph as lean
+from world import synthetic
 
-NAMES = features_lib.SERVING_FEATURES
+NAMES = synthetic.SERVING_FEATURES
 SPARSITY = 0.5
 STEPS = 40
 
@@ -41,15 +42,15 @@ def test_schedule_reaches_the_target_on_tf_mots_update_grid():
   assert short['end_step'] == 32 and short['frequency'] == 32
 
 
-def synthetic(cfg, rng, n):
+def synthetic_batches(cfg, rng, n):
   """(transformed features, production-recipe targets) batches, and raw rows."""
   stats = {name: (1.0, 2.0) for name in NAMES}
   tft_layer = lean.transform_layer(stats)
   raw = lean.raw_rows(rng, n)
   transformed = {k: v.numpy() for k, v in tft_layer(
       dict(zip(NAMES, lean.feeds(raw)))).items()}
-  exposures = np.full((n, towers.N_WINDOWS), 1.0, np.float32)
-  targets = {losses.COUNTS: rng.poisson(0.2, (n, towers.N_WINDOWS)).astype(np.float32),
+  exposures = np.full((n, len(synthetic.WINDOW_NAMES)), 1.0, np.float32)
+  targets = {losses.COUNTS: rng.poisson(0.2, (n, len(synthetic.WINDOW_NAMES))).astype(np.float32),
              losses.EXPOSURES: exposures, losses.OBSERVED_EXPOSURES: exposures,
              distill.TCPA: np.full((n, 1), 60.0, np.float32),
              distill.TEACHER_MASK: np.zeros((n, 1), np.float32)}
@@ -64,14 +65,14 @@ def pruned(tmp_path_factory):
       f'pruning.target_sparsity={SPARSITY}', 'pruning.frequency=5',
       f'model.student.train_steps={STEPS}', 'model.student.batch_size=64'])
   tf.keras.utils.set_random_seed(0)
-  train, tft_layer, raw = synthetic(cfg, np.random.default_rng(0), 2048)
+  train, tft_layer, raw = synthetic_batches(cfg, np.random.default_rng(0), 2048)
   weights = distill.DistillWeights.from_config(cfg.distill)
   fn_args = types.SimpleNamespace(train_steps=STEPS, eval_steps=1, base_model=None)
   # The run_fn's own training path (warm start, wrap, fit with the callback, strip).
   network, _, _ = student_trainer.train_network(
       cfg, weights, 64, tf.distribute.get_strategy(), train, train, fn_args)
   export_dir = str(tmp_path_factory.mktemp('pruned') / 'student')
-  export.save_student(network, tft_layer, export_dir, {})
+  export.save_student(network, tft_layer, export_dir, {}, cfg.dataset)
   return cfg, export_dir, raw
 
 
@@ -98,7 +99,7 @@ def test_pruned_student_converts_to_builtin_int8_and_tfma_equals_the_interpreter
   def representative():
     for i in range(200):
       yield {n: calibration[n][i:i + 1].reshape(1, 1).astype(
-          features_lib.dtype(n).as_numpy_dtype) for n in NAMES}
+          features_lib.dtype(synthetic.column(n)).as_numpy_dtype) for n in NAMES}
   model = convert.convert(saved, 'int8', representative)
   convert.check(model, NAMES, 'int8')  # builtin ops, an int8 core
   it = convert.interpreter(model)

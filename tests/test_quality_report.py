@@ -11,6 +11,7 @@ import pytest
 from bench import quality_report
 from bench import readme
 from schemas import columns
+from world import synthetic
 
 N = 6000
 SEEDS, AA_SEEDS = [0, 1], [2, 3]
@@ -23,9 +24,9 @@ def _world(path, seed):
   rng = np.random.default_rng(seed)
   shares = np.array([0.5, 0.3, 0.2])
   total = np.exp(-3.0 + 0.8 * rng.standard_normal(N))
-  rows = {columns.TRUE_RATES[w]: (total * shares[w]).astype(np.float32)
+  rows = {synthetic.TRUE_RATES[w]: (total * shares[w]).astype(np.float32)
           for w in range(3)}
-  rate = sum(rows[c].astype(np.float64) for c in columns.TRUE_RATES)
+  rate = sum(rows[c].astype(np.float64) for c in synthetic.TRUE_RATES)
   rows[columns.TRUE_CONVERSIONS] = rng.poisson(rate)
   rows['serving_rate'] = rate * np.exp(0.1 * rng.standard_normal(N))
   rows[quality_report.SLICE_PREFIX + 'tcpa_gt_250'] = rng.random(N) < 0.1
@@ -35,7 +36,7 @@ def _world(path, seed):
 
   def save(name, pred):
     np.save(os.path.join(path, 'predictions', name + '.npy'), pred.astype(np.float32))
-  teacher = np.stack([rows[c] * k for c, k in zip(columns.TRUE_RATES,
+  teacher = np.stack([rows[c] * k for c, k in zip(synthetic.TRUE_RATES,
                                                   TEACHER_WINDOW_SCALE)], 1)
   save('teacher', teacher.sum(1))
   save('teacher_windows', teacher)
@@ -130,7 +131,7 @@ def test_reproducibility_compares_the_model_trained_twice(result):
 
 def test_teacher_calibration_is_reported_per_window(result):
   cal = result['teacher_calibration']['mean']
-  for name, k in zip(columns.WINDOW_NAMES, TEACHER_WINDOW_SCALE):
+  for name, k in zip(synthetic.WINDOW_NAMES, TEACHER_WINDOW_SCALE):
     assert cal[name]['mean'] == pytest.approx(k, rel=1e-5)
   assert len(result['teacher_calibration']['per_world']) == 4
 
@@ -168,8 +169,8 @@ def test_teacher_fit_separates_label_noise_from_the_teachers_own_fit(tmp_path):
   rows = {columns.CLICK_TS: rng.integers(snap - 20 * 86400, snap, n),
           columns.SNAPSHOT_TS: np.full(n, snap, np.int64),
           columns.OBSERVED_FRACTION: rng.choice([0.5, 1.0], n).astype(np.float32)}
-  for label, exposure, teacher, true in zip(columns.LABELS, columns.EXPOSURES,
-                                            columns.TEACHER_RATES, columns.TRUE_RATES):
+  for label, exposure, teacher, true in zip(synthetic.LABELS, synthetic.EXPOSURES,
+                                            synthetic.TEACHER_RATES, synthetic.TRUE_RATES):
     lam = rng.uniform(0.01, 0.1, n)
     rows[true] = lam.astype(np.float32)
     rows[exposure] = rng.uniform(0, 1, n).astype(np.float32)
@@ -184,7 +185,7 @@ def test_teacher_fit_separates_label_noise_from_the_teachers_own_fit(tmp_path):
       w.write(record)
   fit = quality_bench.teacher_fit(cfg, str(tmp_path))
   keep = rows[columns.CLICK_TS] <= snap - 40 * 3600
-  for name, label in zip(columns.WINDOW_NAMES, columns.LABELS):
+  for name, label in zip(synthetic.WINDOW_NAMES, synthetic.LABELS):
     f = fit[name]
     assert f['conversions'] == rows[label][keep].sum()
     assert f['calibration'] == pytest.approx(1.1, rel=1e-5)
@@ -200,13 +201,13 @@ def test_calibration_by_slice_follows_each_group(tmp_path):
   rng = np.random.default_rng(9)
   n = 4000
   rate = np.exp(-3.0 + 0.5 * rng.standard_normal(n))
-  rows = {columns.TRUE_RATES[0]: rate.astype(np.float32),
-          columns.TRUE_RATES[1]: np.zeros(n, np.float32),
-          columns.TRUE_RATES[2]: np.zeros(n, np.float32),
+  rows = {synthetic.TRUE_RATES[0]: rate.astype(np.float32),
+          synthetic.TRUE_RATES[1]: np.zeros(n, np.float32),
+          synthetic.TRUE_RATES[2]: np.zeros(n, np.float32),
           columns.TRUE_CONVERSIONS: rng.poisson(rate),
-          columns.BROWSER: rng.integers(0, 5, n),
+          synthetic.BROWSER: rng.integers(0, 5, n),
           'country': rng.integers(0, 32, n),
-          columns.ADVERTISER_FIRST_PARTY: rng.integers(0, 2, n),
+          synthetic.ADVERTISER_FIRST_PARTY: rng.integers(0, 2, n),
           quality_report.EXPECTED_OBSERVABILITY: rng.random(n),
           'advertiser_id': rng.integers(0, 100, n)}
   for name in quality_report.SLICES[1:]:
@@ -253,20 +254,20 @@ def test_observability_errors_weigh_by_true_rate_and_skip_the_panel():
   there: the table shows it in exactly that slice; panel clicks do not count."""
   rng = np.random.default_rng(4)
   n = 3000
-  W = len(columns.WINDOW_NAMES)
+  W = len(synthetic.WINDOW_NAMES)
   truth = rng.uniform(0.2, 0.9, (n, W))
   rate = rng.gamma(1.0, 0.05, (n, W))
-  rows = {columns.IN_PANEL: (np.arange(n) % 10 == 0).astype(np.int64),
-          columns.BROWSER: rng.integers(0, 5, n),
+  rows = {synthetic.IN_PANEL: (np.arange(n) % 10 == 0).astype(np.int64),
+          synthetic.BROWSER: rng.integers(0, 5, n),
           'country': rng.integers(0, 32, n),
-          columns.ADVERTISER_FIRST_PARTY: rng.integers(0, 2, n)}
+          synthetic.ADVERTISER_FIRST_PARTY: rng.integers(0, 2, n)}
   for i in range(W):
-    rows[columns.TRUE_OBSERVABILITY[i]] = truth[:, i]
-    rows[columns.TRUE_RATES[i]] = rate[:, i]
+    rows[synthetic.TRUE_OBSERVABILITY[i]] = truth[:, i]
+    rows[synthetic.TRUE_RATES[i]] = rate[:, i]
   consent = rows['country'] % 2 == 1
   teacher = np.where(consent[:, None], truth, truth + 0.1)
   prior = truth + 0.2
-  panel = rows[columns.IN_PANEL] == 1
+  panel = rows[synthetic.IN_PANEL] == 1
   teacher[panel] = 5.0  # ignored: the panel is fully observed by definition
   got = quality_report.observability_errors(rows, teacher, prior)
   assert got['region']['consent_required']['teacher'] == pytest.approx(0.0, abs=1e-12)
@@ -287,13 +288,13 @@ def test_observability_rmse_against_the_expectation_is_proper():
   expectation, the score the table leads with."""
   rng = np.random.default_rng(5)
   n = 20000
-  W = len(columns.WINDOW_NAMES)
+  W = len(synthetic.WINDOW_NAMES)
   consent = rng.uniform(size=(n, 1)) < 0.7
   truth = np.repeat(0.8 * consent, W, 1)
-  rows = {columns.IN_PANEL: np.zeros(n, np.int64)}
+  rows = {synthetic.IN_PANEL: np.zeros(n, np.int64)}
   for i in range(W):
-    rows[columns.TRUE_OBSERVABILITY[i]] = truth[:, i]
-    rows[columns.TRUE_RATES[i]] = np.ones(n)
+    rows[synthetic.TRUE_OBSERVABILITY[i]] = truth[:, i]
+    rows[synthetic.TRUE_RATES[i]] = np.ones(n)
   expected = np.full((n, W), 0.56)
   got = quality_report.observability_errors(rows, expected, np.full((n, W), 0.8),
                                             expected)['overall']['all clicks']

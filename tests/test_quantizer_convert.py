@@ -5,6 +5,7 @@ import tensorflow as tf
 
 from components.quantizer import convert
 from schemas import columns
+from world import synthetic
 
 
 def tiny_model(tmp_path, names):
@@ -23,7 +24,7 @@ def tiny_model(tmp_path, names):
 def test_missing_and_unexpected_inputs_are_named(tmp_path):
   model = tiny_model(tmp_path, ['price', 'colour'])
   with pytest.raises(convert.QuantizationError) as e:
-    convert.check(model, columns.SERVING_FEATURES, 'float32')
+    convert.check(model, synthetic.SERVING_FEATURES, 'float32')
   assert "unexpected ['colour']" in str(e.value) and 'advertiser_id' in str(e.value)
 
 

@@ -16,6 +16,7 @@ from models import features as features_lib
 from schemas import columns
 from schemas import records
 from tests import helpers
+from world import synthetic
 
 pytestmark = pytest.mark.e2e
 
@@ -63,7 +64,7 @@ def test_predictions_match_the_float_student(e2e, quantized):
       e2e.artifact('student', 'model').uri))
   raw = student.signatures[export.RAW_SIGNATURE]
   feeds = {n: tf.constant(rows[n].reshape(-1, 1).astype(
-      features_lib.dtype(n).as_numpy_dtype)) for n in features_lib.SERVING_FEATURES}
+      features_lib.dtype(synthetic.column(n)).as_numpy_dtype)) for n in synthetic.SERVING_FEATURES}
   want = list(raw(**feeds).values())[0].numpy().ravel()
   rel = np.abs(got - want) / want
   assert (got > 0).all()

@@ -1,5 +1,5 @@
-"""The curated schema: agrees with the role map; real joined examples validate;
-planted defects yield the expected anomalies."""
+"""The generated schema: it is the spec's (and the curated schema it replaced);
+real joined examples validate; planted defects yield the expected anomalies."""
 
 import os
 
@@ -11,21 +11,52 @@ from tensorflow_data_validation.statistics import stats_impl
 from tensorflow_metadata.proto.v0 import schema_pb2
 from tfx_bsl.coders import example_coder
 
+from config import dataset as dataset_lib
 from observation import labels
+from pipeline import cli
 import schemas
 from schemas import codec
 from schemas import columns
 from schemas import records
 from tests.helpers import make_world
+from world import synthetic
 
 _TYPES = {'int': 'INT', 'float': 'FLOAT', 'bytes': 'BYTES'}
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCHEMA_FILE = os.path.join(ROOT, 'datasets', 'synthetic_world', 'schema.pbtxt')
+GOLDEN = os.path.join(ROOT, 'tests', 'golden',
+                      'synthetic_world_schema_before_specs.pbtxt')
 
 
-def test_schema_and_role_map_agree():
-  schema = schemas.load_schema()
-  by_name = {f.name: f for f in schema.feature}
-  assert set(by_name) == set(columns.BY_NAME)
-  for col in columns.COLUMNS:
+def _schema():
+  return schemas.load_schema(SCHEMA_FILE)
+
+
+def test_the_committed_schema_is_generated_from_the_spec():
+  """The schema beside the spec (what the Vertex image reads) is the spec's."""
+  with open(SCHEMA_FILE) as f:
+    assert f.read() == dataset_lib.schema_text(synthetic.spec())
+  assert cli.main(['schema', '--check']) == 0
+
+
+def test_the_generated_schema_is_the_curated_one_it_replaced():
+  """Golden: every feature of the hand-kept schema the spec replaced is generated
+  exactly; the generator adds only the new pipeline columns (the priors' mature
+  observability and each click's maturity)."""
+  old = schemas.load_schema(GOLDEN)
+  new = {f.name: f for f in _schema().feature}
+  for feature in old.feature:
+    assert new.pop(feature.name) == feature, feature.name
+  assert set(new) == set(columns.prior_observability(synthetic.WINDOW_NAMES) +
+                         (columns.MATURITY,))
+  assert list(old.default_environment) == list(_schema().default_environment)
+
+
+def test_schema_and_spec_agree():
+  by_name = {f.name: f for f in _schema().feature}
+  spec = synthetic.spec()
+  assert set(by_name) == {c.name for c in spec.example_columns()}
+  for col in spec.example_columns():
     f = by_name[col.name]
     assert schema_pb2.FeatureType.Name(f.type) == _TYPES[col.dtype], col.name
     # RAW (what the ExampleGen writes) has everything but the teacher columns.
@@ -36,15 +67,15 @@ def test_schema_and_role_map_agree():
       # docs/architecture.md §2).
       assert [d.size for d in f.shape.dim] == [1], col.name
       assert f.presence.min_fraction == 1.0
-  assert schemas.hint_width() == by_name[columns.TEACHER_HINT].value_count.min
+  assert schemas.hint_width(SCHEMA_FILE) == by_name[columns.TEACHER_HINT].value_count.min
 
 
 def test_slice_domains_are_the_bucket_names():
-  by_name = {f.name: f for f in schemas.load_schema().feature}
+  by_name = {f.name: f for f in _schema().feature}
   assert list(by_name[columns.TCPA_BUCKET].string_domain.value) == list(
-      labels.TCPA_BUCKETS)
+      columns.TCPA_BUCKETS)
   assert list(by_name[columns.BROWSER_OBSERVABILITY].string_domain.value) == list(
-      labels.OBSERVABILITY_BUCKETS)
+      columns.OBSERVABILITY_BUCKETS)
 
 
 @pytest.fixture(scope='module')
@@ -57,13 +88,15 @@ def joined(tmp_path_factory):
   t = int(cfg.world.start().timestamp()) + 10 * 86400
   in_window = clicks[columns.CLICK_TS] >= t - 7 * 86400
   clicks = {k: v[in_window] for k, v in clicks.items()}
+  spec = cfg.label_spec()
   return labels.join_window(clicks, convs[columns.CLICK_ID],
-                            convs[columns.CONVERSION_TS], t,
-                            cfg.label_spec())
+                            convs[columns.CONVERSION_TS], t, spec,
+                            labels.prior_delay(spec),
+                            [c.name for c in cfg.dataset.example_columns()])
 
 
 def _validate(stats, environment=None):
-  anomalies = tfdv.validate_statistics(stats, schemas.load_schema(),
+  anomalies = tfdv.validate_statistics(stats, _schema(),
                                        environment=environment)
   return {k: v.short_description for k, v in anomalies.anomaly_info.items()}
 
@@ -106,19 +139,19 @@ def _defect(joined, fn):
 
 
 def _unknown_browser(c):
-  c[columns.BROWSER][:3] = 9
+  c[synthetic.BROWSER][:3] = 9
   c[columns.OBSERVED_FRACTION][:3] = np.nan  # as labels_as_of writes it
 
 
 @pytest.mark.parametrize('name, fn, feature, description', [
     ('negative count', lambda c: c['conversions_0_2d'].__setitem__(0, -1),
      'conversions_0_2d', 'Out-of-range values'),
-    ('unknown browser id', _unknown_browser, columns.BROWSER, 'Out-of-range values'),
+    ('unknown browser id', _unknown_browser, synthetic.BROWSER, 'Out-of-range values'),
     ('missing column', lambda c: c.pop('price'), 'price', 'Column dropped'),
     ('exposure above one', lambda c: c['exposure_2_7d'].__setitem__(0, 1.5),
      'exposure_2_7d', 'Out-of-range values'),
-    ('non-positive tCPA', lambda c: c[columns.TARGET_CPA].__setitem__(0, 0.0),
-     columns.TARGET_CPA, 'Out-of-range values'),
+    ('non-positive tCPA', lambda c: c[synthetic.TARGET_CPA].__setitem__(0, 0.0),
+     synthetic.TARGET_CPA, 'Out-of-range values'),
     ('NaN feature', lambda c: c['user_engagement'].__setitem__(0, np.nan),
      'user_engagement', 'Invalid values'),
     ('NaN observed fraction', _unknown_browser, columns.OBSERVED_FRACTION,
@@ -135,8 +168,8 @@ def test_planted_defects_are_anomalies(joined, clean_stats, name, fn, feature,
 def test_teacher_columns_are_checked_in_distill(joined):
   cols = dict(joined)
   n = len(cols[columns.CLICK_ID])
-  for name in columns.TEACHER_RATES:
+  for name in synthetic.TEACHER_RATES:
     cols[name] = np.full(n, 0.01, np.float32)
-  cols[columns.TEACHER_RATES[0]][0] = -1.0
+  cols[synthetic.TEACHER_RATES[0]][0] = -1.0
   found = _validate(_stats(cols), schemas.DISTILL)
-  assert columns.TEACHER_RATES[0] in found, found
+  assert synthetic.TEACHER_RATES[0] in found, found

@@ -11,8 +11,9 @@ from models import features as features_lib
 from models import serving_graph
 from models import towers
 from schemas import columns
+from world import synthetic
 
-NAMES = features_lib.SERVING_FEATURES
+NAMES = synthetic.SERVING_FEATURES
 # What the Keras tower behind Transform's graph converted to before (issue 18):
 # 115 ops, with a shape computation per embedding and a zero-variance guard per
 # numeric.
@@ -26,7 +27,7 @@ def transform_layer(stats):
   def layer(feeds):
     out = {}
     for name, x in feeds.items():
-      col = columns.BY_NAME[name]
+      col = synthetic.column(name)
       if col.kind == columns.Kind.CATEGORICAL:
         out[name] = tf.math.floormod(tf.cast(x, tf.int64), col.buckets)
         continue
@@ -42,7 +43,7 @@ def transform_layer(stats):
 def raw_rows(rng, n):
   rows = {}
   for name in NAMES:
-    col = columns.BY_NAME[name]
+    col = synthetic.column(name)
     if col.kind == columns.Kind.CATEGORICAL:  # negative and out-of-range ids too
       rows[name] = rng.integers(-50, 3 * col.buckets, n)
     elif col.dtype == 'int':
@@ -53,7 +54,7 @@ def raw_rows(rng, n):
 
 
 def feeds(rows):
-  return [tf.constant(rows[n].reshape(-1, 1).astype(features_lib.dtype(n).as_numpy_dtype))
+  return [tf.constant(rows[n].reshape(-1, 1).astype(features_lib.dtype(synthetic.column(n)).as_numpy_dtype))
           for n in NAMES]
 
 
@@ -69,8 +70,8 @@ def lean(tmp_path_factory):
   stats = {n: (float(rng.normal(1, 0.5)), float(rng.uniform(0.5, 2))) for n in NAMES}
   stats['user_engagement'] = (0.3, 0.0)
   tft_layer = transform_layer(stats)
-  towers.rescale_embeddings(network, NAMES)
-  graph = serving_graph.LeanServing(network, tft_layer, NAMES)
+  towers.rescale_embeddings(network, synthetic.features(NAMES))
+  graph = serving_graph.LeanServing(network, tft_layer, synthetic.features(NAMES))
   module = tf.Module()
   module.graph = graph
   path = str(tmp_path_factory.mktemp('lean') / 'saved')
@@ -119,7 +120,7 @@ def test_int8_core_is_int8_end_to_end_with_float_edges(lean):
   def representative():
     for i in range(300):
       yield {n: calibration[n][i:i + 1].reshape(1, 1).astype(
-          features_lib.dtype(n).as_numpy_dtype) for n in NAMES}
+          features_lib.dtype(synthetic.column(n)).as_numpy_dtype) for n in NAMES}
   model = convert.convert(path, 'int8', representative)
   convert.check(model, NAMES, 'int8')
   table = convert.op_table(model)

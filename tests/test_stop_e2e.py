@@ -13,6 +13,7 @@ from pipeline import local
 from schemas import columns
 from schemas import records
 from tests import helpers
+from world import synthetic
 
 pytestmark = pytest.mark.e2e
 
@@ -83,7 +84,7 @@ def test_planted_violation_stops_the_run_before_transform(tmp_path):
   eg = local.node_outputs(local.LocalPaths.from_config(cfg).metadata,
                           cfg.pipeline_name, 'ConversionLogExampleGen')['examples'][0]
   rows = records.read_examples(os.path.join(eg.uri, 'Split-train'))
-  unknown = rows[columns.BROWSER] == 4
+  unknown = rows[synthetic.BROWSER] == 4
   assert unknown.any() and np.isnan(rows[columns.OBSERVED_FRACTION][unknown]).all()
   assert not os.path.exists(cfg.paths.serving_dir)
 

@@ -17,6 +17,7 @@ from models import hparams
 from models import nll
 from models import student_tuner
 from schemas import columns
+from world import synthetic
 
 
 def test_tune_mask_is_a_stable_nested_share_of_click_ids():
@@ -95,10 +96,10 @@ def test_create_pipeline_refuses_a_sweep_without_a_tune_split(tmp_path):
 
 def _rows(n, panel):
   rng = np.random.default_rng(0)
-  rows = {c: rng.poisson(0.3, n) for c in columns.LABELS}
-  rows.update({c: np.full(n, 1.0) for c in columns.EXPOSURES})
-  rows.update({c: np.full(n, 0.5) for c in columns.OBSERVED_EXPOSURES})
-  rows[columns.IN_PANEL] = panel
+  rows = {c: rng.poisson(0.3, n) for c in synthetic.LABELS}
+  rows.update({c: np.full(n, 1.0) for c in synthetic.EXPOSURES})
+  rows.update({c: np.full(n, 0.5) for c in synthetic.OBSERVED_EXPOSURES})
+  rows[hparams.PANEL] = panel
   return rows
 
 
@@ -106,19 +107,21 @@ def test_tune_nll_uses_exposures_on_the_panel_and_prior_offsets_elsewhere():
   n = 1000
   panel = (np.arange(n) % 4 == 0).astype(np.int64)
   rows = _rows(n, panel)
-  rates = np.full((n, len(columns.LABELS)), 0.3)
-  got = hparams.tune_nll(rates, rows, hparams.SCORE_PANEL)
+  rates = np.full((n, len(synthetic.LABELS)), 0.3)
+  got = hparams.tune_nll(rates, rows, hparams.SCORE_PANEL, synthetic.WINDOW_NAMES)
   keep = panel == 1
   want = sum(nll.poisson_nll_per_example(rows[c][keep], np.full(keep.sum(), 0.3))
-             for c in columns.LABELS).mean()
+             for c in synthetic.LABELS).mean()
   assert got['examples'] == keep.sum() and got['nll'] == pytest.approx(want)
-  prior = hparams.tune_nll(rates, rows, hparams.SCORE_PRIOR)
+  prior = hparams.tune_nll(rates, rows, hparams.SCORE_PRIOR, synthetic.WINDOW_NAMES)
   want = sum(nll.poisson_nll_per_example(rows[c], np.full(n, 0.15))
-             for c in columns.LABELS).mean()
+             for c in synthetic.LABELS).mean()
   assert prior['examples'] == n and prior['nll'] == pytest.approx(want)
   assert hparams.score_mode('auto', panel, 100) == hparams.SCORE_PANEL
   assert hparams.score_mode('auto', panel, 10_000) == hparams.SCORE_PRIOR
   assert hparams.score_mode('prior', panel, 1) == hparams.SCORE_PRIOR
+  # A dataset without a panel scores on the prior's offsets.
+  assert hparams.score_mode('auto', None, 1) == hparams.SCORE_PRIOR
 
 
 def _hp_artifact(uri, body):

@@ -14,6 +14,7 @@ import config as config_lib
 from models import teacher_trainer
 from schemas import codec
 from schemas import columns
+from world import synthetic
 
 T = 1_768_000_000 - 1_768_000_000 % 86400  # a UTC midnight
 HOUR = 3600
@@ -28,12 +29,12 @@ def write_train_split(path, click_ts):
       columns.SNAPSHOT_TS: np.full(n, T, dtype=np.int64),
       columns.OBSERVED_FRACTION: np.ones(n, np.float32),
   }
-  for name in columns.LABELS:
+  for name in synthetic.LABELS:
     cols[name] = rng.poisson(0.05, n).astype(np.int64)
-  for name in columns.EXPOSURES + columns.OBSERVED_EXPOSURES:
+  for name in synthetic.EXPOSURES + synthetic.OBSERVED_EXPOSURES:
     cols[name] = np.ones(n, np.float32)
-  for name in columns.SERVING_FEATURES + columns.TEACHER_ONLY_FEATURES:
-    col = columns.BY_NAME[name]
+  for name in synthetic.SERVING_FEATURES + synthetic.TEACHER_ONLY_FEATURES:
+    col = synthetic.column(name)
     cols[name] = (rng.integers(0, col.buckets or 5, n).astype(np.int64)
                   if col.dtype == 'int' else rng.random(n).astype(np.float32))
   with tf.io.TFRecordWriter(path, options='GZIP') as w:
@@ -72,7 +73,7 @@ def test_no_click_newer_than_the_cutoff_is_trained_on(train_split, lag_hours):
   # Batches drop the remainder (static shapes), so at most batch-1 old clicks miss.
   assert not trained & newer
   assert trained <= older and len(older) - len(trained) < 7
-  summary = teacher_trainer.lag_summary([path], lag_hours)
+  summary = teacher_trainer.lag_summary([path], lag_hours, synthetic.spec())
   assert summary['cutoff_ts'] == cutoff
   assert summary['examples_trained_on'] == len(older)
   assert summary['latest_click_ts_trained_on'] == max(older)
@@ -90,4 +91,4 @@ def test_a_window_shorter_than_the_lag_is_an_error(tmp_path):
   path = str(tmp_path / 'recent.tfrecord.gz')
   write_train_split(path, np.arange(T - 30 * HOUR, T - 24 * HOUR, 600))
   with pytest.raises(ValueError, match='window is shorter than the lag'):
-    teacher_trainer.lag_summary([path], 40)
+    teacher_trainer.lag_summary([path], 40, synthetic.spec())

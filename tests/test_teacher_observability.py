@@ -13,8 +13,9 @@ from models import losses
 from models import towers
 from models import training
 from schemas import columns
+from world import synthetic
 
-W = towers.N_WINDOWS
+W = len(synthetic.WINDOW_NAMES)
 
 
 def _targets(n, rng, panel_share=0.3):
@@ -80,7 +81,8 @@ def test_the_head_learns_what_the_prior_misses_and_the_panel_pins_the_rate():
              losses.IN_PANEL: panel[:, None].astype(np.int64)}
   def fit(head):
     tf.keras.utils.set_random_seed(0)
-    network = towers.build_tower(['advertiser_id', 'user_engagement'], [16], 0, 4,
+    network = towers.build_tower([synthetic.column('advertiser_id'), synthetic.column('user_engagement')],
+                                 W, [16], 0, 4,
                                  name='t', observability_head=head)
     model = training.LossModel(network, losses.teacher_loss)
     model.compile(optimizer=tf.keras.optimizers.Adam(0.02))
@@ -108,7 +110,6 @@ def test_the_head_learns_what_the_prior_misses_and_the_panel_pins_the_rate():
   # panel keeps it near the truth.
   assert errors[False].mean() > 0.3, errors[False]
   assert errors[True].mean() < 0.5 * errors[False].mean(), errors
-  assert columns.IN_PANEL == losses.IN_PANEL
 
 
 class _Features(tf.Module):
@@ -117,7 +118,7 @@ class _Features(tf.Module):
   def __call__(self, raw):
     out = {}
     for name, x in raw.items():
-      col = columns.BY_NAME[name]
+      col = synthetic.column(name)
       out[name] = (tf.math.floormod(x, col.buckets) if col.buckets
                    else tf.cast(x, tf.float32))
     return out
@@ -129,9 +130,10 @@ def _examples(rows):
   out = []
   for row in rows:
     feats = {}
-    for name in features_lib.TEACHER_FEATURES + export.OBSERVABILITY_COLUMNS:
+    for name in synthetic.TEACHER_FEATURES + export.observability_columns(
+        synthetic.spec()):
       value = row.get(name, 1)
-      if features_lib.dtype(name) == tf.int64:
+      if features_lib.dtype(synthetic.column(name)) == tf.int64:
         feats[name] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(value)]))
       else:
         feats[name] = tf.train.Feature(float_list=tf.train.FloatList(value=[float(value)]))
@@ -157,12 +159,17 @@ def test_the_predict_signature_writes_per_click_observability(tmp_path, head):
   rows = []
   for i in range(8):
     e = rng.uniform(0.1, 1.0, W)
-    rows.append({columns.BROWSER: i % 5, columns.ADVERTISER_FIRST_PARTY: i % 2,
-                 columns.IN_PANEL: int(i == 3),
-                 **dict(zip(columns.EXPOSURES, e)),
-                 **dict(zip(columns.OBSERVED_EXPOSURES,
+    b, fp = i % 5, i % 2
+    rows.append({synthetic.BROWSER: b, synthetic.ADVERTISER_FIRST_PARTY: fp,
+                 synthetic.IN_PANEL: int(i == 3),
+                 # The prior's mature share, as the ExampleGen writes it (1 on
+                 # the panel).
+                 **dict(zip(synthetic.PRIOR_OBSERVABILITY,
+                            np.ones(W) if i == 3 else shares[2 * b + fp])),
+                 **dict(zip(synthetic.EXPOSURES, e)),
+                 **dict(zip(synthetic.OBSERVED_EXPOSURES,
                             e if i == 3 else e * rng.uniform(0.2, 0.9, W)))})
-  export.save_teacher(network, _Features(), str(tmp_path), {}, shares)
+  export.save_teacher(network, _Features(), str(tmp_path), {}, cfg.dataset)
   predict = tf.saved_model.load(str(tmp_path)).signatures[export.PREDICT_SIGNATURE]
   got = {k: v.numpy() for k, v in predict(examples=_examples(rows)).items()}
   d = shift if head else np.zeros(W)
@@ -170,17 +177,18 @@ def test_the_predict_signature_writes_per_click_observability(tmp_path, head):
   def sigmoid_shift(p):
     return 1 / (1 + np.exp(-(np.log(p / (1 - p)) + d)))
   for i, row in enumerate(rows):
-    panel = row[columns.IN_PANEL] == 1
-    e = np.array([row[c] for c in columns.EXPOSURES])
-    o = np.array([row[c] for c in columns.OBSERVED_EXPOSURES])
-    p = shares[2 * row[columns.BROWSER] + row[columns.ADVERTISER_FIRST_PARTY]]
-    q = [got[k][i] for k in export.OBSERVABILITY_OUTPUTS]
-    observed = [got[k][i] for k in export.OBSERVED_EXPOSURE_OUTPUTS]
+    panel = row[synthetic.IN_PANEL] == 1
+    e = np.array([row[c] for c in synthetic.EXPOSURES])
+    o = np.array([row[c] for c in synthetic.OBSERVED_EXPOSURES])
+    p = shares[2 * row[synthetic.BROWSER] + row[synthetic.ADVERTISER_FIRST_PARTY]]
+    q = [got[k][i] for k in export.observability_outputs(synthetic.WINDOW_NAMES)]
+    observed = [got[k][i]
+                for k in export.observed_exposure_outputs(synthetic.WINDOW_NAMES)]
     np.testing.assert_allclose(q, np.ones(W) if panel else sigmoid_shift(p),
                                rtol=1e-5)
     np.testing.assert_allclose(observed, e if panel else e * sigmoid_shift(o / e),
                                rtol=1e-4)
-  for key in export.RATE_OUTPUTS + (export.HINT_OUTPUT,):
+  for key in export.rate_outputs(synthetic.WINDOW_NAMES) + (export.HINT_OUTPUT,):
     assert key in got
 
 
@@ -197,31 +205,35 @@ def test_the_predict_signature_applies_the_panel_calibration(tmp_path):
   rng = np.random.default_rng(1)
   shares = rng.uniform(0.3, 0.9, (10, W)).astype(np.float32)
   tables = {'segment': rng.uniform(0.5, 1.5, (10, W)),
-            'country': rng.uniform(0.7, 1.2, 32),
-            'advertiser': rng.uniform(0.6, 1.3, 4096)}
+            synthetic.COUNTRY: rng.uniform(0.7, 1.2, 32),
+            synthetic.ADVERTISER: rng.uniform(0.6, 1.3, 4096)}
   rows = []
   for i in range(6):
     e = rng.uniform(0.1, 1.0, W)
-    rows.append({columns.BROWSER: i % 5, columns.ADVERTISER_FIRST_PARTY: i % 2,
-                 'country': 3 * i, 'advertiser_id': 100 + i, columns.IN_PANEL: 0,
-                 **dict(zip(columns.EXPOSURES, e)),
-                 **dict(zip(columns.OBSERVED_EXPOSURES, e * rng.uniform(0.2, 0.6, W)))})
-  export.save_teacher(network, _Features(), str(tmp_path), {}, shares, tables)
+    b, fp = i % 5, i % 2
+    rows.append({synthetic.BROWSER: b, synthetic.ADVERTISER_FIRST_PARTY: fp,
+                 'country': 3 * i, 'advertiser_id': 100 + i, synthetic.IN_PANEL: 0,
+                 **dict(zip(synthetic.PRIOR_OBSERVABILITY, shares[2 * b + fp])),
+                 **dict(zip(synthetic.EXPOSURES, e)),
+                 **dict(zip(synthetic.OBSERVED_EXPOSURES, e * rng.uniform(0.2, 0.6, W)))})
+  export.save_teacher(network, _Features(), str(tmp_path), {}, cfg.dataset, tables)
   predict = tf.saved_model.load(str(tmp_path)).signatures[export.PREDICT_SIGNATURE]
   got = {k: v.numpy() for k, v in predict(examples=_examples(rows)).items()}
 
   def sigmoid_shift(p):
     return 1 / (1 + np.exp(-(np.log(p / (1 - p)) + shift)))
   for i, row in enumerate(rows):
-    ratio = (tables['segment'][2 * row[columns.BROWSER] +
-                               row[columns.ADVERTISER_FIRST_PARTY]] *
-             tables['country'][row['country']] *
-             tables['advertiser'][row['advertiser_id']])
-    e = np.array([row[c] for c in columns.EXPOSURES])
-    o = np.minimum(np.array([row[c] for c in columns.OBSERVED_EXPOSURES]) * ratio, e)
-    p = np.minimum(shares[2 * row[columns.BROWSER] +
-                          row[columns.ADVERTISER_FIRST_PARTY]] * ratio, 1 - 1e-6)
-    np.testing.assert_allclose([got[k][i] for k in export.OBSERVABILITY_OUTPUTS],
-                               sigmoid_shift(p), rtol=1e-4)
-    np.testing.assert_allclose([got[k][i] for k in export.OBSERVED_EXPOSURE_OUTPUTS],
-                               e * sigmoid_shift(o / e), rtol=1e-4)
+    ratio = (tables['segment'][2 * row[synthetic.BROWSER] +
+                               row[synthetic.ADVERTISER_FIRST_PARTY]] *
+             tables[synthetic.COUNTRY][row['country']] *
+             tables[synthetic.ADVERTISER][row['advertiser_id']])
+    e = np.array([row[c] for c in synthetic.EXPOSURES])
+    o = np.minimum(np.array([row[c] for c in synthetic.OBSERVED_EXPOSURES]) * ratio, e)
+    p = np.minimum(shares[2 * row[synthetic.BROWSER] +
+                          row[synthetic.ADVERTISER_FIRST_PARTY]] * ratio, 1 - 1e-6)
+    np.testing.assert_allclose(
+        [got[k][i] for k in export.observability_outputs(synthetic.WINDOW_NAMES)],
+        sigmoid_shift(p), rtol=1e-4)
+    np.testing.assert_allclose(
+        [got[k][i] for k in export.observed_exposure_outputs(synthetic.WINDOW_NAMES)],
+        e * sigmoid_shift(o / e), rtol=1e-4)

@@ -145,10 +145,10 @@ def test_every_task_runs_the_pipeline_image_with_dataflow_args(template):
                  '--max_num_workers=7', f'--sdk_container_image={IMAGE}',
                  f'--dataflow_kms_key={KEY}'):
       assert flag in args, (beam_node, flag)
-  # The schema is read where deploy/Dockerfile puts it.
+  # The schema generated beside the dataset spec, where deploy/Dockerfile puts it.
   schema = spec['root']['dag']['tasks']['ImportSchemaGen']['inputs']['parameters']
   assert schema['schema_file']['runtimeValue']['constantValue']['stringValue'] == \
-      '/pipeline/schemas/schema.pbtxt'
+      '/pipeline/datasets/synthetic_world/schema.pbtxt'
 
 
 def test_student_trains_on_a_tpu_pool_and_the_teacher_on_cpu(template):

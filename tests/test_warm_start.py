@@ -14,6 +14,7 @@ from models import export
 from models import student_trainer
 from models import towers
 from pipeline import report
+from world import synthetic
 
 
 @pytest.fixture(scope='module')
@@ -54,7 +55,7 @@ def test_layer_match_is_counted_and_logged(cfg, tmp_path, monkeypatch):
 
 def test_nothing_matched_fails(cfg, tmp_path):
   # dense_0 and window_heads by name, but other shapes: nothing can load.
-  other = towers.build_tower(['price'], [4], 0, 8, name='other')
+  other = towers.build_tower([synthetic.column('price')], 3, [4], 0, 8, name='other')
   base = served(tmp_path, other)
   network = towers.build_student_tower(cfg)
   with pytest.raises(student_trainer.WarmStartError, match='matched none of the 11'):

@@ -10,16 +10,19 @@ from typing import Dict, Mapping
 
 import numpy as np
 
+from config.dataset import DatasetSpec
 from models import glm as glm_lib
 from models import nll
 from schemas import columns
 
 
-def measure(clicks: Mapping[str, np.ndarray], seed: int = 0) -> Dict[str, float]:
+def measure(clicks: Mapping[str, np.ndarray], dataset: DatasetSpec,
+            seed: int = 0) -> Dict[str, float]:
   """NLLs on a held-out third of the clicks (GLM penalty picked on another third).
 
   Args:
     clicks: click-log columns, truth included.
+    dataset: the synthetic dataset's spec (its features).
     seed: the split's seed.
 
   Returns:
@@ -28,7 +31,8 @@ def measure(clicks: Mapping[str, np.ndarray], seed: int = 0) -> Dict[str, float]
     the teacher-only features close).
   """
   y = np.asarray(clicks[columns.TRUE_CONVERSIONS], dtype=np.float64)
-  rate = sum(np.asarray(clicks[n], dtype=np.float64) for n in columns.TRUE_RATES)
+  rate = sum(np.asarray(clicks[n], dtype=np.float64)
+             for n in columns.true_rates(dataset.window_names()))
   part = np.random.default_rng(seed).integers(0, 3, len(y))
   fit, valid, test = part == 0, part == 1, part == 2
 
@@ -41,9 +45,8 @@ def measure(clicks: Mapping[str, np.ndarray], seed: int = 0) -> Dict[str, float]
       'test_clicks': float(test.sum()),
   }
   for name, feats in [
-      ('glm_serving', columns.SERVING_FEATURES),
-      ('glm_with_teacher_only',
-       columns.SERVING_FEATURES + columns.TEACHER_ONLY_FEATURES)]:
+      ('glm_serving', dataset.serving_features()),
+      ('glm_with_teacher_only', dataset.teacher_features())]:
     glm = glm_lib.best_glm(rows(fit), y[fit], rows(valid), y[valid], feats)
     out[name] = nll.poisson_nll(y[test], glm.predict(rows(test)))
   out['glm_gap'] = out['glm_serving'] / out['floor'] - 1

@@ -48,12 +48,14 @@ import numpy as np
 import tensorflow as tf
 
 import config as config_lib
+from observation import delay as delay_lib
 from observation import labels
 from observation import snapshot
 from schemas import codec
 from schemas import columns
 from schemas import layout
 from world import observability as obs
+from world import synthetic
 
 # 2: teacher-only features drawn after the serving ones; 3: the observability
 # world (advertiser_first_party, in_panel, true_observability_<w>), a
@@ -63,10 +65,14 @@ MANIFEST = 'manifest.json'
 SECONDS_PER_DAY = 86400
 HOUR = snapshot.SECONDS_PER_HOUR
 
-_N = {c.name: c.buckets for c in columns.COLUMNS if c.buckets}
-N_QUERY_CATEGORIES = _N['query_category']
-N_PRODUCT_CATEGORIES = _N['product_category']
-N_COUNTRIES = _N['country']
+# The world's own columns (world/synthetic.py; its dataset spec declares them).
+BROWSER = synthetic.BROWSER
+TARGET_CPA = synthetic.TARGET_CPA
+FIRST_PARTY = synthetic.ADVERTISER_FIRST_PARTY
+IN_PANEL = synthetic.IN_PANEL
+N_QUERY_CATEGORIES = 64
+N_PRODUCT_CATEGORIES = 128
+N_COUNTRIES = 32
 DESKTOP, MOBILE, TABLET = 0, 1, 2
 # Local hour of the conversion-rate peak by device.
 _PEAK_HOUR = np.array([14.0, 21.0, 19.0])
@@ -107,7 +113,16 @@ class World:
     hours = np.arange(24)
     diurnal = 1.0 + 0.6 * np.sin(2 * np.pi * (hours - 9) / 24)
     self.hour_shares = diurnal / diurnal.sum()
-    self.delay = cfg.delay.model()
+    d = cfg.dataset
+    if not d.truth or d.segment != BROWSER:
+      raise config_lib.ConfigError(
+          f'dataset_file: the synthetic world writes the synthetic_world dataset '
+          f'(truth columns, browser segment), not {d.name!r}')
+    names = d.window_names()
+    self.true_rate_columns = columns.true_rates(names)
+    self.true_observability_columns = columns.true_observability(names)
+    self.window_names = names
+    self.delay = delay_lib.DelayModel(w.delay_window_scale_hours, d.window_tuple())
     # The observability world (docs/observability-world.md). Its draws come from
     # streams of their own, so the knob never moves a click or a true conversion.
     self.obs_tables = obs.advertiser_tables(np.random.default_rng([w.seed, 6]),
@@ -116,13 +131,13 @@ class World:
     self.panel_share = w.panel_share
     # Calibrated on a fixed sample so that the configured values are the world's
     # averages: the intercept gives mean true rate = world.base_rate, and the
-    # window logits give conversion-weighted shares = delay.window_shares
+    # window logits give conversion-weighted shares = world.delay_window_shares
     # (the price tilt and its correlation with the rate would move them).
     calib = self.features(np.random.default_rng([w.seed, 2]), 200_000, 0)
     self.intercept = 0.0
     self.intercept = np.log(w.base_rate) - np.log(
         np.mean(np.exp(self.log_rate(calib))))
-    target = np.asarray(cfg.delay.window_shares, dtype=np.float64)
+    target = np.asarray(w.delay_window_shares, dtype=np.float64)
     self.log_shares = np.log(np.maximum(target, 1e-12))
     rate = np.exp(self.log_rate(calib))[:, None]
     for _ in range(50):
@@ -142,7 +157,7 @@ class World:
                           self.obs_tables.tag_coverage[f['advertiser_id']][:, None],
                           survival) * self.window_shares(f)).sum(1)
     rate = np.exp(self.log_rate(f))
-    b = f[columns.BROWSER]
+    b = f[BROWSER]
     n_b = len(self.observed_fraction)
     mean = np.bincount(b, rate * mech, n_b) / np.maximum(np.bincount(b, rate, n_b),
                                                          1e-300)
@@ -156,7 +171,7 @@ class World:
     return obs.click_latents(rng, len(rate), rate, share)
 
   def _cap(self, f, lat) -> np.ndarray:
-    return obs.cap_hours(f[columns.BROWSER], f[columns.ADVERTISER_FIRST_PARTY],
+    return obs.cap_hours(f[BROWSER], f[FIRST_PARTY],
                          lat['decorated'])
 
   def report_probability(self, browser, advertiser, consent, in_panel,
@@ -172,7 +187,7 @@ class World:
     """[n, W] the report probability of a conversion in each window given the
     click's hidden state (the truth columns true_observability_<w>)."""
     return self.report_probability(
-        f[columns.BROWSER][:, None], f['advertiser_id'][:, None],
+        f[BROWSER][:, None], f['advertiser_id'][:, None],
         lat['consent'][:, None], lat['in_panel'][:, None],
         obs.window_survival(self.delay, self._cap(f, lat)))
 
@@ -183,16 +198,16 @@ class World:
     the most a model could learn of its observability. The report probability is
     linear in consent and in the cookie's survival, so the expectation plugs in
     the consent rate and the decoration-weighted survival."""
-    n = len(f[columns.BROWSER])
+    n = len(f[BROWSER])
     adv = f['advertiser_id']
     consent = self.obs_tables.consent_rate(adv, f['country'])
     survival = sum(
         share * obs.window_survival(self.delay, obs.cap_hours(
-            f[columns.BROWSER], f[columns.ADVERTISER_FIRST_PARTY],
+            f[BROWSER], f[FIRST_PARTY],
             np.full(n, decorated)))
         for decorated, share in ((1, obs.SPEC.decorated_share),
                                  (0, 1.0 - obs.SPEC.decorated_share)))
-    return self.report_probability(f[columns.BROWSER][:, None], adv[:, None],
+    return self.report_probability(f[BROWSER][:, None], adv[:, None],
                                    consent[:, None], 0, survival)
 
   def expected_observability(self, f: Dict[str, np.ndarray]) -> np.ndarray:
@@ -216,17 +231,18 @@ class World:
                        panel_share=0.0)
     edges = np.asarray(labels.SEGMENT_EDGES_HOURS)
     mid = 0.5 * (edges[:-1] + edges[1:])
-    adv, b = f['advertiser_id'], f[columns.BROWSER]
+    adv, b = f['advertiser_id'], f[BROWSER]
     cap = self._cap(f, lat)
     rate = np.exp(self.log_rate(f))[:, None] * self.window_shares(f)  # [n, W]
     # Conversions per click and segment, and their report probability.
-    mass = labels.segment_masses(self.delay, np.full(len(b), np.inf))  # [n, W, S]
+    mass = labels.segment_masses(self.delay.exposures, np.full(len(b), np.inf),
+                                 labels.SEGMENT_EDGES_HOURS)  # [n, W, S]
     weight = np.einsum('nw,nws->ns', rate, mass)
     p = np.stack([self.report_probability(
         b, adv, lat['consent'], lat['in_panel'], obs.cookie_survival(m, cap))
                   for m in mid], 1)  # [n, S]
     p_w = self.observability_by_window(f, lat)
-    fp = f[columns.ADVERTISER_FIRST_PARTY]
+    fp = f[FIRST_PARTY]
 
     def share(num, den):
       return [round(float(x), 6) for x in num / np.maximum(den, 1e-300)]
@@ -243,7 +259,7 @@ class World:
                         np.array([rate[b == k].sum()]))[0]
                   for k in range(len(self.observed_fraction))]
     return {'segment_edges_hours': list(labels.SEGMENT_EDGES_HOURS),
-            'windows': list(columns.WINDOW_NAMES), 'browsers': by_browser,
+            'windows': list(self.window_names), 'browsers': by_browser,
             'priors': priors}
 
   def features(self, rng: np.random.Generator, n: int,
@@ -272,7 +288,7 @@ class World:
         'query_length': (1 + rng.poisson(3.0, n)).astype(np.int64),
         'device': device.astype(np.int64),
         'hour': hour.astype(np.int64),
-        columns.BROWSER: browser.astype(np.int64),
+        BROWSER: browser.astype(np.int64),
         'country': country.astype(np.int64),
         'user_engagement': engagement.astype(np.float32),
         'user_past_conversions': rng.poisson(np.exp(0.5 * engagement - 0.5)).astype(
@@ -281,8 +297,8 @@ class World:
         'product_category': product_category.astype(np.int64),
         'price': (self.adv_price[adv] * np.exp(0.3 * rng.standard_normal(n))).astype(
             np.float32),
-        columns.TARGET_CPA: self.adv_tcpa[adv].astype(np.float32),
-        columns.ADVERTISER_FIRST_PARTY: self.obs_tables.first_party[adv],
+        TARGET_CPA: self.adv_tcpa[adv].astype(np.float32),
+        FIRST_PARTY: self.obs_tables.first_party[adv],
         **self.teacher_only(rng, engagement, adv),
     }
 
@@ -348,16 +364,17 @@ class World:
     f = {k: v[order] for k, v in f.items()}
     rates = np.exp(self.log_rate(f))[:, None] * self.window_shares(f)
     f[columns.CLICK_ID] = np.arange(first_id, first_id + n, dtype=np.int64)
-    for i, name in enumerate(columns.TRUE_RATES):
+    for i, name in enumerate(self.true_rate_columns):
       f[name] = rates[:, i].astype(np.float32)
     # Counts are drawn from the float32 rates written to the log, so the truth
     # columns are exactly the rates the counts came from.
-    counts = rng.poisson(np.stack([f[n] for n in columns.TRUE_RATES], axis=1))
+    counts = rng.poisson(np.stack([f[n] for n in self.true_rate_columns], axis=1))
     f[columns.TRUE_CONVERSIONS] = counts.sum(axis=1).astype(np.int64)
     f['_counts'] = counts
     lat = self.latents(latent_rng, f)
-    f[columns.IN_PANEL] = lat['in_panel']
-    for name, p in zip(columns.TRUE_OBSERVABILITY, self.observability_by_window(f, lat).T):
+    f[IN_PANEL] = lat['in_panel']
+    for name, p in zip(self.true_observability_columns,
+                       self.observability_by_window(f, lat).T):
       f[name] = p.astype(np.float32)
     f['_latents'] = lat
     return f
@@ -390,10 +407,10 @@ class World:
     delay_h = self.delay.sample(rng, window)
     ts = clicks[columns.CLICK_TS][click_pos] + np.floor(delay_h * HOUR).astype(
         np.int64)
-    browser = clicks[columns.BROWSER][click_pos]
+    browser = clicks[BROWSER][click_pos]
     lat = {k: v[click_pos] for k, v in clicks['_latents'].items()}
     adv = clicks['advertiser_id'][click_pos]
-    cap = obs.cap_hours(browser, clicks[columns.ADVERTISER_FIRST_PARTY][click_pos],
+    cap = obs.cap_hours(browser, clicks[FIRST_PARTY][click_pos],
                         lat['decorated'])
     p = self.report_probability(browser, adv, lat['consent'], lat['in_panel'],
                                 obs.cookie_survival(delay_h, cap))
@@ -421,10 +438,14 @@ def _daily_counts(num_clicks: int, days: int) -> np.ndarray:
 def _world_params(cfg: config_lib.Config) -> Dict:
   return {
       'generator_version': GENERATOR_VERSION,
-      'world': json.loads(json.dumps(cfg.world.__dict__)),
+      'world': json.loads(json.dumps({
+          k: v for k, v in cfg.world.__dict__.items()
+          if k not in ('delay_window_shares', 'delay_window_scale_hours')})),
       'observability': [b.__dict__ for b in cfg.observability.browsers],
       'observability_spec': json.loads(json.dumps(dataclasses.asdict(obs.SPEC))),
-      'delay': cfg.delay.__dict__,
+      # The true delay model, as generator version 3 recorded it.
+      'delay': {'window_shares': list(cfg.world.delay_window_shares),
+                'window_scale_hours': list(cfg.world.delay_window_scale_hours)},
   }
 
 
@@ -459,6 +480,7 @@ def generate(cfg: config_lib.Config, out_dir: str, log=print,
            'logged_conversions': 0, 'conversions_after_horizon': 0,
            'panel_clicks': 0}
   clicks_per_day = _daily_counts(w.num_clicks, w.days)
+  log_columns = [c.name for c in cfg.dataset.click_log_columns()]
   t0 = time.time()
   next_id = 0
   next_conversion_id = 0
@@ -482,10 +504,10 @@ def generate(cfg: config_lib.Config, out_dir: str, log=print,
       convs = world.conversions(rng, clicks)
       path = os.path.join(click_dir, f'part-{part:05d}.tfrecord.gz')
       with tf.io.TFRecordWriter(path, options='GZIP') as writer:
-        for record in codec.encode({c: clicks[c] for c in columns.CLICK_LOG_COLUMNS}):
+        for record in codec.encode({c: clicks[c] for c in log_columns}):
           writer.write(record)
       stats['clicks'] += n
-      stats['panel_clicks'] += int(clicks[columns.IN_PANEL].sum())
+      stats['panel_clicks'] += int(clicks[IN_PANEL].sum())
       stats['true_conversions'] += len(convs[columns.CONVERSION_TS])
       observed = convs['observed']
       stats['observed_conversions'] += int(observed.sum())
@@ -586,6 +608,11 @@ def main(argv=None) -> int:
     cfg = config_lib.load_config(args.config, args.overrides)
   except config_lib.ConfigError as e:
     parser.exit(2, f'error: {e}\n')
+  if not cfg.dataset.truth:
+    # `make run` on a team's own logs: there is nothing to generate.
+    print(f'dataset {cfg.dataset.name} is not the synthetic world; nothing to '
+          f'generate (its logs: {cfg.paths.data_root or cfg.dataset.source.format})')
+    return 0
   out = args.out or cfg.paths.data_root
   existing = read_manifest(out)
   if existing is not None and not args.force:

@@ -6,20 +6,18 @@ local or gs:// (listing goes through tf.io.gfile).
 
 import dataclasses
 import datetime
-import os
 from typing import List
 
 import numpy as np
-import tensorflow as tf
 
+from components.example_gen import sources
+from config.dataset import DatasetSpec
 from observation import snapshot
-from schemas import layout
 
 DAY = datetime.timedelta(days=1)
 
 
-class WindowError(ValueError):
-  """The logs cannot make the requested window (names dates and paths)."""
+WindowError = sources.WindowError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,76 +43,27 @@ class Window:
     return out
 
 
-def partition_days(data_root: str, log: str) -> List[datetime.date]:
-  """The day partitions present under `<data_root>/<log>/`."""
-  root = os.path.join(data_root, log)
-  if not tf.io.gfile.isdir(root):
-    raise WindowError(f'no {log} log at {root}')
-  days = []
-  for name in tf.io.gfile.listdir(root):
-    day = layout.partition_day(name)
-    if day is not None:
-      days.append(day)
-  return sorted(days)
+def log_partitions(data_root: str, spec: DatasetSpec, log: str,
+                   window: Window) -> List[str]:
+  """The partition directories of `log` the window needs (all present and
+  complete; see sources.required_partitions)."""
+  source = getattr(spec.source, log)
+  describe = f'the window [{window.start.isoformat()}, {window.snapshot.isoformat()})'
+  return sources.required_partitions(sources.log_pattern(data_root, source),
+                                     source.complete_marker, window.days(), log,
+                                     describe)
 
 
-def latest_day(data_root: str, log: str) -> datetime.date:
-  days = partition_days(data_root, log)
-  if not days:
-    raise WindowError(f'no day partitions under {os.path.join(data_root, log)}')
-  return days[-1]
-
-
-def required_partitions(data_root: str, log: str, window: Window) -> List[str]:
-  """Partition directories the window needs; all must exist and be complete.
-
-  Raises:
-    WindowError: naming the missing days (a hole in the logs is an upstream
-      failure, not an empty day: the generator writes empty partitions too), or
-      the first partition without its completeness marker (a half-written day
-      would silently lower the labels).
-  """
-  present = set(partition_days(data_root, log))
-  needed = window.days()
-  missing = [d.isoformat() for d in needed if d not in present]
-  if missing:
-    shown = ', '.join(missing[:5]) + (' ...' if len(missing) > 5 else '')
-    raise WindowError(
-        f'{len(missing)} {log} partitions of the window [{window.start.isoformat()}, '
-        f'{window.snapshot.isoformat()}) are missing under '
-        f'{os.path.join(data_root, log)}: {shown}')
-  paths = [layout.partition_path(data_root, log, d) for d in needed]
-  for path in paths:
-    if not tf.io.gfile.exists(os.path.join(path, layout.COMPLETE_MARKER)):
-      raise WindowError(
-          f'{path}: partition without its {layout.COMPLETE_MARKER} marker (its '
-          'writer adds it after the last file); it may be half-written, so it is not '
-          'read')
-  return paths
-
-
-def partition_files(partition: str) -> List[str]:
-  """The record files of a partition directory, sorted (local or gs://).
-
-  Every file but the marker and hidden files is a record file: a stray file is
-  read, and fails as not a gzip TFRecord, rather than being skipped unseen.
-  """
-  out = []
-  for name in tf.io.gfile.listdir(partition):
-    if name.endswith('/'):  # a directory on GCS
-      raise WindowError(f'{os.path.join(partition, name)}: a directory inside a '
-                        'partition; partitions hold record files only')
-    if layout.is_data_file(name):
-      out.append(os.path.join(partition, name))
-  return sorted(out)
-
-
-def resolve_window(data_root: str, snapshot_time: str, policy: str, days: int,
-                   eval_days: int, now=lambda: datetime.datetime.now(snapshot.UTC)
-                   ) -> Window:
+def resolve_window(data_root: str, spec: DatasetSpec, snapshot_time: str, policy: str,
+                   days: int, eval_days: int,
+                   now=lambda: datetime.datetime.now(snapshot.UTC)) -> Window:
   """T (explicit or by policy) and the window ending at it."""
-  t = snapshot.resolve(snapshot_time, policy,
-                       lambda: latest_day(data_root, layout.CLICKS), now)
+  def data_end() -> datetime.date:
+    if spec.source.format == 'bigquery':
+      raise WindowError('window.snapshot_policy data_end lists day partitions; a '
+                        'BigQuery source has none (use execution_midnight or give T)')
+    return sources.latest_day(sources.log_pattern(data_root, spec.source.clicks))
+  t = snapshot.resolve(snapshot_time, policy, data_end, now)
   return Window.ending_at(t, days, eval_days)
 
 

@@ -31,7 +31,6 @@ from models import export
 from models import fallback as fallback_lib
 from models import poisson_metric
 from models import spend_metric
-from observation import labels
 from schemas import codec
 from schemas import columns
 from schemas import records
@@ -65,7 +64,7 @@ CALIBRATION = f'{LOSS}_calibration'
 SPEND_ERROR = f'{spend_metric.NAME}_log_error'
 SPEND_RATIO = f'{spend_metric.NAME}_ratio'
 # The paper's key slice, tCPA > 250, as figures.slice_name names it.
-KEY_SLICE = f'{columns.TCPA_BUCKET}={labels.HIGH_TCPA_BUCKET}'
+KEY_SLICE = f'{columns.TCPA_BUCKET}={columns.HIGH_TCPA_BUCKET}'
 
 
 def _tflite(model_uri: str) -> bytes:
@@ -94,9 +93,15 @@ def areas_from(figs: Dict, latency: Optional[Dict], cfg: PromotionConfig
     loss_bias = rule_lib.loss_bias_area(overall[LOSS]['diff'], overall[BIAS]['diff'])
   else:
     loss_bias = rule_lib.Area(None, 'no loss / bias diff in the evaluation')
-  slice_diffs = {s: figs[s][SPEND_ERROR]['diff'] for s in tcpa_slices(figs)
+  slices = tcpa_slices(figs)
+  if not slices:
+    # A dataset without tCPA: the spend proxy weighs every click 1, so the
+    # business area is the overall spend calibration (SpendProxy, no guards).
+    slices = [figures_lib.OVERALL]
+  slice_diffs = {s: figs[s][SPEND_ERROR]['diff'] for s in slices
                  if 'diff' in figs[s].get(SPEND_ERROR, {})}
-  business = (rule_lib.business_area(KEY_SLICE, slice_diffs, cfg.slice_guard)
+  key = KEY_SLICE if slices != [figures_lib.OVERALL] else figures_lib.OVERALL
+  business = (rule_lib.business_area(key, slice_diffs, cfg.slice_guard)
               if slice_diffs else rule_lib.Area(None, 'no spend diffs in the evaluation'))
   speed = rule_lib.latency_area(latency_lib.diffs(latency) if latency else {},
                                 cfg.latency_tolerance)
@@ -145,7 +150,7 @@ def fallback_figures(params: Dict, model_uri: str, baseline, examples
   rows = codec.decode(records.read_records(
       os.path.join(artifact_utils.get_split_uri([examples], EVAL_SPLIT), '*'),
       FALLBACK_EXAMPLES))
-  if params['target'] == 'truth' and not all(c in rows for c in columns.TRUE_RATES):
+  if params['target'] == 'truth' and columns.TRUE_CONVERSIONS not in rows:
     raise ValueError('fallback.target truth needs the true rates in the eval '
                      'split (synthetic data); use fallback.target candidate')
   candidate = convert.predict(_tflite(model_uri), rows)
@@ -153,7 +158,8 @@ def fallback_figures(params: Dict, model_uri: str, baseline, examples
   band, report = fallback_lib.evaluate(
       candidate, reference, rows, params['level'], params['n_keys'],
       target=params['target'], min_clicks=params['min_slice_clicks'],
-      rule=params['rule'], lag_seconds=params['teacher_lag_seconds'])
+      rule=params['rule'], lag_seconds=params['teacher_lag_seconds'],
+      key=params.get('key_column', ''), slices=params.get('slices', ()))
   failed = report['failed']['overall']['mean']
   cap = params['max_failed_fraction']
   return {'band': band.to_dict(), **report, 'max_failed_fraction': cap,

@@ -104,11 +104,15 @@ def business_area(key_slice: str, slice_diffs: Mapping[str, Estimate],
   no_ci = [s for s, d in sorted(slice_diffs.items()) if not d.has_interval()]
   interval = (f'[{key.lower:+.4f}, {key.upper:+.4f}]' if key.has_interval() else
               '(no CI: too few conversions in a resample)')
+  guards = [s for s in slice_diffs if s != key_slice]
+  if guards:
+    guard_text = (f'; regressed beyond the guard {guard}: {regressed}' if regressed
+                  else f'; no tCPA slice worse by > {guard}')
+  else:
+    guard_text = ' (no tCPA in the dataset: overall spend calibration, no guards)'
   reason = (f'{key_slice} spend log-error diff {key.value:+.4f} {interval} '
-            f'{"better" if key_better else "not better"} beyond its CI; ' + (
-                f'regressed beyond the guard {guard}: {regressed}'
-                if regressed else f'no tCPA slice worse by > {guard}') + (
-                    f'; no CI on {no_ci}' if no_ci else ''))
+            f'{"better" if key_better else "not better"} beyond its CI' + guard_text + (
+                f'; no CI on {no_ci}' if no_ci else ''))
   return Area(key_better and not regressed, reason, guards_hold=not regressed)
 
 

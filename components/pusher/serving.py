@@ -48,7 +48,7 @@ def predict_with_fallback(version_dir: str, rows: Mapping[str, np.ndarray]
             'upper': np.full(n, np.inf)}
   band = fallback.Band.from_dict(meta[fallback.METADATA_BAND])
   ref = convert.predict(fallback_model, rows)
-  lower, upper = band.bounds(ref, rows[band.key])
+  lower, upper = band.bounds(ref, band.keys_of(rows, cand.size))
   bad = fallback.failed(cand, lower, upper)
   return {'pconvs': np.where(bad, ref, cand), 'candidate': cand, 'fallback': ref,
           'failed': bad, 'lower': lower, 'upper': upper}

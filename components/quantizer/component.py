@@ -21,10 +21,13 @@ class QuantizerSpec(ComponentSpec):
       # Largest relative NLL increase of quantized over float on eval.
       executor.MAX_NLL_INCREASE_KEY: ExecutionParameter(type=float),
       executor.LATENCY_SAMPLES_KEY: ExecutionParameter(type=int),
-      # EvalLabelSpec JSON: {mode, window_shares, full_threshold}
+      # EvalLabelSpec JSON: {mode, window_names, panel, full_threshold}
       # (observation/eval_labels.py).
       executor.EVAL_LABEL_KEY: ExecutionParameter(type=str),
       executor.SEED_KEY: ExecutionParameter(type=int),
+      # JSON list of the dataset's serving features: the TFLite model's inputs
+      # must be exactly these (empty: the student's raw signature's).
+      executor.SERVING_FEATURES_KEY: ExecutionParameter(type=str, optional=True),
   }
   INPUTS = {
       executor.MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),
@@ -50,12 +53,12 @@ class Quantizer(base_component.BaseComponent):
                mode: str = 'int8', calibration_examples: int = 1000,
                calibration_sampling: str = 'tcpa_stratified',
                max_nll_increase: float = 0.005, latency_samples: int = 2000,
-               eval_label: str = '{}', seed: int = 0):
+               eval_label: str = '{}', seed: int = 0, serving_features: str = ''):
     super().__init__(spec=QuantizerSpec(
         model=model, examples=examples, mode=mode,
         calibration_examples=calibration_examples,
         calibration_sampling=calibration_sampling,
         max_nll_increase=max_nll_increase, latency_samples=latency_samples,
-        eval_label=eval_label, seed=seed,
+        eval_label=eval_label, seed=seed, serving_features=serving_features,
         quantized_model=types.Channel(type=standard_artifacts.Model),
         report=types.Channel(type=QuantizationReport)))

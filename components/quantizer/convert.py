@@ -47,6 +47,13 @@ class Op:
   inputs: List[str] = dataclasses.field(default_factory=list)  # input tensor names
 
 
+def raw_inputs(student_dir: str) -> Dict[str, tf.TensorSpec]:
+  """The student's raw-feature signature's inputs by name, in its order: the
+  serving contract (the dataset's serving features, [batch, 1] each)."""
+  loaded = tf.saved_model.load(student_dir)
+  return dict(loaded.signatures[export.RAW_SIGNATURE].structured_input_signature[1])
+
+
 def raw_saved_model(student_dir: str, out_dir: str) -> str:
   """Re-saves the student's raw-feature signature as `serving_default`.
 

@@ -23,7 +23,6 @@ from tfx.utils import path_utils
 from components.quantizer import convert
 from components.quantizer import measure
 from models import export
-from models import features as features_lib
 from observation import eval_labels
 from schemas import records
 
@@ -40,6 +39,7 @@ LATENCY_SAMPLES_KEY = 'latency_samples'
 # JSON of observation.eval_labels.EvalLabelSpec.
 EVAL_LABEL_KEY = 'eval_label'
 SEED_KEY = 'seed'
+SERVING_FEATURES_KEY = 'serving_features'
 FLOAT_STUDENT_DIR = export.FLOAT_STUDENT_DIR
 REPORT_FILE = 'report.json'
 # Examples read from the train split to draw the calibration set from.
@@ -80,14 +80,18 @@ class Executor(base_executor.BaseExecutor):
     mode = exec_properties[MODE_KEY]
     label = eval_labels.EvalLabelSpec.from_json(exec_properties[EVAL_LABEL_KEY])
     student_dir = path_utils.serving_model_path(student.uri)
-    names = features_lib.SERVING_FEATURES
-    dtypes = {n: features_lib.dtype(n).as_numpy_dtype for n in names}
+    # The serving features are the student's raw signature's inputs (the
+    # dataset's serving features, by name and dtype).
+    inputs = convert.raw_inputs(student_dir)
+    names = list(inputs)
+    dtypes = {n: spec.dtype.as_numpy_dtype for n, spec in inputs.items()}
+    contract = json.loads(exec_properties.get(SERVING_FEATURES_KEY) or '[]') or names
 
     pool = measure.feature_rows(_records(examples, 'train', CALIBRATION_POOL))
     eval_records = _records(examples, 'eval')
     eval_rows = measure.feature_rows(eval_records)
-    label = dataclasses.replace(label, mode=eval_labels.resolve(label.mode,
-                                                                list(eval_rows)))
+    label = dataclasses.replace(label, mode=eval_labels.resolve(
+        label.mode, list(eval_rows), label.window_names, label.panel))
 
     with tempfile.TemporaryDirectory() as tmp:
       raw_dir = convert.raw_saved_model(student_dir, os.path.join(tmp, 'raw'))
@@ -99,8 +103,8 @@ class Executor(base_executor.BaseExecutor):
           measure.tail_indices(tf.saved_model.load(student_dir), pool))
       quantized = convert.convert(
           raw_dir, mode, measure.representative(pool, names, dtypes, calibration))
-    convert.check(float_model, names, 'float32')
-    ops = convert.check(quantized, names, mode)
+    convert.check(float_model, contract, 'float32')
+    ops = convert.check(quantized, contract, mode)
 
     float_pred = convert.predict(float_model, eval_rows)
     quant_pred = convert.predict(quantized, eval_rows)

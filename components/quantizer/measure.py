@@ -10,7 +10,6 @@ from components.quantizer import convert
 from models import export
 from models import nll
 from observation import eval_labels
-from observation import labels as labels_lib
 from schemas import codec
 from schemas import columns
 
@@ -22,18 +21,19 @@ def calibration_indices(rows: Dict[str, np.ndarray], count: int, sampling: str,
   """Indices of the representative examples.
 
   uniform: a random sample; tcpa_stratified: an equal share from each tCPA bucket
-  (the high-tCPA tail is rare, and its activations would otherwise set no range).
+  (the high-tCPA tail is rare, and its activations would otherwise set no range);
+  uniform when the dataset has no tCPA (no tcpa_bucket column).
   """
   n = len(rows[columns.CLICK_ID])
   rng = np.random.default_rng(seed)
-  if sampling == 'uniform':
-    return np.sort(rng.choice(n, min(count, n), replace=False))
-  if sampling != 'tcpa_stratified':
+  if sampling not in SAMPLINGS:
     raise ValueError(f'unknown calibration sampling {sampling!r}; one of {SAMPLINGS}')
+  if sampling == 'uniform' or columns.TCPA_BUCKET not in rows:
+    return np.sort(rng.choice(n, min(count, n), replace=False))
   buckets = rows[columns.TCPA_BUCKET]
-  per = max(1, count // len(labels_lib.TCPA_BUCKETS))
+  per = max(1, count // len(columns.TCPA_BUCKETS))
   chosen = []
-  for bucket in labels_lib.TCPA_BUCKETS:
+  for bucket in columns.TCPA_BUCKETS:
     members = np.flatnonzero(buckets == bucket)
     chosen.append(rng.choice(members, min(per, len(members)), replace=False))
   return np.sort(np.concatenate(chosen))
@@ -50,7 +50,7 @@ def tail_indices(loaded, rows: Dict[str, np.ndarray], top: int = 20,
   idx = set(np.argsort(-pconvs.ravel())[:top].tolist())
   transformed = loaded.tft_layer(feeds)
   for name in names:
-    if columns.BY_NAME[name].kind != columns.Kind.CATEGORICAL:
+    if transformed[name].dtype.is_floating:  # numerics (categoricals stay ids)
       order = np.argsort(transformed[name].numpy().ravel())
       idx |= set(order[:extremes].tolist()) | set(order[-extremes:].tolist())
   return np.array(sorted(idx), dtype=np.int64)

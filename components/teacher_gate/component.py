@@ -16,6 +16,9 @@ class TeacherGateSpec(ComponentSpec):
   PARAMETERS = {
       # config.TeacherGateConfig JSON: mode, min_gap_closed, min_improvement.
       executor.BAR_KEY: ExecutionParameter(type=str),
+      # The dataset's delay windows (JSON list) and panel column ('' : none).
+      executor.WINDOWS_KEY: ExecutionParameter(type=str),
+      executor.PANEL_KEY: ExecutionParameter(type=str, optional=True),
   }
   INPUTS = {
       executor.MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),
@@ -34,7 +37,9 @@ class TeacherGate(base_component.BaseComponent):
   SPEC_CLASS = TeacherGateSpec
   EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
 
-  def __init__(self, model: types.BaseChannel, examples: types.BaseChannel, bar: str):
+  def __init__(self, model: types.BaseChannel, examples: types.BaseChannel, bar: str,
+               window_names: str, panel: str = ''):
     super().__init__(spec=TeacherGateSpec(
-        model=model, examples=examples, bar=bar,
+        model=model, examples=examples, bar=bar, window_names=window_names,
+        panel=panel,
         result=types.Channel(type=GateResult)))

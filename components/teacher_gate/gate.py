@@ -29,13 +29,12 @@ conversion is not checked, and the verdict says so; without a panel the band is
 recorded as not checked.
 """
 
-from typing import Dict, List, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
 from config import TeacherGateConfig
 from models import nll
-from schemas import columns
 
 CALIBRATION_TOTAL = 'calibration_total'
 # Standard errors of label noise the calibration tolerance admits on top of the band.
@@ -65,31 +64,32 @@ def truth_metrics(y_true: np.ndarray, pconvs: np.ndarray,
   return m
 
 
-def truth_calibration(rates: np.ndarray,
-                      true_rates: np.ndarray) -> Dict[str, float]:
+def truth_calibration(rates: np.ndarray, true_rates: np.ndarray,
+                      window_names: Sequence[str]) -> Dict[str, float]:
   """Calibration per delay window against the true rates.
 
   Args:
     rates: [n, windows] the teacher's rate per window.
     true_rates: [n, windows] the true rates (true_rate_<w>), same window order.
+    window_names: the dataset's delay windows.
 
   Returns:
-    calibration_<window> = sum(rates_w) / sum(true_rates_w) for each window of
-    columns.WINDOW_NAMES, and calibration_total over all windows; inf (or nan)
-    where a window's true rates sum to 0.
+    calibration_<window> = sum(rates_w) / sum(true_rates_w) for each window,
+    and calibration_total over all windows; inf (or nan) where a window's true
+    rates sum to 0.
   """
   rates = np.asarray(rates, dtype=np.float64)
   true_rates = np.asarray(true_rates, dtype=np.float64)
-  shape = (rates.shape[0], len(columns.WINDOW_NAMES))
+  shape = (rates.shape[0], len(window_names))
   if rates.shape != shape or true_rates.shape != shape:
     raise ValueError(f'expected [n, {shape[1]}] rates and true rates (windows '
-                     f'{list(columns.WINDOW_NAMES)}), got {rates.shape} and '
+                     f'{list(window_names)}), got {rates.shape} and '
                      f'{true_rates.shape}')
   with np.errstate(divide='ignore', invalid='ignore'):
     per_window = rates.sum(0) / true_rates.sum(0)
     total = rates.sum() / true_rates.sum()
   m = {calibration_key(w): float(c)
-       for w, c in zip(columns.WINDOW_NAMES, per_window)}
+       for w, c in zip(window_names, per_window)}
   m[CALIBRATION_TOTAL] = float(total)
   return m
 
@@ -117,7 +117,8 @@ def panel_conversions_key(window: str) -> str:
 
 
 def calibration_checked(mode: str, bar: TeacherGateConfig,
-                        metrics: Dict[str, float] = None) -> bool:
+                        metrics: Dict[str, float],
+                        window_names: Sequence[str]) -> bool:
   """Whether `decide` holds the per-window calibration to the band: truth mode,
   or observed mode on a panel with conversions in some window."""
   if bar.calibration_band <= 0:
@@ -125,11 +126,12 @@ def calibration_checked(mode: str, bar: TeacherGateConfig,
   if mode == 'truth':
     return True
   return any((metrics or {}).get(panel_conversions_key(w), 0) > 0
-             for w in columns.WINDOW_NAMES)
+             for w in window_names)
 
 
 def panel_calibration(counts: np.ndarray, exposures: np.ndarray, rates: np.ndarray,
-                      in_panel: np.ndarray) -> Dict[str, float]:
+                      in_panel: np.ndarray,
+                      window_names: Sequence[str]) -> Dict[str, float]:
   """Per window on the panel: panel_calibration_<w> (nan without a conversion)
   and panel_conversions_<w>.
 
@@ -142,16 +144,16 @@ def panel_calibration(counts: np.ndarray, exposures: np.ndarray, rates: np.ndarr
   y = np.asarray(counts, np.float64)[panel].sum(0)
   mu = (np.asarray(exposures, np.float64) * np.asarray(rates, np.float64))[panel].sum(0)
   out = {}
-  for i, w in enumerate(columns.WINDOW_NAMES):
+  for i, w in enumerate(window_names):
     out[panel_key(w)] = float(mu[i] / y[i]) if y[i] > 0 else float('nan')
     out[panel_conversions_key(w)] = float(y[i])
   return out
 
 
-def _panel_clause(metrics: Dict[str, float],
-                  bar: TeacherGateConfig) -> Tuple[str, List[str]]:
+def _panel_clause(metrics: Dict[str, float], bar: TeacherGateConfig,
+                  window_names: Sequence[str]) -> Tuple[str, List[str]]:
   """The observed-mode calibration clause (on the panel) and the problems found."""
-  checked = [w for w in columns.WINDOW_NAMES
+  checked = [w for w in window_names
              if metrics.get(panel_conversions_key(w), 0) > 0]
   if not checked:
     return ('per-window calibration not checked (no truth in observed mode and no '
@@ -170,17 +172,17 @@ def _panel_clause(metrics: Dict[str, float],
   text = 'calibration on the panel per window ' + ', '.join(parts)
   if band <= 0:
     text += ' (not checked: calibration_band 0)'
-  unchecked = [w for w in columns.WINDOW_NAMES if w not in checked]
+  unchecked = [w for w in window_names if w not in checked]
   if unchecked:
     text += f'; {", ".join(unchecked)} not checked (no panel conversion)'
   return text, problems
 
 
-def _calibration(metrics: Dict[str, float],
-                 bar: TeacherGateConfig) -> Tuple[str, List[str]]:
+def _calibration(metrics: Dict[str, float], bar: TeacherGateConfig,
+                 window_names: Sequence[str]) -> Tuple[str, List[str]]:
   """The truth-mode calibration clause of the verdict and the problems found."""
   band = bar.calibration_band
-  keys = [calibration_key(w) for w in columns.WINDOW_NAMES] + [CALIBRATION_TOTAL]
+  keys = [calibration_key(w) for w in window_names] + [CALIBRATION_TOTAL]
   missing = [k for k in keys if k not in metrics]
   if missing and band > 0:
     # A caller bug, not a bad teacher: an unmeasured band must not pass.
@@ -189,12 +191,12 @@ def _calibration(metrics: Dict[str, float],
   if missing:
     return 'per-window calibration not checked (calibration_band 0)', []
   figures = ', '.join(f'{w} {metrics[calibration_key(w)]:.3f}'
-                      for w in columns.WINDOW_NAMES)
+                      for w in window_names)
   text = (f'calibration (predicted / true rate) per window {figures}, total '
           f'{metrics[CALIBRATION_TOTAL]:.3f}')
   if band <= 0:
     return text + ' (not checked: calibration_band 0)', []
-  tol = {w: tolerance(metrics, w, band) for w in columns.WINDOW_NAMES}
+  tol = {w: tolerance(metrics, w, band) for w in window_names}
 
   def why(w):
     n = metrics.get(conversions_key(w))
@@ -204,10 +206,10 @@ def _calibration(metrics: Dict[str, float],
   # `not ... <= ...` also catches nan.
   problems = [f'window {w} calibration {metrics[calibration_key(w)]:.3f} is '
               f'outside 1 +- {tol[w]:.3f} ({why(w)})'
-              for w in columns.WINDOW_NAMES
+              for w in window_names
               if not abs(metrics[calibration_key(w)] - 1.0) <= tol[w]]
   return text + '; tolerances ' + ', '.join(
-      f'{w} +-{tol[w]:.3f}' for w in columns.WINDOW_NAMES), problems
+      f'{w} +-{tol[w]:.3f}' for w in window_names), problems
 
 
 def observed_metrics(counts: np.ndarray, offsets: np.ndarray,
@@ -231,7 +233,8 @@ def observed_metrics(counts: np.ndarray, offsets: np.ndarray,
   return m
 
 
-def decide(mode: str, metrics: Dict[str, float], bar: TeacherGateConfig) -> str:
+def decide(mode: str, metrics: Dict[str, float], bar: TeacherGateConfig,
+           window_names: Sequence[str]) -> str:
   """The verdict's explanation; raises TeacherGateError when the teacher fails.
 
   Truth mode fails below `min_gap_closed` or, with a `calibration_band`, when any
@@ -245,14 +248,14 @@ def decide(mode: str, metrics: Dict[str, float], bar: TeacherGateConfig) -> str:
             f"{metrics['gap_closed']:.1%} of the gap between the constant rate "
             f"({metrics['constant_nll']:.5f}) and the Bayes floor "
             f"({metrics['floor_nll']:.5f}); the bar is {bar.min_gap_closed:.0%}")
-    calibration, problems = _calibration(metrics, bar)
+    calibration, problems = _calibration(metrics, bar, window_names)
     text += '; ' + calibration
   elif mode == 'observed':
     ok = metrics['improvement'] >= bar.min_improvement
     text = (f"teacher thinned eval NLL {metrics['teacher_nll']:.5f} improves on "
             f"constant rates ({metrics['constant_nll']:.5f}) by "
             f"{metrics['improvement']:.2%}; the bar is {bar.min_improvement:.2%}")
-    calibration, problems = _panel_clause(metrics, bar)
+    calibration, problems = _panel_clause(metrics, bar, window_names)
     text += '; ' + calibration
   else:
     raise ValueError(f'unknown teacher gate mode {mode!r}')
