@@ -20,6 +20,9 @@ CONFIG ?= pipeline/configs/default.yaml
 SET    ?=
 ARGS   ?=
 PYTEST_ARGS ?=
+# The suite on every core (pytest-xdist); each end-to-end fixture stays on one
+# worker (conftest.py). TEST_WORKERS=0 runs it in this process.
+TEST_WORKERS ?= auto
 # Vertex: the images (also passed to the config as vertex.image and
 # vertex.student.image when set) and the compiled template.
 IMAGE     ?=
@@ -85,10 +88,10 @@ schedule: compile  ## Create the nightly Vertex AI schedule of TEMPLATE (vertex.
 	$(PY) -m pipeline.cli schedule --config $(CONFIG) --template $(TEMPLATE) $(VERTEX_SET) $(SET) $(ARGS)
 
 test: setup  ## Run the whole suite (unit, executor, end-to-end, compile tests).
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 test-fast: setup  ## Run the suite without the end-to-end DAG tests.
-	$(PY) -m pytest -m "not e2e" $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup -m "not e2e" $(PYTEST_ARGS)
 
 bench: bench-world bench-quality bench-quant bench-serving bench-pruning  ## All benchmarks (hours on 2 cores: see the README); quality results in bench/reported/.
 

@@ -20,6 +20,20 @@ from tfx.utils import dependency_utils  # pylint: disable=g-import-not-at-top
 from world import generator  # pylint: disable=g-import-not-at-top
 
 
+# The session fixtures that run whole pipelines, each built once per worker that
+# asks for it: `make test` runs pytest-xdist with --dist loadgroup, so every test
+# of one fixture lands on the same worker and each DAG runs once.
+_ONE_WORKER_FIXTURES = ('e2e', 'app_e2e')
+
+
+def pytest_collection_modifyitems(items):
+  for item in items:
+    for name in _ONE_WORKER_FIXTURES:
+      if name in getattr(item, 'fixturenames', ()):
+        item.add_marker(pytest.mark.xdist_group(name))
+        break
+
+
 @pytest.fixture(scope='session', autouse=True)
 def no_tfx_sdist_per_beam_component():
   """Local Beam components run without TFX's per-executor sdist of itself.
