@@ -26,6 +26,8 @@ from world import generator  # pylint: disable=g-import-not-at-top
 _ONE_WORKER_FIXTURES = ('e2e', 'app_e2e')
 
 
+# First: xdist's own hook reads the xdist_group marks into the node ids.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items):
   for item in items:
     for name in _ONE_WORKER_FIXTURES:
