@@ -606,24 +606,33 @@ PROMOTION_RULES = ('auto', '2_of_3', 'refresh', 'loss_only')
 class PromotionConfig:
   """The promotion step after the Evaluator (§7; components/promotion/).
 
-  Areas: 1 loss and bias (PoissonLogLoss better beyond its CI, |log calibration|
-  not worse beyond its CI); 2 business (the spend log-error |log(sum tCPA pConvs /
-  sum tCPA conversions)| better beyond its CI on tCPA > 250, and no tCPA bucket
-  worse by more than `slice_guard` beyond its CI); 3 latency (candidate and
-  baseline TFLite timed interleaved: p50 faster beyond its CI at batch 1 or the
-  serving batch, and no p50 / p99 slower by more than `latency_tolerance` beyond
-  its CI).
+  Both models score every eval click; each area is judged on paired per-click
+  comparisons with closed-form 95% intervals (components/promotion/paired.py).
+  Areas: 1 loss and bias (the Poisson log loss better beyond its CI, |log
+  calibration| not worse beyond its CI); 2 business (the spend log-error |log(sum
+  tCPA pConvs / sum tCPA conversions)| better beyond its CI over every scored
+  click, and no tCPA bucket worse by more than `slice_guard` beyond its CI;
+  without tCPA every click weighs 1); 3 latency, only where the two TFLite graphs
+  differ (else not applicable): p50 faster beyond its CI at batch 1 or the
+  serving batch, and no p50 / p99 slower by more than `latency_tolerance`.
 
   rule:
-    2_of_3: two of the three areas improve (a recipe or architecture change);
-    refresh: area 1 improves and the guards hold (bias, tCPA slices);
+    2_of_3: two of the applicable areas improve (both when two apply: a nightly
+      student of the served architecture), and every guard holds;
+    refresh: area 1 improves and every guard holds;
     loss_only: the Evaluator's blessing (PoissonLogLoss thresholds), as before;
     auto: 2_of_3 when the candidate's recipe fingerprint differs from the
       served baseline's (or the baseline has none), else refresh.
+  Every rule also needs gate.max_nll and the fallback band's failed fraction
+  within its cap.
   """
   rule: str = _field('auto', choices=PROMOTION_RULES)
   # Largest worsening of a tCPA bucket's spend log-error (beyond its CI).
   slice_guard: float = _field(0.05, min=0.0)
+  # A tCPA bucket guards only with at least this many eval conversions: below
+  # it the normal interval of its spend log-error is no interval (a bucket of
+  # 2 conversions trips a 95% guard on one night in five).
+  min_guard_conversions: int = _field(30, min=1)
   # Timed invokes per model and batch size (interleaved); >= 10,000 by default.
   latency_samples: int = _field(10_000, min=100)
   serving_batch: int = _field(64, min=2)

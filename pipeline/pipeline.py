@@ -257,6 +257,7 @@ def create_pipeline(
         examples=bulk_inferrer.outputs['output_examples'],
         config=cfg.promotion.to_json(), max_nll=cfg.gate.max_nll,
         fallback=cfg.fallback_parameter(),
+        eval_label=cfg.eval_label_spec().to_json(), tcpa=cfg.dataset.tcpa,
     ).with_id('Promotion')
     # The push follows the final decision only: the Promotion's blessing.
     pusher = VersionedPusher(

@@ -63,28 +63,25 @@ AREA_TITLES = {'loss_bias': 'area 1 loss and bias', 'business': 'area 2 business
 
 
 def promotion_text(p: Dict) -> list:
-  """Lines of the promotion decision: rule, the three areas, every rule."""
+  """Lines of the promotion decision: one line of why, the three areas, every
+  rule's decision."""
   if p.get('rule_applied') == 'bootstrap':
     recipe = 'bootstrap: no baseline, the Evaluator decides'
   else:
     recipe = ('same recipe' if p.get('same_recipe')
               else 'recipe or architecture changed') + f': auto is {p.get("auto_rule")}'
-  lines = [f'promotion: {"promoted" if p["blessed"] else "not promoted"} '
-           f'(rule {p.get("rule")} -> {p.get("rule_applied")}; {recipe}; '
-           'the push follows this)']
+  # The executor's one line: the rule's verdict and why, and the smallest loss
+  # difference this night's eval set resolves.
+  lines = [f'promotion: {p.get("reason") or ("promoted" if p["blessed"] else "not promoted")}',
+           f'  rule {p.get("rule")} -> {p.get("rule_applied")} ({recipe}); '
+           'the push follows this']
   for name in promotion_rule.AREAS:
     flag = p.get(f'area_{name}', -1)
     verdict = {1: 'improved', 0: 'not improved'}.get(flag, 'not judged')
-    lines.append(f'  {AREA_TITLES[name]}: {verdict}: {p.get(f"area_{name}_reason", "")}')
-    if name == 'business' and 'key_spend_ratio_candidate' in p:
-      base = p.get('key_spend_ratio_baseline')
-      lines.append(f'    spend / desired spend on {evaluation.KEY_SLICE_NAME}: candidate '
-                   f'{p["key_spend_ratio_candidate"]:.3f}'
-                   + (f', baseline {base:.3f}' if base is not None else '')
-                   + (f'; overall: candidate {p["spend_ratio_candidate"]:.3f}'
-                      if 'spend_ratio_candidate' in p else '')
-                   + (f', baseline {p["spend_ratio_baseline"]:.3f}'
-                      if 'spend_ratio_baseline' in p else ''))
+    reason = p.get(f'area_{name}_reason', '')
+    if reason.startswith('not applicable'):
+      verdict, reason = 'not applicable', reason[len('not applicable: '):]
+    lines.append(f'  {AREA_TITLES[name]}: {verdict}: {reason}')
   if 'fallback_failed_fraction' in p:
     low = p.get('fallback_failed_browser_observability_low')
     cover = p.get('fallback_coverage_overall')

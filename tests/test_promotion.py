@@ -14,6 +14,7 @@ import config as config_lib
 from components.promotion import executor as promotion
 from components.promotion import figures
 from components.promotion import latency
+from components.promotion import paired
 from components.promotion import rule
 from components.served_baseline import executor as served_baseline
 from models import export
@@ -31,22 +32,22 @@ BETTER = E(-0.01, -0.015, -0.005)  # candidate - baseline wholly below 0
 SAME = E(0.0, -0.01, 0.01)  # an interval around 0: within the noise
 WORSE = E(0.01, 0.005, 0.015)
 KEY = promotion.KEY_SLICE
-TCPA = [f'{columns.TCPA_BUCKET}={b}' for b in
-        ('tcpa_le_50', 'tcpa_50_100', 'tcpa_100_250', 'tcpa_gt_250')]
+TCPA = [f'{columns.TCPA_BUCKET}={b}' for b in columns.TCPA_BUCKETS]
 
 
-def areas(loss=SAME, bias=SAME, key_spend=SAME, slices=SAME, p50=SAME, p99=SAME):
+def areas(loss=SAME, bias=SAME, spend=SAME, buckets=SAME, p50=SAME, p99=SAME,
+          latency_applies=True):
   return {
       'loss_bias': rule.loss_bias_area(loss, bias),
-      'business': rule.business_area(
-          KEY, {s: key_spend if s == KEY else slices for s in TCPA}, guard=0.05),
-      'latency': rule.latency_area({'batch_1': {'p50': p50, 'p99': p99},
-                                    'batch_64': {'p50': p50, 'p99': p99}}),
+      'business': rule.business_area(spend, {s: buckets for s in TCPA}, guard=0.05),
+      'latency': (rule.latency_area({'batch_1': {'p50': p50, 'p99': p99},
+                                     'batch_64': {'p50': p50, 'p99': p99}})
+                  if latency_applies else rule.not_applicable('one graph')),
   }
 
 
-def decide(rule_name, a, evaluator_blessed=True, value_ok=True):
-  return rule.decide(rule_name, a, evaluator_blessed, value_ok)
+def decide(rule_name, a, evaluator_blessed=True, value_ok=True, within_cap=True):
+  return rule.decide(rule_name, a, evaluator_blessed, value_ok, within_cap)
 
 
 def test_better_loss_alone_is_not_promoted_under_2_of_3():
@@ -58,23 +59,37 @@ def test_better_loss_alone_is_not_promoted_under_2_of_3():
   assert decide('refresh', a)
 
 
-def test_better_loss_and_latency_is_promoted_under_2_of_3():
+def test_two_improved_areas_are_promoted_under_2_of_3():
   assert decide('2_of_3', areas(loss=BETTER, p50=BETTER))
-  # Business and latency without area 1 are two areas too.
-  assert decide('2_of_3', areas(key_spend=BETTER, p50=BETTER))
-  # ... but not above the Evaluator's value threshold.
+  assert decide('2_of_3', areas(loss=BETTER, spend=BETTER))
+  # Business and latency without area 1 are two areas too ...
+  assert decide('2_of_3', areas(spend=BETTER, p50=BETTER))
+  # ... but not with the loss worse beyond its CI (a guard), nor above the
+  # Evaluator's value threshold.
+  assert not decide('2_of_3', areas(loss=WORSE, spend=BETTER, p50=BETTER))
   assert not decide('2_of_3', areas(loss=BETTER, p50=BETTER), value_ok=False)
 
 
-def test_a_spend_slice_without_an_interval_is_not_better_and_says_why():
-  """TFMA's jackknife gives NaN bounds when a resample of a sparse tCPA slice has
-  no conversion: the key slice is then not better, and the reason says so."""
+def test_latency_of_one_graph_is_not_applicable_and_2_of_3_needs_both_others():
+  """A nightly student against the served one (one architecture and
+  quantization): latency cannot improve but by noise, so it is not counted and
+  2_of_3 needs loss and business."""
+  a = areas(loss=BETTER, latency_applies=False)
+  assert not a['latency'].applicable and rule.required(a) == 2
+  assert not decide('2_of_3', a)
+  assert decide('2_of_3', areas(loss=BETTER, spend=BETTER, latency_applies=False))
+  assert not decide('2_of_3', areas(spend=BETTER, latency_applies=False))
+  line = rule.explain('2_of_3', True, areas(loss=BETTER, spend=BETTER,
+                                             latency_applies=False))
+  assert line == ('promoted under 2_of_3: 2 of 2 applicable areas improved '
+                  '(loss_bias, business; 2 needed)')
+
+
+def test_a_spend_figure_without_an_interval_is_not_judged_and_says_why():
   nan = float('nan')
-  a = areas(key_spend=E(-0.12, nan, nan), loss=BETTER)
-  assert not a['business'].improved
-  assert 'no CI: too few conversions' in a['business'].reason
-  assert 'nan' not in a['business'].reason
-  assert f"no CI on ['{KEY}']" in a['business'].reason
+  a = areas(spend=E(-0.12, nan, nan), loss=BETTER)
+  assert a['business'].improved is None
+  assert '(no CI)' in a['business'].reason and 'nan' not in a['business'].reason
   assert not decide('2_of_3', a)
 
 
@@ -90,14 +105,13 @@ def test_a_rescaled_baseline_that_wins_bias_but_loses_loss_is_not_area_1():
   rate, y = _rows()
   baseline = rate * 0.7
   candidate = np.full_like(rate, y.mean())
-  def loss_and_bias(p):
-    return nll.poisson_nll(y, p), abs(np.log(p.sum() / y.sum()))
-  (lc, bc), (lb, bb) = loss_and_bias(candidate), loss_and_bias(baseline)
-  assert bc < bb and lc > lb
-  area = rule.loss_bias_area(E(lc - lb, lc - lb - 1e-4, lc - lb + 1e-4),
-                             E(bc - bb, bc - bb - 1e-3, bc - bb + 1e-3))
-  assert not area.improved
-  assert not decide('2_of_3', {**areas(p50=BETTER), 'loss_bias': area})
+  night = paired.Night(y, np.ones_like(y), candidate, baseline)
+  loss = paired.loss_diff(night)
+  bias = paired.log_error_diff(night)
+  assert loss.diff.above() and bias['diff'].below()
+  area = rule.loss_bias_area(loss.diff, bias['diff'], loss.relative)
+  assert not area.improved and not area.guards_hold
+  assert not decide('2_of_3', {**areas(p50=BETTER, spend=BETTER), 'loss_bias': area})
   assert not decide('refresh', {**areas(), 'loss_bias': area})
 
 
@@ -115,25 +129,84 @@ def test_loss_only_reproduces_the_evaluator_blessing():
                     value_ok=False) == blessed
 
 
-def test_business_needs_the_key_slice_and_no_slice_beyond_its_guard():
-  assert areas(key_spend=BETTER)['business'].improved
-  # A slice worse by more than the guard (beyond its CI) blocks area 2 and refresh.
-  a = areas(loss=BETTER, key_spend=BETTER, slices=E(0.2, 0.1, 0.3))
+def test_business_is_overall_spend_with_the_tcpa_buckets_as_guards():
+  assert areas(spend=BETTER)['business'].improved
+  # A bucket worse by more than the guard (beyond its CI) blocks area 2 and refresh.
+  a = areas(loss=BETTER, spend=BETTER, buckets=E(0.2, 0.1, 0.3))
   assert not a['business'].improved and not a['business'].guards_hold
   assert not decide('refresh', a)
   # Worse, but within the guard: allowed.
-  assert areas(key_spend=BETTER, slices=E(0.04, 0.01, 0.07))['business'].improved
+  assert areas(spend=BETTER, buckets=E(0.04, 0.01, 0.07))['business'].improved
+  # Without tCPA there are no buckets: the overall calibration alone.
+  alone = rule.business_area(BETTER, {}, guard=0.05)
+  assert alone.improved and 'no tCPA in the dataset' in alone.reason
+  # A bucket with too few eval conversions for its interval to mean anything
+  # guards nothing, and the reason names it.
+  worse = {'tcpa_le_50': E(0.2, 0.1, 0.3), 'tcpa_gt_250': E(0.2, 0.1, 0.3)}
+  thin = rule.business_area(BETTER, worse, guard=0.05,
+                            conversions={'tcpa_le_50': 300, 'tcpa_gt_250': 3},
+                            min_conversions=30)
+  assert not thin.guards_hold and "['tcpa_le_50']" in thin.reason
+  assert "not judged: ['tcpa_gt_250']" in thin.reason
+  del worse['tcpa_le_50']
+  thin = rule.business_area(BETTER, worse, guard=0.05,
+                            conversions={'tcpa_gt_250': 3}, min_conversions=30)
+  assert thin.improved and thin.guards_hold
 
 
-def test_latency_must_be_faster_beyond_noise_and_not_slower_beyond_a_tolerance():
-  assert areas(p50=BETTER)['latency'].improved
-  assert not areas(p50=BETTER, p99=WORSE)['latency'].improved
-  assert not areas(p50=SAME)['latency'].improved
-  # 0.4% slower at one batch size, beyond its CI but within a 2% tolerance.
-  slightly = {'batch_1': {'p50': BETTER, 'p99': SAME},
-              'batch_64': {'p50': E(0.004, 0.001, 0.008), 'p99': SAME}}
-  assert not rule.latency_area(slightly).improved
-  assert rule.latency_area(slightly, tolerance=0.02).improved
+def test_areas_serialise_from_numpy_figures():
+  lo = np.float64(-0.02)
+  a = rule.loss_bias_area(rule.Estimate(np.float64(-0.01), lo, np.float64(0.001)),
+                          rule.Estimate(np.float64(0.0), lo, np.float64(0.02)))
+  assert a.improved is False and a.guards_hold is True
+  json.dumps(a.to_dict())
+
+
+def test_paired_figures_count_each_buckets_conversions():
+  rng = np.random.default_rng(2)
+  rate = rng.gamma(0.5, 0.1, 3000)
+  tcpa = rng.choice([20.0, 300.0], 3000, p=[0.97, 0.03])
+  bucket = np.where(tcpa > 250, 'tcpa_gt_250', 'tcpa_le_50').astype(object)
+  y = rng.poisson(rate).astype(float)
+  night = paired.Night(y, np.ones(3000), rate, 0.5 * rate, tcpa, bucket)
+  pair = paired.figures(night, ('tcpa_le_50', 'tcpa_50_100', 'tcpa_gt_250'))
+  assert set(pair['buckets']) == {'tcpa_le_50', 'tcpa_gt_250'}  # no empty bucket
+  for name, b in pair['buckets'].items():
+    assert b['conversions'] == y[bucket == name].sum()
+  # The candidate at the truth, the baseline at half: spend better overall.
+  assert pair['spend']['diff'].below() and pair['loss'].diff.below()
+
+
+def test_over_the_fallback_cap_no_rule_promotes():
+  a = areas(loss=BETTER, spend=BETTER, p50=BETTER)
+  assert all(decide(r, a) for r in rule.RULES)
+  assert not any(decide(r, a, within_cap=False) for r in rule.RULES)
+  assert rule.explain('2_of_3', False, a, within_cap=False).endswith(
+      "the fallback band's failed fraction is over its cap")
+
+
+def test_paired_intervals_are_closed_form_and_cover_the_truth():
+  """The same night gives the same interval; on nights where the candidate is
+  truly no better, the loss interval excludes 0 below it about 2.5% of the
+  time (it covers at its level)."""
+  rng = np.random.default_rng(4)
+  rate = rng.gamma(0.5, 0.1, 4000)
+  baseline = rate * np.exp(rng.normal(0, 0.5, rate.size))
+  candidate = rate * np.exp(rng.normal(0, 0.5, rate.size))
+  a = paired.loss_diff(paired.Night(rng.poisson(rate).astype(float), np.ones(4000),
+                                    candidate, baseline))
+  again = paired.loss_diff(paired.Night(rng.poisson(rate).astype(float),
+                                        np.ones(4000), candidate, baseline))
+  assert a.resolvable > 0 and a.clicks == 4000
+  # The expected loss of the two is equal by symmetry: count wrong promotions.
+  wins = sum(paired.loss_diff(paired.Night(
+      rng.poisson(rate).astype(float), np.ones(4000), candidate, baseline)).diff.below()
+             for _ in range(400))
+  assert wins <= 0.025 * 400 + 3 * np.sqrt(0.025 * 400), wins
+  night = paired.Night(rng.poisson(rate).astype(float), np.ones(4000), candidate,
+                       baseline)
+  assert paired.loss_diff(night) == paired.loss_diff(night)
+  assert again.diff != a.diff
 
 
 def test_auto_is_2_of_3_on_a_recipe_change_and_refresh_otherwise():
@@ -333,7 +406,9 @@ def evaluated(tmp_path_factory):
   root = tmp_path_factory.mktemp('promotion')
   cfg = config_lib.load_config(None, [])
   models = {}
-  for name, scale in (('candidate', 1.0), ('baseline', 0.5)):
+  # 0.9999, not 1: a multiplication by 1 is folded away, and the two graphs
+  # would differ (the executor times models only when their graphs differ).
+  for name, scale in (('candidate', 0.9999), ('baseline', 0.5)):
     model = rate_tflite(str(root / f'{name}_src'), scale)
     models[name] = str(root / name)
     os.makedirs(os.path.join(models[name], 'Format-Serving'))
@@ -374,6 +449,8 @@ def run_promotion(evaluated, rule_name, evaluator_blessed=1, fallback=None):
       promotion.EXAMPLES_KEY: [examples],
   }, {promotion.BLESSING_KEY: [blessing]},
       {promotion.CONFIG_KEY: cfg.to_json(), promotion.MAX_NLL_KEY: 1.0,
+       promotion.EVAL_LABEL_KEY: config_lib.load_config(None, []).eval_label_spec(
+       ).to_json(), promotion.TCPA_KEY: synthetic.TARGET_CPA,
        promotion.FALLBACK_KEY: None if fallback is None else config_lib.load_config(
            None, [f'fallback.{k}={v}' for k, v in fallback.items()]
        ).fallback_parameter()})
@@ -394,18 +471,34 @@ def test_the_executor_promotes_a_calibrated_candidate_on_loss_bias_and_business(
   assert result['rule_applied'] == '2_of_3' and not result['same_recipe']
   assert result['areas']['loss_bias']['improved'], result['areas']
   assert result['areas']['business']['improved'], result['areas']
-  # One graph twice, 1000 samples: no latency difference beyond the noise.
-  assert result['areas']['latency']['improved'] is False
+  # One graph (the two differ in a constant): latency is not applicable, not
+  # timed, and 2_of_3 needed loss and business.
+  assert result['same_graph'] and not result['areas']['latency']['applicable']
   assert result['blessed'] and prop(blessing, 'blessed') == 1
   assert os.path.exists(os.path.join(blessing.uri, 'BLESSED'))
   assert result['decisions'] == {'2_of_3': True, 'refresh': True, 'loss_only': True}
+  assert result['reason'].startswith(
+      'promoted under 2_of_3: 2 of 2 applicable areas improved (loss_bias, business')
+  assert 'eval clicks resolve loss differences of' in result['reason']
   for name in ('area_loss_bias', 'area_business', 'area_latency', 'decision_2_of_3',
-               'loss_diff', 'loss_diff_upper', 'key_spend_ratio_candidate',
-               'latency_batch_1_p50_rel_diff', 'latency_batch_8_p50_rel_diff'):
+               'loss_diff', 'loss_diff_upper', 'loss_rel_diff', 'loss_resolvable',
+               'eval_clicks', 'key_spend_ratio_candidate', 'spend_ratio_baseline'):
     assert name in blessing.mlmd_artifact.custom_properties, name
+  assert 'latency_batch_1_p50_rel_diff' not in blessing.mlmd_artifact.custom_properties
+  # The paired figures: every eval click scored by both models, the candidate's
+  # loss and spend calibration against the numpy reference.
+  pair = result['paired']
+  label, scale, keep = eval_labels.label_and_scale(rows, 'truth', synthetic.WINDOW_NAMES)
+  assert pair['clicks'] == int(keep.sum()) == len(rows[columns.CLICK_ID])
+  assert pair['loss']['candidate'] == pytest.approx(
+      nll.poisson_nll(label, 0.9999 * true_rate(rows['price'])), rel=1e-5)
+  want = spend_metric.reference(rows['target_cpa'], 0.9999 * true_rate(rows['price']), label,
+                                scale, keep)
+  assert pair['spend']['candidate_ratio']['value'] == pytest.approx(
+      want['spend_ratio'], rel=1e-5)
   # TFMA's figures, with intervals, equal the numpy reference.
   figs = figures.load(out)
-  pconvs = true_rate(rows['price'])
+  pconvs = 0.9999 * true_rate(rows['price'])
   high = rows[columns.TCPA_BUCKET] == columns.HIGH_TCPA_BUCKET
   label, scale, keep = eval_labels.label_and_scale(rows, 'truth', synthetic.WINDOW_NAMES)
   for name, mask in (('overall', np.ones_like(high)), (KEY, high)):
@@ -439,9 +532,14 @@ def test_nan_figures_stay_out_of_ml_metadata_and_the_summary_shows_the_areas():
     props[f'area_{name}_reason'] = area.reason
   for name, decided in rule.decide_all(a, True, True).items():
     props[f'decision_{name}'] = int(decided)
+  props['reason'] = (rule.explain('2_of_3', True, a) +
+                     '; 5,714 eval clicks resolve loss differences of 2.1%')
   text = '\n'.join(report.promotion_text(props))
-  assert text.startswith('promotion: promoted (rule auto -> 2_of_3; recipe or '
-                         'architecture changed')
+  # One line of why first: the verdict, the areas, what the night resolves.
+  assert text.startswith('promotion: promoted under 2_of_3: 2 of 3 applicable areas '
+                         'improved (loss_bias, latency; 2 needed); 5,714 eval clicks '
+                         'resolve loss differences of 2.1%\n'
+                         '  rule auto -> 2_of_3 (recipe or architecture changed')
   assert 'area 1 loss and bias: improved: loss diff -0.01000' in text
   assert 'area 2 business: not improved' in text
   assert 'area 3 latency: improved: batch_1 p50 -1.0%' in text
@@ -474,7 +572,8 @@ def test_a_candidate_over_the_failed_fraction_cap_is_not_promoted_whatever_its_l
   assert result['areas']['business']['improved']
   assert not result['blessed'] and prop(blessing, 'blessed') == 0
   assert not any(result['decisions'].values())
-  assert 'above fallback.max_failed_fraction 0.5' in result['reason']
+  assert "the fallback band's failed fraction is over its cap" in result['reason']
+  assert 'above 0.5' in result['reason']
   assert os.path.exists(os.path.join(blessing.uri, 'NOT_BLESSED'))
   assert prop(blessing, 'fallback_within_cap') == 0
   # rule none: no band, no cap.

@@ -20,6 +20,10 @@ class PromotionSpec(ComponentSpec):
       executor.MAX_NLL_KEY: ExecutionParameter(type=float),
       # config.Config.fallback_parameter(): the band and the failed-fraction cap.
       executor.FALLBACK_KEY: ExecutionParameter(type=str, optional=True),
+      # EvalLabelSpec JSON: the gating label mode the paired comparisons score.
+      executor.EVAL_LABEL_KEY: ExecutionParameter(type=str, optional=True),
+      # The dataset's tCPA column ('' : none; the spend proxy weighs clicks 1).
+      executor.TCPA_KEY: ExecutionParameter(type=str, optional=True),
   }
   INPUTS = {
       executor.EVALUATION_KEY: ChannelParameter(
@@ -42,7 +46,8 @@ class Promotion(base_component.BaseComponent):
 
   Inputs: the Evaluator's `evaluation` and `blessing` (as `evaluator_blessing`),
   the candidate `model` and the `baseline_model` (both TFLite), and the
-  `examples` whose eval split the latency comparison runs on.
+  `examples` whose eval split both models score: the paired loss, bias and spend
+  comparisons, the fallback band and the latency comparison run on it.
   """
   SPEC_CLASS = PromotionSpec
   EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
@@ -51,9 +56,10 @@ class Promotion(base_component.BaseComponent):
                evaluator_blessing: types.BaseChannel, model: types.BaseChannel,
                examples: types.BaseChannel, config: str, max_nll: float,
                baseline_model: Optional[types.BaseChannel] = None,
-               fallback: Optional[str] = None):
+               fallback: Optional[str] = None, eval_label: str = '',
+               tcpa: str = ''):
     super().__init__(spec=PromotionSpec(
         evaluation=evaluation, evaluator_blessing=evaluator_blessing, model=model,
         baseline_model=baseline_model, examples=examples, config=config,
-        max_nll=max_nll, fallback=fallback,
+        max_nll=max_nll, fallback=fallback, eval_label=eval_label, tcpa=tcpa,
         blessing=types.Channel(type=standard_artifacts.ModelBlessing)))

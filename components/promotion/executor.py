@@ -1,11 +1,17 @@
-"""Promotion executor: the three areas from the Evaluator's output and a latency
-comparison, the configured rule, and a ModelBlessing the Pusher follows.
+"""Promotion executor: the three areas from paired per-click comparisons of the
+candidate and the baseline on the eval split, the configured rule, and a
+ModelBlessing the Pusher follows.
 
-Reads the Evaluator's `evaluation` (per-slice metrics, candidate - baseline diffs
-and their jackknife CIs) and `blessing` (today's gate, `loss_only`), times the
-candidate and baseline TFLite models interleaved on the eval examples, and
-writes its decision as a ModelBlessing (`blessed` and every area's figures as
-custom properties, everything in promotion.json beside the BLESSED / NOT_BLESSED
+Both TFLite models score every eval click; the loss, the bias and the spend
+log-error are compared click by click in the gating label mode
+(components/promotion/paired.py: closed-form intervals, so the same night gives
+the same decision), the fallback band is fitted and scored on the same
+predictions, and the two models are timed interleaved only when their graphs
+differ (latency is otherwise not applicable). The Evaluator's `evaluation`
+(TFMA's per-slice metrics with jackknife intervals) is recorded for the report
+and its `blessing` is the `loss_only` rule. The decision is a ModelBlessing
+(`blessed`, the areas, one line of why, and the headline figures as custom
+properties; everything in promotion.json beside the BLESSED / NOT_BLESSED
 marker the Evaluator writes too).
 """
 
@@ -14,6 +20,7 @@ import math
 import os
 from typing import Any, Dict, List, Optional
 
+import numpy as np
 import tensorflow as tf
 from absl import logging
 from tfx.components.evaluator import constants
@@ -23,6 +30,7 @@ from tfx.utils import io_utils
 
 from components.promotion import figures as figures_lib
 from components.promotion import latency as latency_lib
+from components.promotion import paired
 from components.promotion import rule as rule_lib
 from components.quantizer import convert
 from components.served_baseline import executor as served_baseline
@@ -31,7 +39,7 @@ from models import export
 from models import fallback as fallback_lib
 from models import poisson_metric
 from models import spend_metric
-from schemas import codec
+from observation import eval_labels
 from schemas import columns
 from schemas import records
 
@@ -43,15 +51,15 @@ EXAMPLES_KEY = 'examples'
 BLESSING_KEY = 'blessing'
 # PromotionConfig JSON.
 CONFIG_KEY = 'config'
+# EvalLabelSpec JSON (the gating label mode) and the dataset's tCPA column.
+EVAL_LABEL_KEY = 'eval_label'
+TCPA_KEY = 'tcpa'
 # gate.max_nll: every rule needs the candidate's overall loss below it.
 MAX_NLL_KEY = 'max_nll'
 # config.Config.fallback_parameter() JSON: the fallback section, the resolved
 # band target, the browsers and the teacher's lag ('' or absent: no band).
 FALLBACK_KEY = 'fallback'
 RESULT_FILE = 'promotion.json'
-# Eval examples the band is fitted and scored on (half each); a day of the
-# default world is ~3,000.
-FALLBACK_EXAMPLES = 200_000
 EVAL_SPLIT = 'eval'
 # Distinct eval examples the latency comparison cycles through.
 LATENCY_EXAMPLES = 4096
@@ -79,57 +87,80 @@ def _prop(artifact, name: str, default=None):
   return getattr(value, value.WhichOneof('value'))
 
 
-def tcpa_slices(figs: Dict) -> List[str]:
-  """The tCPA bucket slices present in the Evaluator's output."""
-  return sorted(s for s in figs if s.startswith(
-      columns.TCPA_BUCKET + '='))
-
-
-def areas_from(figs: Dict, latency: Optional[Dict], cfg: PromotionConfig
-               ) -> Dict[str, rule_lib.Area]:
-  """The three areas from the Evaluator's figures and the latency comparison."""
-  overall = figs.get(figures_lib.OVERALL, {})
-  if 'diff' in overall.get(LOSS, {}) and 'diff' in overall.get(BIAS, {}):
-    loss_bias = rule_lib.loss_bias_area(overall[LOSS]['diff'], overall[BIAS]['diff'])
-  else:
-    loss_bias = rule_lib.Area(None, 'no loss / bias diff in the evaluation')
-  slices = tcpa_slices(figs)
-  if not slices:
-    # A dataset without tCPA: the spend proxy weighs every click 1, so the
-    # business area is the overall spend calibration (SpendProxy, no guards).
-    slices = [figures_lib.OVERALL]
-  slice_diffs = {s: figs[s][SPEND_ERROR]['diff'] for s in slices
-                 if 'diff' in figs[s].get(SPEND_ERROR, {})}
-  key = KEY_SLICE if slices != [figures_lib.OVERALL] else figures_lib.OVERALL
-  business = (rule_lib.business_area(key, slice_diffs, cfg.slice_guard)
-              if slice_diffs else rule_lib.Area(None, 'no spend diffs in the evaluation'))
-  speed = rule_lib.latency_area(latency_lib.diffs(latency) if latency else {},
-                                cfg.latency_tolerance)
-  return {'loss_bias': loss_bias, 'business': business, 'latency': speed}
-
-
 def _figure(figs: Dict, slice_name: str, metric: str, role: str
             ) -> Optional[rule_lib.Estimate]:
   return figs.get(slice_name, {}).get(metric, {}).get(role)
 
 
-def headline(figs: Dict, latency: Optional[Dict]) -> Dict[str, float]:
+def eval_rows(examples) -> Dict[str, np.ndarray]:
+  """Every example of the eval split (both models score each one)."""
+  return records.read_examples(
+      os.path.join(artifact_utils.get_split_uri([examples], EVAL_SPLIT), '*'))
+
+
+def paired_figures(rows: Dict[str, np.ndarray], candidate: np.ndarray,
+                   baseline: np.ndarray, label: eval_labels.EvalLabelSpec,
+                   tcpa: str = '') -> Dict[str, Any]:
+  """The paired comparisons the areas are judged on (components/promotion/
+  paired.py): loss, bias and spend log-error, overall and per tCPA bucket."""
+  y, scale, keep = label.label_and_scale(rows)
+  weight = np.asarray(rows[tcpa], np.float64).reshape(-1) if tcpa else None
+  buckets = (np.asarray(rows[columns.TCPA_BUCKET]).reshape(-1)
+             if tcpa and columns.TCPA_BUCKET in rows else None)
+  night = paired.Night.of(y, scale, keep, candidate, baseline, weight, buckets)
+  out = paired.figures(night, columns.TCPA_BUCKETS)
+  out['buckets'] = {f'{columns.TCPA_BUCKET}={name}': b
+                    for name, b in out['buckets'].items()}
+  out['label_mode'] = label.mode
+  return out
+
+
+def areas_from(pair: Dict[str, Any], latency: Optional[Dict], same_graph: bool,
+               cfg: PromotionConfig) -> Dict[str, rule_lib.Area]:
+  """The three areas from the paired comparisons and the latency comparison."""
+  if same_graph:
+    speed = rule_lib.not_applicable(
+        "the candidate's TFLite graph is the baseline's (architecture and "
+        'quantization): latency differs only by noise')
+  else:
+    speed = rule_lib.latency_area(latency_lib.diffs(latency) if latency else {},
+                                  cfg.latency_tolerance)
+  return rule_lib.areas(pair, speed, cfg.slice_guard, cfg.min_guard_conversions)
+
+
+def paired_json(pair: Dict[str, Any]) -> Dict[str, Any]:
+  loss = pair['loss']
+  return {
+      'clicks': pair['clicks'], 'label_mode': pair['label_mode'],
+      'loss': {'diff': loss.diff.to_dict(), 'relative': loss.relative.to_dict(),
+               'candidate': loss.candidate, 'baseline': loss.baseline,
+               'resolvable': loss.resolvable},
+      **{k: {n: e.to_dict() for n, e in pair[k].items()} for k in ('bias', 'spend')},
+      'buckets': {s: {n: e if isinstance(e, float) else e.to_dict()
+                      for n, e in b.items()}
+                  for s, b in pair['buckets'].items()},
+  }
+
+
+def headline(pair: Optional[Dict[str, Any]], latency: Optional[Dict]
+             ) -> Dict[str, float]:
   """The figures recorded as custom properties (promotion.json has them all)."""
   out: Dict[str, float] = {}
-  wanted = [(figures_lib.OVERALL, LOSS, 'loss'), (figures_lib.OVERALL, BIAS, 'bias'),
-            (figures_lib.OVERALL, CALIBRATION, 'calibration'),
-            (KEY_SLICE, SPEND_ERROR, 'key_spend_log_error'),
-            (KEY_SLICE, SPEND_RATIO, 'key_spend_ratio'),
-            (figures_lib.OVERALL, SPEND_RATIO, 'spend_ratio')]
-  for slice_name, metric, label in wanted:
-    for role in ('candidate', 'baseline', 'diff'):
-      est = _figure(figs, slice_name, metric, role)
-      if est is None:
-        continue
-      out[f'{label}_{role}'] = est.value
-      if role == 'diff':
-        out[f'{label}_diff_lower'] = est.lower
-        out[f'{label}_diff_upper'] = est.upper
+  if pair:
+    loss = pair['loss']
+    out.update({'eval_clicks': pair['clicks'], 'loss_candidate': loss.candidate,
+                'loss_baseline': loss.baseline, 'loss_resolvable': loss.resolvable})
+    for name, est in (('loss_diff', loss.diff), ('loss_rel_diff', loss.relative),
+                      ('bias_diff', pair['bias']['diff']),
+                      ('spend_log_error_diff', pair['spend']['diff'])):
+      out.update({name: est.value, f'{name}_lower': est.lower,
+                  f'{name}_upper': est.upper})
+    for role in ('candidate', 'baseline'):
+      out[f'calibration_{role}'] = pair['bias'][f'{role}_ratio'].value
+      out[f'spend_ratio_{role}'] = pair['spend'][f'{role}_ratio'].value
+      if KEY_SLICE in pair['buckets']:
+        out[f'key_spend_ratio_{role}'] = pair['buckets'][KEY_SLICE][
+            f'{role}_ratio'].value
   for batch, comparison in (latency or {}).items():
     for model in ('candidate', 'baseline'):
       for p in ('p50', 'p99'):
@@ -142,19 +173,15 @@ def headline(figs: Dict, latency: Optional[Dict]) -> Dict[str, float]:
   return out
 
 
-def fallback_figures(params: Dict, model_uri: str, baseline, examples
+def fallback_figures(params: Dict, rows: Dict[str, np.ndarray],
+                     candidate: np.ndarray, reference: np.ndarray, baseline
                      ) -> Dict[str, Any]:
   """The band around the baseline (the fallback) and the candidate's failed
   fraction on the eval split (models/fallback.py), and whether it is within
   the cap."""
-  rows = codec.decode(records.read_records(
-      os.path.join(artifact_utils.get_split_uri([examples], EVAL_SPLIT), '*'),
-      FALLBACK_EXAMPLES))
   if params['target'] == 'truth' and columns.TRUE_CONVERSIONS not in rows:
     raise ValueError('fallback.target truth needs the true rates in the eval '
                      'split (synthetic data); use fallback.target candidate')
-  candidate = convert.predict(_tflite(model_uri), rows)
-  reference = convert.predict(_tflite(baseline.uri), rows)
   band, report = fallback_lib.evaluate(
       candidate, reference, rows, params['level'], params['n_keys'],
       target=params['target'], min_clicks=params['min_slice_clicks'],
@@ -195,6 +222,10 @@ class Executor(base_executor.BaseExecutor):
 
     evaluator_blessed = bool(_prop(evaluator_blessing,
                                    constants.ARTIFACT_PROPERTY_BLESSED_KEY, 0))
+    label_json = exec_properties.get(EVAL_LABEL_KEY) or ''
+    tcpa = exec_properties.get(TCPA_KEY) or ''
+    # The Evaluator's TFMA figures (jackknife intervals) are recorded for the
+    # report; the decision is judged on the paired per-click comparisons.
     figs = figures_lib.load(evaluation.uri)
     loss = _figure(figs, figures_lib.OVERALL, LOSS, 'candidate')
     value_ok = loss is not None and math.isfinite(loss.value) and loss.value < max_nll
@@ -203,11 +234,12 @@ class Executor(base_executor.BaseExecutor):
     result: Dict[str, Any] = {'rule': cfg.rule, 'evaluator_blessed': evaluator_blessed,
                               'value_ok': value_ok, 'max_nll': max_nll,
                               'candidate_recipe': candidate_fp}
-    latency = None
+    latency = pair = None
+    within_cap = True
     if baseline is None:
       # The bootstrap: nothing to compare with; the Evaluator's value threshold
       # decides, as before (ServedBaseline fails any other run without one).
-      areas = areas_from(figs, None, cfg)
+      areas = {n: rule_lib.Area(None, 'no baseline (bootstrap)') for n in rule_lib.AREAS}
       applied = 'bootstrap'
       decisions = {r: evaluator_blessed for r in rule_lib.RULES}
       blessed = evaluator_blessed
@@ -220,38 +252,42 @@ class Executor(base_executor.BaseExecutor):
       # another recipe: the stricter rule.
       same_recipe = bool(candidate_fp) and candidate_fp == baseline_fp
       result['baseline_recipe'] = baseline_fp
-      # The first LATENCY_EXAMPLES eval examples (a real eval split is far larger).
-      rows = codec.decode(records.read_records(
-          os.path.join(artifact_utils.get_split_uri([examples], EVAL_SPLIT), '*'),
-          LATENCY_EXAMPLES))
-      latency = latency_lib.compare(
-          _tflite(model.uri), _tflite(baseline.uri), rows, cfg.latency_samples,
-          batches=(1, cfg.serving_batch), replicates=cfg.bootstrap_replicates)
-      areas = areas_from(figs, latency, cfg)
+      rows = eval_rows(examples)
+      candidate_model, baseline_model = _tflite(model.uri), _tflite(baseline.uri)
+      candidate = convert.predict(candidate_model, rows)
+      reference = convert.predict(baseline_model, rows)
+      label = eval_labels.EvalLabelSpec.from_json(label_json)
+      pair = paired_figures(rows, candidate, reference, label, tcpa)
+      same_graph = (convert.graph_signature(candidate_model) ==
+                    convert.graph_signature(baseline_model))
+      if not same_graph:
+        # The first LATENCY_EXAMPLES eval examples: enough distinct inputs.
+        latency = latency_lib.compare(
+            candidate_model, baseline_model,
+            {k: v[:LATENCY_EXAMPLES] for k, v in rows.items()}, cfg.latency_samples,
+            batches=(1, cfg.serving_batch), replicates=cfg.bootstrap_replicates)
+      areas = areas_from(pair, latency, same_graph, cfg)
       applied = rule_lib.applied_rule(cfg.rule, same_recipe)
-      decisions = rule_lib.decide_all(areas, evaluator_blessed, value_ok)
-      blessed = decisions[applied]
-      improved = [n for n, a in areas.items() if a.improved]
-      reason = (f'rule {applied} ({cfg.rule}; '
-                f'{"same recipe" if same_recipe else "recipe or architecture changed"})'
-                f': areas improved {improved or "none"}; '
-                f'{"promoted" if blessed else "not promoted"}')
-      if not value_ok:
-        reason += f'; overall loss not below gate.max_nll {max_nll}'
       if fallback_params:
-        fallback = fallback_figures(fallback_params, model.uri, baseline, examples)
+        fallback = fallback_figures(fallback_params, rows, candidate, reference,
+                                    baseline)
         result['fallback'] = fallback
-        # Over the cap the fallback would serve too many clicks: not promoted,
-        # whatever the loss and whatever the rule.
-        if not fallback['within_cap']:
-          blessed = False
-          decisions = {r: False for r in decisions}
-          reason = (f'{reason.replace("; promoted", "; not promoted")}; failed '
-                    f'fraction {fallback["failed_fraction"]:.3f} above '
-                    f'fallback.max_failed_fraction {fallback["max_failed_fraction"]}')
-        else:
-          reason += (f'; failed fraction {fallback["failed_fraction"]:.3f} within '
-                     f'{fallback["max_failed_fraction"]}')
+        # Over the cap the fallback would serve too many clicks: no rule
+        # promotes, whatever the loss.
+        within_cap = fallback['within_cap']
+      decisions = rule_lib.decide_all(areas, evaluator_blessed, value_ok, within_cap)
+      blessed = decisions[applied]
+      reason = (rule_lib.explain(applied, blessed, areas, value_ok, within_cap) +
+                f' ({cfg.rule}; '
+                f'{"same recipe" if same_recipe else "recipe or architecture changed"})'
+                f'; {pair["clicks"]:,} eval clicks resolve loss differences of '
+                f'{pair["loss"].resolvable:.1%}')
+      if 'fallback' in result:
+        reason += (f'; failed fraction {result["fallback"]["failed_fraction"]:.3f} '
+                   f'{"within" if within_cap else "above"} '
+                   f'{result["fallback"]["max_failed_fraction"]}')
+      result['same_graph'] = same_graph
+      result['paired'] = paired_json(pair)
     logging.info('Promotion: %s', reason)
     for name, area in areas.items():
       logging.info('Promotion: area %s: %s (%s)', name, area.improved, area.reason)
@@ -297,7 +333,7 @@ class Executor(base_executor.BaseExecutor):
       blessing.set_string_custom_property(f'area_{name}_reason', area.reason)
     for name, decided in decisions.items():
       blessing.set_int_custom_property(f'decision_{name}', int(decided))
-    for name, value in finite(headline(figs, latency)).items():
+    for name, value in finite(headline(pair, latency)).items():
       blessing.set_float_custom_property(name, value)
     fallback = result.get('fallback')
     if fallback:

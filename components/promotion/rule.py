@@ -1,27 +1,33 @@
 """The promotion decision: three areas, each judged beyond its noise, and a rule.
 
 Pure functions over figures (no TFX, no TFMA), so the rule is unit-tested on
-crafted candidates. Every figure is an Estimate: a value with its 95% interval
-(TFMA's jackknife interval for the Evaluator's metrics, a paired bootstrap for
-latency). "Better beyond its CI" means the interval of candidate - baseline lies
-wholly below zero; "worse beyond its CI" that it lies wholly above zero (or above
-a guard).
+crafted candidates and the promotion benchmark (bench/promotion_bench.py) runs
+the very same decisions on simulated nights. Every figure is an Estimate: a value
+with its 95% interval (paired per-click intervals for loss, bias and spend,
+components/promotion/paired.py; a paired bootstrap for latency). "Better beyond
+its CI" means the interval of candidate - baseline lies wholly below zero;
+"worse beyond its CI" that it lies wholly above zero (or above a guard).
 
 Areas (the paper's promotion: two of three):
-  1 loss_bias: PoissonLogLoss better beyond its CI, and the bias |log calibration|
-    not worse beyond its CI. A rescaled model that fixes the bias but loses on
-    loss does not count.
-  2 business: the spend log-error better beyond its CI on the key slice (tCPA >
-    250), and no tCPA bucket's spend log-error worse by more than the guard
-    beyond its CI.
-  3 latency: p50 faster beyond its CI at some batch size, and no p50 or p99
-    slower by more than a tolerance beyond its CI at any.
+  1 loss_bias: the Poisson log loss better beyond its CI, and the bias |log
+    calibration| not worse beyond its CI. Guards: neither the loss nor the bias
+    worse beyond its CI.
+  2 business: the spend log-error |log(implied / desired spend)| better beyond
+    its CI over every scored click (without tCPA, every click weighs 1: the
+    overall calibration); guards: no tCPA bucket's spend log-error worse by more
+    than the slice guard beyond its CI.
+  3 latency: only where the candidate's TFLite graph differs from the
+    baseline's (architecture or quantization); otherwise not applicable, since
+    two builds of one graph cannot differ but by noise. Where applicable: p50
+    faster beyond its CI at some batch size, guarded by no p50 or p99 slower by
+    more than a tolerance beyond its CI.
 
-Rules: `2_of_3` (recipe or architecture change) needs two areas; `refresh`
-(same recipe) area 1 and the business guards; `loss_only` is the Evaluator's
-blessing (today's gate); `auto` picks 2_of_3 or refresh by the recipe
-fingerprints. Every rule also needs the Evaluator's value threshold (max NLL).
-Without a baseline (the bootstrap) the Evaluator's blessing decides, as before.
+Rules: `2_of_3` (recipe or architecture change) needs two improved areas of the
+applicable ones (both when only two apply) and every guard; `refresh` (same
+recipe) area 1 and every guard; `loss_only` is the Evaluator's blessing; `auto`
+picks 2_of_3 or refresh by the recipe fingerprints. Every rule also needs the
+Evaluator's value threshold (max NLL) and a failed fraction of the fallback band
+within its cap. Without a baseline (the bootstrap) the Evaluator decides.
 """
 
 import dataclasses
@@ -45,75 +51,123 @@ class Estimate:
 
   def below(self, margin: float = 0.0) -> bool:
     """Wholly below -margin: better beyond the noise (lower is better)."""
-    return math.isfinite(self.upper) and self.upper < -margin
+    return bool(math.isfinite(self.upper) and self.upper < -margin)
 
   def above(self, margin: float = 0.0) -> bool:
     """Wholly above margin: worse beyond the noise (lower is better)."""
-    return math.isfinite(self.lower) and self.lower > margin
+    return bool(math.isfinite(self.lower) and self.lower > margin)
 
   def has_interval(self) -> bool:
-    return math.isfinite(self.lower) and math.isfinite(self.upper)
+    return bool(math.isfinite(self.lower) and math.isfinite(self.upper))
 
   def to_dict(self) -> Dict[str, float]:
     return dataclasses.asdict(self)
 
+  def text(self, fmt: str = '+.4f') -> str:
+    if not self.has_interval():
+      return f'{self.value:{fmt}} (no CI)'
+    return f'{self.value:{fmt}} [{self.lower:{fmt}}, {self.upper:{fmt}}]'
+
 
 @dataclasses.dataclass
 class Area:
-  """One area's verdict. improved None: not judged (no baseline, no figures)."""
+  """One area's verdict. improved None: not judged (no baseline, no figures).
+  applicable False: the area cannot tell the models apart (latency of two builds
+  of one graph); the rule does not count it."""
   improved: Optional[bool]
   reason: str
-  # Guards that must hold for `refresh` (the business area's slice guards).
+  # Guards that must hold for any rule but loss_only.
   guards_hold: bool = True
+  applicable: bool = True
+
+  def __post_init__(self):
+    # Plain bools (numpy's do not serialise to JSON).
+    if self.improved is not None:
+      self.improved = bool(self.improved)
+    self.guards_hold = bool(self.guards_hold)
+    self.applicable = bool(self.applicable)
 
   def to_dict(self) -> Dict:
     return dataclasses.asdict(self)
 
 
-def loss_bias_area(loss_diff: Estimate, bias_diff: Estimate) -> Area:
-  """Area 1 from candidate - baseline of PoissonLogLoss and of |log calibration|."""
+def loss_bias_area(loss_diff: Estimate, bias_diff: Estimate,
+                   relative: Optional[Estimate] = None) -> Area:
+  """Area 1 from candidate - baseline of the Poisson log loss and of |log
+  calibration| (`relative`: the loss diff relative to the baseline's loss, for
+  the reason)."""
   loss_better = loss_diff.below()
+  loss_worse = loss_diff.above()
   bias_worse = bias_diff.above()
-  reason = (f'loss diff {loss_diff.value:+.5f} [{loss_diff.lower:+.5f}, '
-            f'{loss_diff.upper:+.5f}] {"better" if loss_better else "not better"} '
-            f'beyond its CI; bias diff {bias_diff.value:+.4f} [{bias_diff.lower:+.4f}, '
-            f'{bias_diff.upper:+.4f}] {"worse" if bias_worse else "not worse"}')
-  return Area(loss_better and not bias_worse, reason, guards_hold=not bias_worse)
+  shown = (f'loss {relative.text("+.2%")}' if relative is not None
+           else f'loss diff {loss_diff.text("+.5f")}')
+  reason = (f'{shown} {"better" if loss_better else "worse" if loss_worse else "not better"}'
+            f' beyond its CI; bias diff {bias_diff.text()} '
+            f'{"worse" if bias_worse else "not worse"}')
+  return Area(loss_better and not bias_worse, reason,
+              guards_hold=not (bias_worse or loss_worse))
 
 
-def business_area(key_slice: str, slice_diffs: Mapping[str, Estimate],
-                  guard: float) -> Area:
-  """Area 2 from candidate - baseline spend log-error per tCPA slice.
+def business_area(overall: Estimate, bucket_diffs: Mapping[str, Estimate],
+                  guard: float, ratios: Optional[Mapping[str, float]] = None,
+                  conversions: Optional[Mapping[str, float]] = None,
+                  min_conversions: float = 0) -> Area:
+  """Area 2 from candidate - baseline spend log-error, overall and per tCPA
+  bucket (empty without tCPA).
 
   Args:
-    key_slice: the slice that must improve (tCPA > 250).
-    slice_diffs: every tCPA slice's diff (the key slice among them).
-    guard: how much worse than the baseline (absolute log-error) a slice may be
+    overall: the spend log-error diff over every scored click.
+    bucket_diffs: the tCPA buckets' diffs, the guards.
+    guard: how much worse than the baseline (absolute log-error) a bucket may be
       beyond its CI.
+    ratios: implied / desired spend of 'candidate' and 'baseline' (for the reason).
+    conversions: each bucket's eval conversions; a bucket with fewer than
+      `min_conversions` guards nothing (its normal interval is no interval).
   """
-  if key_slice not in slice_diffs:
-    return Area(None, f'no spend figures on the key slice {key_slice}',
-                guards_hold=True)
-  key = slice_diffs[key_slice]
-  key_better = key.below()
-  regressed: List[str] = [s for s, d in sorted(slice_diffs.items())
-                          if d.above(guard)]
-  # TFMA's jackknife gives no interval when a resample of a sparse slice has no
-  # desired spend (no conversion): such a slice is never "better beyond its CI",
-  # and the reason says so rather than printing [nan, nan].
-  no_ci = [s for s, d in sorted(slice_diffs.items()) if not d.has_interval()]
-  interval = (f'[{key.lower:+.4f}, {key.upper:+.4f}]' if key.has_interval() else
-              '(no CI: too few conversions in a resample)')
-  guards = [s for s in slice_diffs if s != key_slice]
-  if guards:
+  conversions = conversions or {}
+  thin = sorted(s for s in bucket_diffs
+                if conversions.get(s, float('inf')) < min_conversions)
+  judged = {s: d for s, d in sorted(bucket_diffs.items()) if s not in thin}
+  better = overall.below()
+  regressed: List[str] = [s for s, d in judged.items() if d.above(guard)]
+  # A bucket whose interval could not be formed guards nothing; say so.
+  no_ci = [s for s, d in judged.items() if not d.has_interval()]
+  spend = ''
+  if ratios:
+    spend = (f' (implied / desired spend: candidate {ratios["candidate"]:.3f}, '
+             f'baseline {ratios["baseline"]:.3f})')
+  if bucket_diffs:
     guard_text = (f'; regressed beyond the guard {guard}: {regressed}' if regressed
-                  else f'; no tCPA slice worse by > {guard}')
+                  else f'; no tCPA bucket worse by > {guard}')
+    if thin:
+      guard_text += (f' (fewer than {min_conversions:g} eval conversions, not '
+                     f'judged: {thin})')
   else:
-    guard_text = ' (no tCPA in the dataset: overall spend calibration, no guards)'
-  reason = (f'{key_slice} spend log-error diff {key.value:+.4f} {interval} '
-            f'{"better" if key_better else "not better"} beyond its CI' + guard_text + (
-                f'; no CI on {no_ci}' if no_ci else ''))
-  return Area(key_better and not regressed, reason, guards_hold=not regressed)
+    guard_text = ' (no tCPA in the dataset: every click weighs 1, no bucket guards)'
+  reason = (f'overall spend log-error diff {overall.text()} '
+            f'{"better" if better else "not better"} beyond its CI{spend}{guard_text}'
+            + (f'; no CI on {no_ci}' if no_ci else ''))
+  if not overall.has_interval():
+    return Area(None, reason, guards_hold=not regressed)
+  return Area(better and not regressed, reason, guards_hold=not regressed)
+
+
+def areas(pair: Mapping, latency: Area, guard: float, min_conversions: float
+          ) -> Dict[str, Area]:
+  """The three areas from paired.figures' comparisons and the latency area
+  (latency_area, or not_applicable for two builds of one graph)."""
+  loss = pair['loss']
+  spend = pair['spend']
+  buckets = pair['buckets']
+  return {
+      'loss_bias': loss_bias_area(loss.diff, pair['bias']['diff'], loss.relative),
+      'business': business_area(
+          spend['diff'], {s: b['diff'] for s, b in buckets.items()}, guard,
+          {'candidate': spend['candidate_ratio'].value,
+           'baseline': spend['baseline_ratio'].value},
+          {s: b['conversions'] for s, b in buckets.items()}, min_conversions),
+      'latency': latency,
+  }
 
 
 def latency_area(diffs: Mapping[str, Mapping[str, Estimate]],
@@ -135,7 +189,12 @@ def latency_area(diffs: Mapping[str, Mapping[str, Estimate]],
   parts = [f'{b} p50 {d["p50"].value:+.1%} [{d["p50"].lower:+.1%}, '
            f'{d["p50"].upper:+.1%}]' for b, d in diffs.items()]
   reason = '; '.join(parts) + (f'; slower beyond noise: {slower}' if slower else '')
-  return Area(bool(faster) and not slower, reason)
+  return Area(bool(faster) and not slower, reason, guards_hold=not slower)
+
+
+def not_applicable(reason: str) -> Area:
+  """An area that cannot tell the models apart: not counted by the rule."""
+  return Area(None, f'not applicable: {reason}', applicable=False)
 
 
 def applied_rule(rule: str, same_recipe: bool) -> str:
@@ -147,8 +206,14 @@ def applied_rule(rule: str, same_recipe: bool) -> str:
   return rule
 
 
+def required(areas: Mapping[str, Area]) -> int:
+  """How many improved areas 2_of_3 needs: two, or every applicable area when
+  fewer than three apply."""
+  return min(2, sum(a.applicable for a in areas.values()))
+
+
 def decide(rule: str, areas: Mapping[str, Area], evaluator_blessed: bool,
-           value_ok: bool) -> bool:
+           value_ok: bool, within_cap: bool = True) -> bool:
   """Whether `rule` (not auto) promotes, given the three areas.
 
   Args:
@@ -156,20 +221,48 @@ def decide(rule: str, areas: Mapping[str, Area], evaluator_blessed: bool,
     areas: the three areas by name (AREAS).
     evaluator_blessed: the Evaluator's blessing (today's gate).
     value_ok: the candidate's overall loss is below gate.max_nll.
+    within_cap: the candidate's failed fraction is within the fallback band's
+      cap (models/fallback.py); over it no rule promotes.
   """
+  if not within_cap:
+    return False
   if rule == 'loss_only':
     return bool(evaluator_blessed)
-  if not value_ok:
+  if not value_ok or not all(a.guards_hold for a in areas.values()):
     return False
   if rule == '2_of_3':
-    return sum(bool(a.improved) for a in areas.values()) >= 2
+    need = required(areas)
+    return need > 0 and sum(bool(a.improved) for a in areas.values()
+                            if a.applicable) >= need
   if rule == 'refresh':
-    return bool(areas['loss_bias'].improved) and all(
-        a.guards_hold for a in areas.values())
+    return bool(areas['loss_bias'].improved)
   raise ValueError(f'unknown promotion rule {rule!r}; one of {RULES}')
 
 
 def decide_all(areas: Mapping[str, Area], evaluator_blessed: bool,
-               value_ok: bool) -> Dict[str, bool]:
+               value_ok: bool, within_cap: bool = True) -> Dict[str, bool]:
   """What every rule would decide (recorded beside the one applied)."""
-  return {r: decide(r, areas, evaluator_blessed, value_ok) for r in RULES}
+  return {r: decide(r, areas, evaluator_blessed, value_ok, within_cap) for r in RULES}
+
+
+def explain(rule: str, promoted: bool, areas: Mapping[str, Area],
+            value_ok: bool = True, within_cap: bool = True) -> str:
+  """One line: why the rule promoted or not."""
+  improved = [n for n, a in areas.items() if a.applicable and a.improved]
+  applicable = [n for n, a in areas.items() if a.applicable]
+  broken = [n for n, a in areas.items() if not a.guards_hold]
+  if not within_cap:
+    why = "the fallback band's failed fraction is over its cap"
+  elif not value_ok:
+    why = 'the loss is not below gate.max_nll'
+  elif rule == 'loss_only':
+    why = "the Evaluator's blessing"
+  elif broken:
+    why = f'guards broken in {broken}'
+  elif rule == 'refresh':
+    why = ('area 1 improved' if areas['loss_bias'].improved else
+           'area 1 (loss and bias) not improved')
+  else:
+    why = (f'{len(improved)} of {len(applicable)} applicable areas improved '
+           f'({", ".join(improved) or "none"}; {required(areas)} needed)')
+  return f'{"promoted" if promoted else "not promoted"} under {rule}: {why}'

@@ -17,6 +17,7 @@ Builtin TFLite ops only, checked.
 """
 
 import dataclasses
+import hashlib
 import os
 from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
@@ -89,6 +90,23 @@ def op_table(model: bytes) -> List[Op]:
              [tensors[i]['name'] for i in op['outputs']],
              [tensors[i]['name'] for i in op['inputs'] if i >= 0])
           for op in it._get_ops_details()]  # pylint: disable=protected-access
+
+
+def graph_signature(model: bytes) -> str:
+  """16 hex digits naming a TFLite graph's structure: its ops in order and every
+  tensor's shape and type (weights' values and names left out). Two builds of
+  one architecture and quantization share it, so their latency differs only by
+  noise (the promotion's latency area is then not applicable)."""
+  it = interpreter(model)
+  tensors = {t['index']: t for t in it.get_tensor_details()}
+
+  def shape(i):
+    t = tensors[i]
+    return (tuple(int(x) for x in t['shape']), str(np.dtype(t['dtype'])))
+  parts = [(op['op_name'], tuple(shape(i) for i in op['inputs'] if i >= 0),
+            tuple(shape(i) for i in op['outputs']))
+           for op in it._get_ops_details()]  # pylint: disable=protected-access
+  return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
 
 
 def int8_core_outputs(ops: Sequence[Op]) -> set:
