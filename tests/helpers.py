@@ -92,13 +92,6 @@ E2E_OVERRIDES = [
     'model.student.train_steps=300', 'model.student.batch_size=256',
     'quantizer.latency_samples=200',
     'model.student_warm_start=true',
-    # The nights' pushes follow today's gate: on this tiny world (1.6k eval
-    # examples, ~50 on tCPA > 250, a few conversions) neither the loss nor the
-    # key slice's spend error differ beyond their intervals, so `auto` (2_of_3
-    # on the recipe change) promotes nothing and the push sequence the fixture
-    # tests would not happen. The Promotion still judges the three areas and
-    # records every rule's decision (tests/test_gate_push_e2e.py).
-    'promotion.rule=loss_only',
     'beam.direct_running_mode=in_memory',
 ]
 
@@ -245,3 +238,28 @@ def tfma_tflite_predictions(model_dir: str, file_pattern: str, key_column: str,
          | beam.combiners.ToList() | beam.Map(save))
   with open(dump, 'rb') as f:
     return dict(pickle.load(f))
+
+
+def true_relative_change(cfg, candidate_uri: str, baseline_uri: str,
+                         clicks: int = 20_000) -> float:
+  """A candidate's expected Poisson NLL against a baseline's, relative to the
+  baseline's, on fresh clicks of the synthetic world `cfg` generates (never
+  logged; y ~ Poisson(true rate)): the truth the promotion's decision is
+  judged by. The expected NLL is the Bayes floor plus the closed-form excess
+  risk (models/nll.py); the floor's E[log y!] is a Monte Carlo mean."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from components.quantizer import convert  # pylint: disable=g-import-not-at-top
+  from components.served_baseline import executor as served_baseline  # pylint: disable=g-import-not-at-top
+  from models import nll  # pylint: disable=g-import-not-at-top
+  world = generator.World(cfg)
+  day = int(cfg.world.start().timestamp()) + (cfg.world.days - 1) * 86400
+  rows = world.scoring_clicks(clicks, day, stream=21)
+  rate = sum(rows[c].astype(np.float64) for c in synthetic.TRUE_RATES)
+  y = np.random.default_rng(0).poisson(rate, (16, rate.size))
+  floor = float(nll.poisson_nll_per_example(y, np.broadcast_to(rate, y.shape)).mean())
+
+  def excess(uri):
+    with open(served_baseline.tflite_path(uri), 'rb') as f:
+      return nll.excess_risk(rate, convert.predict(f.read(), rows))
+  base = excess(baseline_uri)
+  return (excess(candidate_uri) - base) / (floor + base)
