@@ -21,6 +21,7 @@ from components.example_gen import executor as example_gen_executor
 import config as config_lib
 from pipeline import cli
 from pipeline import vertex
+from tests import app_installs
 
 IMAGE = 'europe-docker.pkg.dev/test-project/kd/pipeline:test'
 TPU_IMAGE = 'europe-docker.pkg.dev/test-project/kd/student-tpu:test'
@@ -392,3 +393,38 @@ def test_schedule_is_nightly_in_its_time_zone_one_run_at_a_time(cfg, template, w
                                              vertex.FORCE_PARAMETER: 0}
   assert 'student' in job.pipeline_spec['root']['dag']['tasks']
   assert _caching(job.pipeline_spec) == {False}
+
+
+@pytest.mark.parametrize('fmt', ['parquet', 'csv', 'bigquery'])
+def test_the_template_compiles_for_each_source(fmt, tmp_path):
+  """A dataset of another shape, from files or from BigQuery: the ExampleGen
+  task carries its spec, the schema is the one beside it in the image."""
+  spec = app_installs.write_spec(str(tmp_path / 'dataset.yaml'),
+                                 'tfrecord' if fmt == 'bigquery' else fmt)
+  if fmt == 'bigquery':
+    with open(spec) as f:
+      text = f.read()
+    text = text.replace(
+        'format: tfrecord\n  clicks: {path: "taps/dt={date:%Y%m%d}"}\n'
+        '  conversions: {path: "installs/dt={date:%Y%m%d}"}\n',
+        'format: bigquery\n  project: test-project\n'
+        '  clicks: {table: "test-project.ads.taps"}\n'
+        '  conversions: {query: "SELECT * FROM `test-project.ads.installs`"}\n')
+    assert 'format: bigquery' in text
+    with open(spec, 'w') as f:
+      f.write(text)
+  path = str(tmp_path / 'pipeline.json')
+  overrides = VERTEX + app_installs.OVERRIDES + [
+      f'dataset_file={spec}', 'vertex.schema_path=/pipeline/app/schema.pbtxt']
+  assert cli.main(['compile', '--output', path] + sum(
+      (['--set', o] for o in overrides), [])) == 0
+  tasks = _spec(path)['pipelineSpec']['root']['dag']['tasks']
+  params = tasks['ConversionLogExampleGen']['inputs']['parameters']
+  dataset = json.loads(params[example_gen_executor.DATASET_KEY]['runtimeValue'][
+      'constantValue']['stringValue'])
+  assert dataset['name'] == 'app_installs' and dataset['source']['format'] == fmt
+  if fmt == 'bigquery':
+    assert dataset['source']['clicks']['table'] == 'test-project.ads.taps'
+  schema = tasks['ImportSchemaGen']['inputs']['parameters']['schema_file']
+  assert schema['runtimeValue']['constantValue']['stringValue'] == \
+      '/pipeline/app/schema.pbtxt'
