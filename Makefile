@@ -30,7 +30,7 @@ TPU_IMAGE ?=
 TEMPLATE  ?= outputs/vertex/pipeline.json
 VERTEX_SET = $(if $(IMAGE),--set vertex.image=$(IMAGE)) $(if $(TPU_IMAGE),--set vertex.student.image=$(TPU_IMAGE))
 
-.PHONY: help setup data schema run bootstrap sweep nightly image image-tpu push-images compile submit schedule test test-fast bench bench-world bench-quality bench-quant bench-serving bench-pruning bench-sweep bench-observability lock clean bench-fallback
+.PHONY: help setup data schema run bootstrap sweep nightly image image-tpu push-images compile submit schedule test test-fast bench bench-world bench-quality bench-quant bench-serving bench-pruning bench-sweep bench-observability lock clean bench-fallback bench-promotion
 
 help:  ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -128,6 +128,10 @@ bench-sweep: setup  ## A sweep on a benchmark world (tune NLL beside true excess
 
 bench-pruning: setup  ## The student pruned at 0/30/50/70% before INT8: bytes raw and gzip, NLL change with CIs, latency at batch 1 and 256.
 	$(PY) -m bench.pruning_bench $(ARGS)
+	$(PY) -m bench.readme
+
+bench-promotion: setup  ## Promotion power: each rule's share of simulated nights promoted, by candidate and eval size (bench/reported/promotion.json; ~20 min on 1 core).
+	nice -n 10 $(PY) -m bench.promotion_bench $(ARGS)
 	$(PY) -m bench.readme
 
 bench-fallback: setup  ## The lag-cost curve: teacher lag 0/24/40/72 h on one world, the KD student's quality and failed fraction (~25 min on 2 cores).

@@ -14,6 +14,7 @@ import sys
 from typing import Callable, Dict
 
 from bench import fallback_bench
+from bench import promotion_bench
 from bench import pruning_report
 from bench import quality_report
 from bench import serving_report
@@ -33,6 +34,7 @@ TABLES: Dict[str, tuple] = {
                              quality_report.heterogeneity_markdown),
     'fallback': ('bench/reported/fallback.json', fallback_bench.markdown),
     'sweep': (sweep_report.REPORTED, sweep_report.markdown),
+    'promotion': (promotion_bench.OUT, promotion_bench.markdown),
 }
 REPORTED = 'bench/reported'
 
