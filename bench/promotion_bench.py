@@ -35,9 +35,11 @@ served one), so latency is not applicable.
 Eval sets: 1, 2, 4, 8 and 16 days of the default world's clicks (2 is the
 default window.eval_days, ~5.7k clicks). Each share carries its Clopper-Pearson
 95% interval over the nights. The rules: `2_of_3` and `refresh` as the
-Promotion step decides them; `2_of_3_key_slice` the rule this one replaced (the
-business area on the tCPA > 250 bucket alone, latency counted and never
-improved), on the same paired intervals; `loss` the loss area alone. Results go to
+Promotion step decides them; `both_improved` the two applicable areas both
+improved (this rule's first form, which refused the sharper candidates);
+`2_of_3_key_slice` the rule before it (the business area on the tCPA > 250
+bucket alone, latency counted and never improved), on the same paired
+intervals; `loss` the loss area alone. Results go to
 bench/reported/promotion.json (with the world, the config and the git SHA);
 `python -m bench.readme` writes the README's table from it.
 """
@@ -186,7 +188,8 @@ def decisions(night: paired.Night, cfg):
   """What each rule decides on one night (latency not applicable: one graph).
 
   `2_of_3` and `refresh` as the Promotion step runs them (paired.figures,
-  rule.areas, rule.decide); `2_of_3_key_slice` the rule before it (the business
+  rule.areas, rule.decide); `both_improved` loss and business both improved
+  with every guard; `2_of_3_key_slice` the rule before it (the business
   area judged on the tCPA > 250 bucket alone, latency counted as an area that
   did not improve); `loss` the loss area alone. Returns ({rule: promoted}, the
   relative loss difference the night resolves)."""
@@ -196,6 +199,9 @@ def decisions(night: paired.Night, cfg):
   out = {r: rule_lib.decide(r, areas, True, True) for r in ('2_of_3', 'refresh')}
   key = pair['buckets'].get(columns.HIGH_TCPA_BUCKET)
   key_better = bool(key is not None and key['diff'].below())
+  out['both_improved'] = bool(
+      areas['loss_bias'].improved and areas['business'].improved and
+      all(a.guards_hold for a in areas.values()))
   out['2_of_3_key_slice'] = (bool(areas['loss_bias'].improved) + key_better) >= 2
   out['loss'] = bool(areas['loss_bias'].improved)
   return out, pair['loss'].resolvable
@@ -267,6 +273,7 @@ def run(nights: int, eval_days, seed: int = 0, log=print) -> Dict:
 
 RULE_TITLES = {'2_of_3': '2_of_3 (default on a recipe change)',
                'refresh': 'refresh (default on the same recipe)',
+               'both_improved': 'loss and business both improved',
                '2_of_3_key_slice': '2_of_3, business on tCPA > 250 (before)',
                'loss': 'loss area alone'}
 

@@ -617,8 +617,9 @@ class PromotionConfig:
   serving batch, and no p50 / p99 slower by more than `latency_tolerance`.
 
   rule:
-    2_of_3: two of the applicable areas improve (both when two apply: a nightly
-      student of the served architecture), and every guard holds;
+    2_of_3: two of the three areas improve, and every guard holds; when
+      latency does not apply (a nightly student of the served architecture),
+      area 1 improves and the business area is not worse beyond its CI;
     refresh: area 1 improves and every guard holds;
     loss_only: the Evaluator's blessing (PoissonLogLoss thresholds), as before;
     auto: 2_of_3 when the candidate's recipe fingerprint differs from the

@@ -70,19 +70,28 @@ def test_two_improved_areas_are_promoted_under_2_of_3():
   assert not decide('2_of_3', areas(loss=BETTER, p50=BETTER), value_ok=False)
 
 
-def test_latency_of_one_graph_is_not_applicable_and_2_of_3_needs_both_others():
+def test_latency_of_one_graph_is_not_applicable_and_2_of_3_needs_loss_and_spend_not_worse():
   """A nightly student against the served one (one architecture and
   quantization): latency cannot improve but by noise, so it is not counted and
-  2_of_3 needs loss and business."""
+  2_of_3 needs area 1 improved and the business area not worse beyond its CI."""
   a = areas(loss=BETTER, latency_applies=False)
-  assert not a['latency'].applicable and rule.required(a) == 2
-  assert not decide('2_of_3', a)
+  assert not a['latency'].applicable and not rule.all_apply(a)
+  # Sharper, spend calibration as good as the baseline's: promoted.
+  assert decide('2_of_3', a)
   assert decide('2_of_3', areas(loss=BETTER, spend=BETTER, latency_applies=False))
+  # Better calibrated, not better in the loss: not promoted.
   assert not decide('2_of_3', areas(spend=BETTER, latency_applies=False))
-  line = rule.explain('2_of_3', True, areas(loss=BETTER, spend=BETTER,
-                                             latency_applies=False))
-  assert line == ('promoted under 2_of_3: 2 of 2 applicable areas improved '
-                  '(loss_bias, business; 2 needed)')
+  # Better in the loss, overall spend worse beyond its CI: not promoted.
+  worse_spend = areas(loss=BETTER, spend=WORSE, latency_applies=False)
+  assert worse_spend['business'].worse and worse_spend['business'].guards_hold
+  assert not decide('2_of_3', worse_spend)
+  assert decide('refresh', worse_spend)  # refresh guards the buckets only
+  line = rule.explain('2_of_3', True, a)
+  assert line == ('promoted under 2_of_3: area 1 improved, business not worse '
+                  '(latency not applicable: area 1 needed, the rest not worse)')
+  assert rule.explain('2_of_3', False, worse_spend) == (
+      "not promoted under 2_of_3: area 1 improved, ['business'] worse beyond its CI "
+      '(latency not applicable: area 1 needed, the rest not worse)')
 
 
 def test_a_spend_figure_without_an_interval_is_not_judged_and_says_why():
@@ -472,13 +481,14 @@ def test_the_executor_promotes_a_calibrated_candidate_on_loss_bias_and_business(
   assert result['areas']['loss_bias']['improved'], result['areas']
   assert result['areas']['business']['improved'], result['areas']
   # One graph (the two differ in a constant): latency is not applicable, not
-  # timed, and 2_of_3 needed loss and business.
+  # timed, and 2_of_3 needed loss improved and business not worse.
   assert result['same_graph'] and not result['areas']['latency']['applicable']
   assert result['blessed'] and prop(blessing, 'blessed') == 1
   assert os.path.exists(os.path.join(blessing.uri, 'BLESSED'))
   assert result['decisions'] == {'2_of_3': True, 'refresh': True, 'loss_only': True}
   assert result['reason'].startswith(
-      'promoted under 2_of_3: 2 of 2 applicable areas improved (loss_bias, business')
+      'promoted under 2_of_3: area 1 improved, business not worse (latency not '
+      'applicable')
   assert 'eval clicks resolve loss differences of' in result['reason']
   for name in ('area_loss_bias', 'area_business', 'area_latency', 'decision_2_of_3',
                'loss_diff', 'loss_diff_upper', 'loss_rel_diff', 'loss_resolvable',
@@ -536,7 +546,7 @@ def test_nan_figures_stay_out_of_ml_metadata_and_the_summary_shows_the_areas():
                      '; 5,714 eval clicks resolve loss differences of 2.1%')
   text = '\n'.join(report.promotion_text(props))
   # One line of why first: the verdict, the areas, what the night resolves.
-  assert text.startswith('promotion: promoted under 2_of_3: 2 of 3 applicable areas '
+  assert text.startswith('promotion: promoted under 2_of_3: 2 of 3 areas '
                          'improved (loss_bias, latency; 2 needed); 5,714 eval clicks '
                          'resolve loss differences of 2.1%\n'
                          '  rule auto -> 2_of_3 (recipe or architecture changed')

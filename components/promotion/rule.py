@@ -22,8 +22,12 @@ Areas (the paper's promotion: two of three):
     faster beyond its CI at some batch size, guarded by no p50 or p99 slower by
     more than a tolerance beyond its CI.
 
-Rules: `2_of_3` (recipe or architecture change) needs two improved areas of the
-applicable ones (both when only two apply) and every guard; `refresh` (same
+Rules: `2_of_3` (recipe or architecture change) needs two improved areas when
+all three apply, and every guard; when latency does not apply (a nightly student
+of the served architecture), area 1 improved and the business area not worse
+beyond its CI. Requiring both to improve refused a candidate truly 5% better in
+the loss, a proper score, whose spend calibration was already as good as the
+baseline's (bench/promotion_bench.py, the sharper candidates). `refresh` (same
 recipe) area 1 and every guard; `loss_only` is the Evaluator's blessing; `auto`
 picks 2_of_3 or refresh by the recipe fingerprints. Every rule also needs the
 Evaluator's value threshold (max NLL) and a failed fraction of the fallback band
@@ -79,6 +83,8 @@ class Area:
   # Guards that must hold for any rule but loss_only.
   guards_hold: bool = True
   applicable: bool = True
+  # The area's own figure worse beyond its CI (the overall spend for area 2).
+  worse: bool = False
 
   def __post_init__(self):
     # Plain bools (numpy's do not serialise to JSON).
@@ -86,6 +92,7 @@ class Area:
       self.improved = bool(self.improved)
     self.guards_hold = bool(self.guards_hold)
     self.applicable = bool(self.applicable)
+    self.worse = bool(self.worse)
 
   def to_dict(self) -> Dict:
     return dataclasses.asdict(self)
@@ -105,7 +112,7 @@ def loss_bias_area(loss_diff: Estimate, bias_diff: Estimate,
             f' beyond its CI; bias diff {bias_diff.text()} '
             f'{"worse" if bias_worse else "not worse"}')
   return Area(loss_better and not bias_worse, reason,
-              guards_hold=not (bias_worse or loss_worse))
+              guards_hold=not (bias_worse or loss_worse), worse=loss_worse)
 
 
 def business_area(overall: Estimate, bucket_diffs: Mapping[str, Estimate],
@@ -129,6 +136,7 @@ def business_area(overall: Estimate, bucket_diffs: Mapping[str, Estimate],
                 if conversions.get(s, float('inf')) < min_conversions)
   judged = {s: d for s, d in sorted(bucket_diffs.items()) if s not in thin}
   better = overall.below()
+  worse = overall.above()
   regressed: List[str] = [s for s, d in judged.items() if d.above(guard)]
   # A bucket whose interval could not be formed guards nothing; say so.
   no_ci = [s for s, d in judged.items() if not d.has_interval()]
@@ -145,11 +153,13 @@ def business_area(overall: Estimate, bucket_diffs: Mapping[str, Estimate],
   else:
     guard_text = ' (no tCPA in the dataset: every click weighs 1, no bucket guards)'
   reason = (f'overall spend log-error diff {overall.text()} '
-            f'{"better" if better else "not better"} beyond its CI{spend}{guard_text}'
+            f'{"better" if better else "worse" if worse else "not better"} beyond its CI'
+            f'{spend}{guard_text}'
             + (f'; no CI on {no_ci}' if no_ci else ''))
   if not overall.has_interval():
     return Area(None, reason, guards_hold=not regressed)
-  return Area(better and not regressed, reason, guards_hold=not regressed)
+  return Area(better and not regressed, reason, guards_hold=not regressed,
+              worse=worse)
 
 
 def areas(pair: Mapping, latency: Area, guard: float, min_conversions: float
@@ -189,7 +199,8 @@ def latency_area(diffs: Mapping[str, Mapping[str, Estimate]],
   parts = [f'{b} p50 {d["p50"].value:+.1%} [{d["p50"].lower:+.1%}, '
            f'{d["p50"].upper:+.1%}]' for b, d in diffs.items()]
   reason = '; '.join(parts) + (f'; slower beyond noise: {slower}' if slower else '')
-  return Area(bool(faster) and not slower, reason, guards_hold=not slower)
+  return Area(bool(faster) and not slower, reason, guards_hold=not slower,
+              worse=bool(slower))
 
 
 def not_applicable(reason: str) -> Area:
@@ -206,10 +217,10 @@ def applied_rule(rule: str, same_recipe: bool) -> str:
   return rule
 
 
-def required(areas: Mapping[str, Area]) -> int:
-  """How many improved areas 2_of_3 needs: two, or every applicable area when
-  fewer than three apply."""
-  return min(2, sum(a.applicable for a in areas.values()))
+def all_apply(areas: Mapping[str, Area]) -> bool:
+  """Whether every area can tell the models apart (2_of_3 counts two of them);
+  else 2_of_3 is area 1 improved, the others not worse."""
+  return all(a.applicable for a in areas.values())
 
 
 def decide(rule: str, areas: Mapping[str, Area], evaluator_blessed: bool,
@@ -231,9 +242,10 @@ def decide(rule: str, areas: Mapping[str, Area], evaluator_blessed: bool,
   if not value_ok or not all(a.guards_hold for a in areas.values()):
     return False
   if rule == '2_of_3':
-    need = required(areas)
-    return need > 0 and sum(bool(a.improved) for a in areas.values()
-                            if a.applicable) >= need
+    if all_apply(areas):
+      return sum(bool(a.improved) for a in areas.values()) >= 2
+    return bool(areas['loss_bias'].improved) and not any(
+        a.worse for a in areas.values() if a.applicable)
   if rule == 'refresh':
     return bool(areas['loss_bias'].improved)
   raise ValueError(f'unknown promotion rule {rule!r}; one of {RULES}')
@@ -262,7 +274,16 @@ def explain(rule: str, promoted: bool, areas: Mapping[str, Area],
   elif rule == 'refresh':
     why = ('area 1 improved' if areas['loss_bias'].improved else
            'area 1 (loss and bias) not improved')
+  elif all_apply(areas):
+    why = (f'{len(improved)} of 3 areas improved ({", ".join(improved) or "none"};'
+           ' 2 needed)')
   else:
-    why = (f'{len(improved)} of {len(applicable)} applicable areas improved '
-           f'({", ".join(improved) or "none"}; {required(areas)} needed)')
+    off = [n for n, a in areas.items() if not a.applicable]
+    worse = [n for n in applicable if n != 'loss_bias' and areas[n].worse]
+    others = [n for n in applicable if n != 'loss_bias']
+    why = (('area 1 improved' if areas['loss_bias'].improved else
+            'area 1 (loss and bias) not improved') +
+           (f', {worse} worse beyond its CI' if worse else
+            f', {" and ".join(others)} not worse' if others else '') +
+           f' ({" and ".join(off)} not applicable: area 1 needed, the rest not worse)')
   return f'{"promoted" if promoted else "not promoted"} under {rule}: {why}'
