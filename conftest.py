@@ -74,21 +74,25 @@ def e2e(tmp_path_factory):
   """Nights of the whole DAG with BeamDagRunner on one tiny world, caching off,
   the student warm-starting from the served model (end = the world's end):
 
-    bootstrap  T = end - 3d  production recipe, no baseline: pushed first;
-                             trained 40 steps, a weak production model, so
-                             that the distilled nights are better than it by
-                             more than 1.6k eval clicks resolve (the promotion
-                             runs its default rule)
-    kd_killed  T = end - 1d  the CLI in its own process, SIGKILLed while the
+    bootstrap  T = end - 11d production recipe, no baseline: pushed first;
+                             trained 10 steps, a production model far from
+                             the truth, so that the distilled night is better
+                             than it by well more than 6k eval clicks
+                             resolve (the promotion runs its default rule;
+                             the truth test checks the gap)
+    kd_killed  T = end - 6d  the CLI in its own process, SIGKILLed while the
                              teacher trains: nothing pushed
-    kd         T = end - 1d  the same night again; distilled, gated against
-                             the bootstrap: pushed
+    kd         T = end - 6d  the same night again; distilled, gated against
+                             the bootstrap (served as of its eval start,
+                             end - 10d): pushed
     worse      T = end       (resolved at run time) production recipe, gated
-                             against kd: not blessed, nothing pushed
-    backfill   T = end - 2d  the next run after the unblessed night, older
+                             against kd (served as of end - 4d): not
+                             promoted, nothing pushed
+    backfill   T = end - 7d  the next run after the unblessed night, older
                              than the served kd: gated against the version
-                             served as of its eval start (the bootstrap's)
-    kd_again   T = end - 1d  already served: skips after ServedBaseline
+                             served as of its eval start, end - 11d (the
+                             bootstrap's)
+    kd_again   T = end - 6d  already served: skips after ServedBaseline
   """
   root = tmp_path_factory.mktemp('e2e')
   cfg = config_lib.load_config(None, E2E_OVERRIDES + [
@@ -98,15 +102,15 @@ def e2e(tmp_path_factory):
   end = cfg.world.start() + datetime.timedelta(days=cfg.world.days)
   nights = E2ERun(cfg, cfg.paths.data_root, default_night='kd')
   day = datetime.timedelta(days=1)
-  nights.night('bootstrap', (end - 3 * day).isoformat(), bootstrap=True,
-               overrides=['distill.recipe=production', 'model.student.train_steps=40'])
+  nights.night('bootstrap', (end - 11 * day).isoformat(), bootstrap=True,
+               overrides=['distill.recipe=production', 'model.student.train_steps=10'])
   # SIGKILLed while its teacher trains, then the same night again (issue 21).
-  nights.killed_night('kd_killed', (end - day).isoformat(), node='teacher')
-  nights.night('kd', (end - day).isoformat())
+  nights.killed_night('kd_killed', (end - 6 * day).isoformat(), node='teacher')
+  nights.night('kd', (end - 6 * day).isoformat())
   # T left to the run (data_end policy: the world's end).
   nights.night('worse', None, overrides=['distill.recipe=production'])
-  nights.night('backfill', (end - 2 * day).isoformat())
-  nights.night('kd_again', (end - day).isoformat())
+  nights.night('backfill', (end - 7 * day).isoformat())
+  nights.night('kd_again', (end - 6 * day).isoformat())
   return nights
 
 

@@ -163,9 +163,12 @@ def cmd_run(parser, args) -> int:
       baseline = report.has_baseline(cfg)
       t = None if baseline else resolve_t(cfg, snapshot_time)
     if not baseline:
-      # The first baseline is yesterday's production model, so that tonight's
-      # distilled run has something to be gated against (and may push).
-      code = run_once(cfg, (t - datetime.timedelta(days=1)).isoformat(), True,
+      # The first baseline is the production model served as tonight's eval
+      # days began (T - E): the baseline is what served the eval clicks
+      # (ServedBaseline), so tonight's distilled run has something to be
+      # gated against (and may push).
+      eval_start = t - datetime.timedelta(days=cfg.window.eval_days)
+      code = run_once(cfg, eval_start.isoformat(), True,
                       'bootstrap (no baseline yet)', verbose=args.verbose)
       if code:
         return code
@@ -303,8 +306,8 @@ def main(argv=None) -> int:
                     help='the first run: the production recipe through the same '
                     'quantize / evaluate / push path, pushed as the first baseline')
   mode.add_argument('--auto-bootstrap', action='store_true',
-                    help='if this pipeline has no baseline yet, bootstrap on the '
-                    'previous night first (what make run does)')
+                    help='if this pipeline has no baseline yet, bootstrap at the '
+                    'eval start T - E first (what make run does)')
   _force(run)
   _verbose(run)
   run.set_defaults(fn=cmd_run)

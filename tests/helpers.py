@@ -84,10 +84,13 @@ def run_example_gen(cfg, data_root, out, window_days=3, **props):
 # One tiny world, one pipeline root.
 
 E2E_OVERRIDES = [
-    'world.num_clicks=26000', 'world.days=17', 'world.seed=11',
+    'world.num_clicks=38000', 'world.days=25', 'world.seed=11',
     # A measurement panel, so the panel label mode and recipes run end to end.
     'world.panel_share=0.05',
-    'window.days=14', 'window.eval_days=1', 'window.teacher_lag_hours=40',
+    # Four eval days (about 6k clicks): enough for the promotion's default rule
+    # to resolve what the KD night gains (bench/promotion_bench.py); the lag is
+    # E + 16 h, as in default.yaml.
+    'window.days=14', 'window.eval_days=4', 'window.teacher_lag_hours=112',
     'model.teacher.train_steps=400', 'model.teacher.batch_size=256',
     'model.student.train_steps=300', 'model.student.batch_size=256',
     'quantizer.latency_samples=200',

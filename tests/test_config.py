@@ -14,8 +14,10 @@ DEFAULT_YAML = os.path.join(ROOT, 'pipeline', 'configs', 'default.yaml')
 
 def test_defaults_are_valid_and_default_yaml_loads():
   cfg = config_lib.load_config(DEFAULT_YAML)
-  assert cfg.window.days == 28 and cfg.window.eval_days == 1
-  assert cfg.window.teacher_lag_hours == 40.0
+  # default.yaml: two eval days, so the promotion resolves a 5% better
+  # candidate; the lag E + 16 h (the schema's defaults are 1 day and 40 h).
+  assert cfg.window.days == 28 and cfg.window.eval_days == 2
+  assert cfg.window.teacher_lag_hours == 64.0
   assert cfg.model.teacher.hidden_units == [128, 64, 32]
   assert cfg.observability.fractions()[0] == 1.0
   # The product's default world is the observability world at its spec's

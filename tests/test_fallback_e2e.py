@@ -23,17 +23,18 @@ def test_the_kd_night_records_its_band_and_failed_fractions(e2e):
     fb = json.load(f)['fallback']
   band = fb['band']
   assert band['rule'] == 'reference_quantile' and band['target'] == 'truth'
-  # The band around the bootstrap (production) admits the observability
-  # correction: multipliers above 1 where f_b is low.
-  f_b = e2e.cfg.observability.fractions()
-  centre = (np.array(band['log_lower']) + np.array(band['log_upper'])) / 2
-  assert centre[int(np.argmin(f_b))] > centre[int(np.argmax(f_b))], band
+  # A band per browser around the fallback (the fixture's bootstrap, a
+  # production model trained 10 steps: the multipliers are its errors against
+  # the truth, whatever they are; tests/test_fallback.py checks the fit).
+  assert len(band['log_lower']) == len(e2e.cfg.observability.fractions())
+  assert all(lo < hi for lo, hi in zip(band['log_lower'], band['log_upper'])), band
   failed, coverage = fb['failed'], fb['coverage']
   for group in (columns.BROWSER_OBSERVABILITY, columns.TCPA_BUCKET, fallback.AGE):
     assert failed[group], group
-  # The one-day eval split is newer than T - lag: every click is after the cutoff.
+  # The eval split (E days) is newer than T - lag (E + 16 h): every click is
+  # after the cutoff.
   assert set(failed[fallback.AGE]) == {fallback.AFTER_CUTOFF}
-  # ~1,800 eval clicks, half scored: 3 binomial SEs at 0.9 plus the slack.
+  # ~6,000 eval clicks, half scored: 3 binomial SEs at 0.9 plus the slack.
   n = coverage['overall']['clicks']
   assert abs(coverage['overall']['mean'] - 0.9) < 3 * np.sqrt(0.09 / n) + 0.01
   assert fb['within_cap'] and prop(promotion, 'fallback_within_cap') == 1

@@ -1,7 +1,8 @@
 """Nightly semantics over the nights of conftest.e2e (caching off).
 
-bootstrap (T = end - 3d) -> kd (end - 1d) -> worse (end) -> backfill (end - 2d)
--> kd again (end - 1d, already served).
+bootstrap (T = end - 11d) -> kd (end - 6d) -> worse (end) -> backfill (end - 7d)
+-> kd again (end - 6d, already served): nights at least E = 4 days apart, so
+each is gated against the version before it (served as of its eval start).
 """
 
 import datetime
@@ -50,7 +51,7 @@ def test_each_night_moves_t_and_the_window_with_it(e2e):
     assert rows[columns.CLICK_TS].max() < t.timestamp()
   day = datetime.timedelta(days=1)
   end = e2e.cfg.world.start() + e2e.cfg.world.days * day
-  assert ts == [end - 3 * day, end - day, end]
+  assert ts == [end - 11 * day, end - 6 * day, end]
   window = e2e.cfg.window.days * day
   assert [t - s for s, t in zip(starts, ts)] == [window] * 3
 
