@@ -106,7 +106,7 @@ def test_guard_stops_at_the_bound_naming_both_numbers(e2e, quantized, tmp_path):
     examples = standard_artifacts.Examples()
     src = e2e.artifact('BulkInferrer', 'output_examples')
     examples.uri = src.uri
-    examples.split_names = src.properties['split_names'].string_value
+    examples.split_names = src.split_names
     out, rep = standard_artifacts.Model(), standard_artifacts.Model()
     out.uri, rep.uri = str(tmp_path / name / 'model'), str(tmp_path / name / 'report')
     executor.Executor().Do(
