@@ -28,8 +28,10 @@ STEPS = 100
 # Bounds from this test's own model (the test prints its figures; -s shows
 # them). Measured on the student below (small_world, 100 steps, seed 0, INT8
 # with the config's calibration; 494 eval examples) on 2 cores, 2026-12-07,
-# TF 2.16 / TFX 1.16: pConvs error mean 0.487%, max 8.45%; 48,456 of 171,872
-# bytes, size ratio 0.2819.
+# TF 2.16.2 / TFX 1.16.0: pConvs error mean 0.487%, max 8.45%, the same in two
+# runs of this file alone; mean 0.577%, max 10.41% in a run after other test
+# files in the same process (what ran before changes the trained student);
+# 48,456 of 171,872 bytes, size ratio 0.2819, in all three.
 # - The README's Quantization table states 1.12% / 5.8% (the per-feature graph
 #   on the 640k-click benchmark's student; bench/reported/serving.json's INT8
 #   now records 0.91% / 4.14%). This tiny model beats the mean and cannot reach
@@ -38,11 +40,11 @@ STEPS = 100
 # - The size ratio is the README's 0.282x (serving table): the bytes depend on
 #   the architecture and the features' vocabularies, not on the weights, and
 #   this student has the default architecture.
-# Margins: 1.5x the measured errors (the conversion and calibration are
-# deterministic for a seed, but TF's kernels and converter may move the errors
-# across versions); +0.01 on the size ratio (a converter release may add a few
-# hundred bytes), which keeps it under the 0.30x target.
-MEASURED_MEAN_REL, MEASURED_MAX_REL, MEASURED_SIZE_RATIO = 0.00487, 0.0845, 0.2819
+# Margins: 1.5x the larger measured error (the spread above, and
+# TF's kernels and converter may move the errors across versions); +0.01 on the
+# size ratio (a converter release may add a few hundred bytes), which keeps it
+# under the 0.30x target.
+MEASURED_MEAN_REL, MEASURED_MAX_REL, MEASURED_SIZE_RATIO = 0.00577, 0.1041, 0.2819
 MARGIN = 1.5
 SIZE_MARGIN = 0.01
 
