@@ -147,7 +147,8 @@ def run_pipeline(cfg) -> Dict:
       'transform': artifact('Transform', 'transform_graph').uri,
       'schema': os.path.join(artifact('ImportSchemaGen', 'schema').uri, 'schema.pbtxt'),
       'teacher': artifact('teacher', 'model').uri,
-      'gate': {k: local.custom_property(gate, k) for k in gate.custom_properties},
+      'gate': {k: local.custom_property(gate, k)
+               for k in gate.mlmd_artifact.custom_properties},
       'executions': local.node_executions(paths.metadata, cfg.pipeline_name),
   }
 

@@ -78,9 +78,7 @@ class _Run:
 
   def prop(self, node: str, key: str, name: str, default=None):
     a = self.artifact(node, key)
-    if a is None or name not in a.custom_properties:
-      return default
-    return local.custom_property(a, name)
+    return default if a is None else local.custom_property(a, name, default)
 
 
 def _estimate(e) -> Dict:
