@@ -39,7 +39,7 @@ Promotion step decides them; `2_of_3_key_slice` the rule this one replaced (the
 business area on the tCPA > 250 bucket alone, latency counted and never
 improved), on the same paired intervals; `loss` the loss area alone. Results go to
 bench/reported/promotion.json (with the world, the config and the git SHA);
-`python -m bench.readme` writes the README's table from it.
+`python -m bench.readme` writes the docs/benchmarks.md table from it.
 """
 
 import os
@@ -277,7 +277,7 @@ def _share(cell: Dict) -> str:
 
 
 def markdown(result: Dict) -> str:
-  """The README's tables: every rule at the default eval size, then the default
+  """The docs/benchmarks.md tables: every rule at the default eval size, then the default
   rule's power curve over eval sizes."""
   rows = result['results']
   default = result['default_eval_days']
