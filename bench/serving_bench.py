@@ -37,7 +37,7 @@ scoring clicks of the same world (new clicks, never trained on), and each model'
 paired relative change vs the float SavedModel with a click-level 95% CI.
 
 Writes bench/reported/serving.json (--quick: bench/results/serving/quick/serving.json);
-`python -m bench.readme` writes the README's tables from the committed JSON
+`python -m bench.readme` writes the docs/benchmarks.md tables from the committed JSON
 (bench/serving_report.py).
 """
 

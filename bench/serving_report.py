@@ -1,4 +1,4 @@
-"""The serving benchmark's targets and README tables, from its JSON (no
+"""The serving benchmark's targets and docs/benchmarks.md tables, from its JSON (no
 TensorFlow: bench/readme.py renders them). bench/serving_bench.py measures."""
 
 from typing import Dict
@@ -72,7 +72,7 @@ def _ratio(point: Dict, name: str) -> str:
 
 
 def markdown(result: Dict) -> str:
-  """The README's serving tables from the JSON."""
+  """The docs/benchmarks.md serving tables from the JSON."""
   lines = []
   if result.get('quick'):
     lines += ['**Quick mode** (development size: small models, few samples; not the '

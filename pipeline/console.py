@@ -1,4 +1,4 @@
-"""What a local run prints (docs/architecture.md §8, DESIGN §17).
+"""What a local run prints (docs/architecture.md §8; docs/usage.md, "What a run prints").
 
 By default: two lines per component (its start; its end with state, seconds and
 a key figure), a training progress line on a terminal, then the summary.

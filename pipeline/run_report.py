@@ -1,5 +1,5 @@
 """The run report: a static HTML page of PNG plots for one local run, from ML
-Metadata (docs/architecture.md §8, DESIGN §17).
+Metadata (docs/architecture.md §8; docs/usage.md, "The run report").
 
   <output_root>/<pipeline>/reports/<run id>/index.html
                                             <plot>.png, <plot>.json (its data)
