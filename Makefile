@@ -93,7 +93,7 @@ test: setup  ## Run the whole suite (unit, executor, end-to-end, compile tests).
 test-fast: setup  ## Run the suite without the end-to-end DAG tests.
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup -m "not e2e" $(PYTEST_ARGS)
 
-bench: bench-world bench-quality bench-quant bench-serving bench-pruning  ## All benchmarks (hours on 2 cores: see the README); quality results in bench/reported/.
+bench: bench-world bench-quality bench-quant bench-serving bench-pruning  ## All benchmarks (hours on 2 cores: see docs/benchmarks.md); quality results in bench/reported/.
 
 bench-world: setup  ## Generator throughput and memory; difficulty (GLM vs floor).
 	$(PY) -m bench.world_bench $(ARGS)

@@ -32,7 +32,7 @@ def provenance(cfg) -> dict:
 
 
 def write_json(path: str, result: dict) -> None:
-  # Keys keep the order the result was built in: the README's tables are
+  # Keys keep the order the result was built in: the docs/benchmarks.md tables are
   # generated from the JSON and list models in that order.
   os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
   with open(path, 'w') as f:

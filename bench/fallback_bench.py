@@ -224,7 +224,7 @@ def _pct(x: float) -> str:
 
 
 def markdown(result: Dict) -> str:
-  """The README's lag-cost table."""
+  """The docs/benchmarks.md lag-cost table."""
   s = result['size']
   levels = [f'{x:g}' for x in result['levels']]
   lines = [

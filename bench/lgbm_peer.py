@@ -1,4 +1,5 @@
-"""A LightGBM Poisson peer for the quality benchmark: the tabular peer of DESIGN §12.
+"""A LightGBM Poisson peer for the quality benchmark: the tabular peer
+(docs/architecture.md §12; docs/benchmarks.md, "Student quality").
 
 Gradient-boosted trees on the serving features, fitted to the reported counts with
 the same offsets as the `offset` student (the observed exposure o_w,

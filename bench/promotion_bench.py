@@ -41,7 +41,7 @@ improved (this rule's first form, which refused the sharper candidates);
 bucket alone, latency counted and never improved), on the same paired
 intervals; `loss` the loss area alone. Results go to
 bench/reported/promotion.json (with the world, the config and the git SHA);
-`python -m bench.readme` writes the README's table from it.
+`python -m bench.readme` writes the docs/benchmarks.md table from it.
 """
 
 import os
@@ -284,7 +284,7 @@ def _share(cell: Dict) -> str:
 
 
 def markdown(result: Dict) -> str:
-  """The README's tables: every rule at the default eval size, then the default
+  """The docs/benchmarks.md tables: every rule at the default eval size, then the default
   rule's power curve over eval sizes."""
   rows = result['results']
   default = result['default_eval_days']

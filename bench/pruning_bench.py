@@ -25,7 +25,7 @@ quantized by the Quantizer's own executor (INT8). Recorded per sparsity:
             and p50 / p99.9 ratios to sparsity 0 with bootstrap CIs.
 
 Writes bench/reported/pruning.json (--quick: bench/results/pruning/quick/);
-`python -m bench.readme` writes the README's table from the committed JSON
+`python -m bench.readme` writes the docs/benchmarks.md table from the committed JSON
 (bench/pruning_report.py).
 """
 

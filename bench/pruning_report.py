@@ -1,4 +1,4 @@
-"""The pruning benchmark's README table, from its JSON (no TensorFlow:
+"""The pruning benchmark's docs/benchmarks.md table, from its JSON (no TensorFlow:
 bench/readme.py renders it). bench/pruning_bench.py measures."""
 
 from typing import Dict
@@ -24,7 +24,7 @@ def _ratio(point: Dict) -> str:
 
 
 def markdown(result: Dict) -> str:
-  """The README's pruning tables from the JSON."""
+  """The docs/benchmarks.md pruning tables from the JSON."""
   lines = []
   if result.get('quick'):
     lines += ['**Quick mode** (development size; not the committed benchmark).', '']

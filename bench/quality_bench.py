@@ -20,7 +20,7 @@ Per world seed:
 Predictions are kept under bench/results/quality/<size>/ (`--resume` reuses
 finished models); bench/quality_report.py turns them into the committed JSON
 (bench/reported/quality.json) with hierarchical CIs, and bench/readme.py writes
-the README's table from that JSON.
+the docs/benchmarks.md table from that JSON.
 """
 
 import argparse
@@ -93,7 +93,7 @@ class Size:
 
 
 SIZES = {
-    # Fits a working session on 2 cores (the README states its run time).
+    # Fits a working session on 2 cores (its JSON records its run time).
     # The default world and training steps, so the bench measures what `make run`
     # trains.
     'full': Size(name='full', worlds=5, seeds=3, clicks=100_000, scoring_clicks=200_000,
@@ -147,7 +147,8 @@ def run_pipeline(cfg) -> Dict:
       'transform': artifact('Transform', 'transform_graph').uri,
       'schema': os.path.join(artifact('ImportSchemaGen', 'schema').uri, 'schema.pbtxt'),
       'teacher': artifact('teacher', 'model').uri,
-      'gate': {k: local.custom_property(gate, k) for k in gate.custom_properties},
+      'gate': {k: local.custom_property(gate, k)
+               for k in gate.mlmd_artifact.custom_properties},
       'executions': local.node_executions(paths.metadata, cfg.pipeline_name),
   }
 

@@ -450,7 +450,7 @@ def _calibration_markdown(result: Dict) -> List[str]:
 
 
 def markdown(result: Dict) -> str:
-  """The README's quality tables, generated from the JSON."""
+  """The docs/benchmarks.md quality tables, generated from the JSON."""
   size = result['size']
   models = [m for m in result['models'] if m != 'floor' and
             (not m.endswith(INT8) or m == DEFAULT_RECIPE + INT8)]
@@ -548,7 +548,7 @@ def markdown(result: Dict) -> str:
 
 
 def heterogeneity_markdown(results: Dict[str, Dict]) -> str:
-  """The README's one table across the observability world's heterogeneity
+  """The docs/benchmarks.md table across the observability world's heterogeneity
   levels (issue 14, deliverable 8): per level, the teacher-free baselines and the
   default KD student, paired excess-risk changes with 95% CIs over worlds, the
   gap KD closes, and the teacher's observability error against the prior's.

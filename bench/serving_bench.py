@@ -37,7 +37,7 @@ scoring clicks of the same world (new clicks, never trained on), and each model'
 paired relative change vs the float SavedModel with a click-level 95% CI.
 
 Writes bench/reported/serving.json (--quick: bench/results/serving/quick/serving.json);
-`python -m bench.readme` writes the README's tables from the committed JSON
+`python -m bench.readme` writes the docs/benchmarks.md tables from the committed JSON
 (bench/serving_report.py).
 """
 
@@ -124,11 +124,31 @@ def teacher_tflite(cfg, artifacts, out_dir: str, examples: List[bytes]) -> bytes
   return model
 
 
+def per_feature_ops(cfg, tft_layer, rows: Dict[str, np.ndarray], out_dir: str) -> Dict:
+  """op_summary of the per-feature graph of the student's architecture in the
+  Quantizer's INT8 mode (the op count does not depend on the weights; the
+  calibration uses the first 200 rows). A conversion that fails is recorded as
+  not measured, with its reason, rather than stopping the benchmark."""
+  features = cfg.dataset.serving_features()
+  try:
+    saved = serving_graph.per_feature_graph(towers.build_student_tower(cfg), tft_layer,
+                                            features, out_dir)
+
+    def representative():
+      for i in range(200):
+        yield {c.name: rows[c.name][i:i + 1].reshape(1, 1).astype(
+            features_lib.dtype(c).as_numpy_dtype) for c in features}
+    return op_summary(convert.convert(saved, 'int8', representative))
+  except Exception as e:  # pylint: disable=broad-except
+    return {'not_recorded': f'{type(e).__name__}: {str(e).splitlines()[0][:200]}'}
+
+
 @dataclasses.dataclass
 class Models:
   student_dir: str
   tflite: Dict[str, bytes]
   quantizer_reports: Dict[str, Dict]
+  per_feature_ops: Dict  # per_feature_ops: the graph the lean one replaced
 
 
 def build_models(size, cfg, artifacts, out: str, examples: List[bytes],
@@ -152,7 +172,9 @@ def build_models(size, cfg, artifacts, out: str, examples: List[bytes],
         os.path.join(out, mode, 'model')), 'tflite'), 'rb') as f:
       tflite[key] = f.read()
   tflite[TEACHER] = teacher_tflite(cfg, artifacts, out, examples)
-  return Models(student_dir, tflite, reports)
+  tft_layer = tft.TFTransformOutput(artifacts['transform']).transform_features_layer()
+  before = per_feature_ops(student_cfg, tft_layer, codec.decode(examples[:200]), out)
+  return Models(student_dir, tflite, reports, before)
 
 
 # --- Quality ------------------------------------------------------------------
@@ -387,7 +409,8 @@ def main(argv=None) -> int:
             'student': f'{STUDENT_RECIPE}-s0', 'samples': samples,
             'batches': list(BATCHES), 'threads': [thread_key(t) for t in THREADS],
             'modes': list(MODES), 'delegates': 'default (XNNPACK) for every TFLite model',
-            'models': {k: op_summary(m) for k, m in models.tflite.items()}}
+            'models': {k: op_summary(m) for k, m in models.tflite.items()},
+            serving_report.PER_FEATURE: models.per_feature_ops}
   result['quality'] = quality(models, rows, examples)
   print('quality', json.dumps(result['quality']['nll']), flush=True)
   times = time_saved_model(models.student_dir, examples[:20_000], samples, out_dir)

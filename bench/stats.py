@@ -49,7 +49,8 @@ from scipy import stats
 
 
 def interval(values: Sequence[float], level: float = 0.95) -> Tuple[float, float, float]:
-  """Student-t interval for the mean of independent units (worlds).
+  """Student-t interval for the mean of independent units (worlds):
+  scipy.stats.t.interval at the units' mean and standard error.
 
   Args:
     values: one value per independent unit.
@@ -69,8 +70,11 @@ def interval(values: Sequence[float], level: float = 0.95) -> Tuple[float, float
   mean = float(v.mean())
   if v.size < 2:
     return mean, float('nan'), float('nan')
-  half = stats.t.ppf(0.5 + level / 2, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size)
-  return mean, float(mean - half), float(mean + half)
+  se = float(stats.sem(v))
+  if se == 0:  # scipy's t.interval needs scale > 0; every unit agrees
+    return mean, mean, mean
+  lo, hi = stats.t.interval(level, v.size - 1, loc=mean, scale=se)
+  return mean, float(lo), float(hi)
 
 
 def _worlds(name: str, x: Sequence[np.ndarray]) -> List[np.ndarray]:
@@ -190,7 +194,8 @@ def quantile_ci(samples: Sequence[float], q: float, level: float = 0.95
   The order-statistic interval: the number of samples below the true q-quantile
   is Binomial(n, q), so [X_(l), X_(u)] (1-based order statistics) with l and u
   its level's tails covers it with probability >= level, whatever the
-  distribution (latencies are far from normal in the tail).
+  distribution (latencies are far from normal in the tail). It is
+  scipy.stats.quantile_test's confidence_interval.
 
   Args:
     samples: independent draws (e.g. latencies).
@@ -210,12 +215,12 @@ def quantile_ci(samples: Sequence[float], q: float, level: float = 0.95
     raise ValueError('quantile_ci needs finite samples')
   if not 0 < q < 1:
     raise ValueError(f'q must be in (0, 1), got {q}')
-  n = x.size
-  alpha = 1 - level
-  lo = int(stats.binom.ppf(alpha / 2, n, q))
-  hi = int(stats.binom.ppf(1 - alpha / 2, n, q)) + 1
-  return (float(np.quantile(x, q)), float(x[min(max(lo - 1, 0), n - 1)]),
-          float(x[min(max(hi - 1, 0), n - 1)]))
+  est = float(np.quantile(x, q))
+  ci = stats.quantile_test(x, q=est, p=q).confidence_interval(level)
+  # scipy gives NaN for a bound no order statistic reaches at this n.
+  lo = x[0] if np.isnan(ci.low) else ci.low
+  hi = x[-1] if np.isnan(ci.high) else ci.high
+  return est, float(lo), float(hi)
 
 
 def quantile_ratio_ci(a: Sequence[float], b: Sequence[float], q: float,
@@ -224,7 +229,8 @@ def quantile_ratio_ci(a: Sequence[float], b: Sequence[float], q: float,
   """The ratio of two samples' q-quantiles with a percentile-bootstrap CI.
 
   a and b are independent (two models timed in alternation), so each is
-  resampled on its own. At q = 0.999 the bootstrap rests on the few samples
+  resampled on its own (scipy.stats.bootstrap, paired=False, percentile
+  method, seeded). At q = 0.999 the bootstrap rests on the few samples
   above the quantile (10 of 10,000), so read its bounds as approximate.
 
   Returns:
@@ -232,13 +238,13 @@ def quantile_ratio_ci(a: Sequence[float], b: Sequence[float], q: float,
   """
   a = np.asarray(a, dtype=np.float64).reshape(-1)
   b = np.asarray(b, dtype=np.float64).reshape(-1)
-  rng = np.random.default_rng(seed)
-  ratios = []
-  for start in range(0, resamples, 100):
-    k = min(100, resamples - start)
-    qa = np.quantile(a[rng.integers(0, a.size, (k, a.size))], q, axis=1)
-    qb = np.quantile(b[rng.integers(0, b.size, (k, b.size))], q, axis=1)
-    ratios.append(qa / qb)
-  ratios = np.concatenate(ratios)
-  lo, hi = np.quantile(ratios, [(1 - level) / 2, (1 + level) / 2])
-  return float(np.quantile(a, q) / np.quantile(b, q)), float(lo), float(hi)
+
+  def ratio(x, y, axis=-1):
+    return np.quantile(x, q, axis=axis) / np.quantile(y, q, axis=axis)
+  # paired=False: each sample resampled on its own; batches of 100 resamples
+  # bound the memory at 10,000 samples each.
+  res = stats.bootstrap((a, b), ratio, n_resamples=resamples, batch=100,
+                        vectorized=True, paired=False, confidence_level=level,
+                        method='percentile', random_state=np.random.default_rng(seed))
+  ci = res.confidence_interval
+  return float(ratio(a, b)), float(ci.low), float(ci.high)

@@ -15,7 +15,7 @@ selection never saw? (docs/architecture.md §13, issue 15)
 
 Sizes are reduced (the quick world: 30k clicks, teacher 400 steps; the size is
 in the JSON): the machine is 2 shared cores. Output: bench/reported/sweep.json;
-bench/readme.py writes the README's table from it.
+bench/readme.py writes the docs/benchmarks.md table from it.
 """
 
 import argparse

@@ -1,4 +1,4 @@
-"""The sweep benchmark's README table (bench/sweep_bench.py writes the JSON)."""
+"""The sweep benchmark's docs/benchmarks.md table (bench/sweep_bench.py writes the JSON)."""
 
 from typing import Dict
 
@@ -10,7 +10,7 @@ def _fmt(v) -> str:
 
 
 def markdown(result: Dict) -> str:
-  """The README's table (bench/readme.py) from bench/reported/sweep.json."""
+  """The docs/benchmarks.md table (bench/readme.py) from bench/reported/sweep.json."""
   size, sel = result['size'], result['selection']
   dims = list(result['search_space'])
   lines = [

@@ -5,7 +5,7 @@
 Each generator run is a fresh process, so its peak RSS is its own (TensorFlow's
 import included). Difficulty (world/difficulty.py) is measured on a default world
 of `--difficulty-clicks` clicks. Results go to bench/results/world.json with the
-seed, config and git SHA, and a Markdown table is printed for the README.
+seed, config and git SHA, and a Markdown table is printed (not committed: docs/benchmarks.md quotes none of it).
 """
 
 import argparse

@@ -16,7 +16,7 @@ prior cannot see: country (consent rules), then advertiser (its users' consent
 and its tag coverage), each against the offsets the level before corrected.
 
 Three choices make it beat the prior rather than add noise to it (measured on the
-benchmark's pilot worlds 42 and 43 at heterogeneity 0.5 and 1, README):
+benchmark's pilot worlds 42 and 43 at heterogeneity 0.5 and 1, docs/benchmarks.md):
   * The prior's browser x first-party x window level is kept, not re-estimated:
     it is a measurement study's population share, exact on average, while a panel
     of ~100 conversions spread over 30 such cells re-estimates it with ~50%

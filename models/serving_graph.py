@@ -23,12 +23,14 @@ needs no knowledge of tf.Transform's internals. No op depends on the batch
 size except through -1 in RESHAPE, so any batch runs the same kernels.
 """
 
+import os
 from typing import Dict, List, Sequence
 
 import numpy as np
 import tensorflow as tf
 
 from models import features as features_lib
+from models import towers
 from schemas import columns
 
 # Probe values for reading the z-score off the Transform layer (any two distinct
@@ -163,3 +165,26 @@ class LeanServing(tf.Module):
     log_rates = tf.matmul(x, self.kernels[-1]) + self.biases[-1]
     return tf.reduce_sum(tf.exp(log_rates), axis=1, keepdims=True)
 
+
+def per_feature_graph(network: tf.keras.Model, tft_layer, features, out_dir: str,
+                      output_name: str = 'pconvs') -> str:
+  """The raw-feature graph the lean one replaced (issue 18), saved as
+  `serving_default` under out_dir: the Transform layer, then the Keras tower
+  feature by feature, as models/export.raw_feature_function built it before
+  (git show 5e9836d^:models/export.py). Kept to measure the ops the lean graph
+  saves (bench/serving_bench.py's ops target; tests/test_serving_graph.py)."""
+  names = [c.name for c in features]
+  specs = [tf.TensorSpec([None, 1], features_lib.dtype(c), name=c.name) for c in features]
+
+  @tf.function(input_signature=specs)
+  def raw_features(*tensors):
+    transformed = tft_layer(dict(zip(names, tensors)))
+    net = network({n: transformed[n] for n in names}, training=False)
+    return {output_name: tf.reduce_sum(tf.exp(net[towers.LOG_RATES]), axis=1,
+                                       keepdims=True)}
+  module = tf.Module()
+  module.weights = list(network.weights)  # what the function captures; the
+  module.tft_layer = tft_layer  # Keras model itself would be traced again
+  saved = os.path.join(out_dir, 'per_feature')
+  tf.saved_model.save(module, saved, signatures={'serving_default': raw_features})
+  return saved

@@ -1,4 +1,4 @@
-"""What a local run prints (docs/architecture.md §8, DESIGN §17).
+"""What a local run prints (docs/architecture.md §8; docs/usage.md, "What a run prints").
 
 By default: two lines per component (its start; its end with state, seconds and
 a key figure), a training progress line on a terminal, then the summary.
@@ -8,7 +8,12 @@ on the console.
 
 BeamDagRunner runs every node in this process (its DoFn calls
 tfx.orchestration.portable.launcher.Launcher.launch), so wrapping `launch` sees
-each node start and end, with the output artifacts its executor wrote.
+each node start and end; the output artifacts its executor wrote are read back
+from ML Metadata (execution_lib.get_output_artifacts). TFX 1.16 has no hook for
+this (BeamDagRunner takes no callback, and its DoFn class is a private
+attribute), so the console patches two Launcher methods, in `patch_launcher`
+only; LAUNCHER_METHODS and LAUNCHER_ATTRIBUTES name every launcher internal it
+relies on, and tests/test_console.py fails when TFX changes one of them.
 """
 
 import contextlib
@@ -26,16 +31,16 @@ from absl import logging
 
 # Node id -> how its key figure is read from its output artifacts.
 _TRAINERS = ('teacher', 'student')
+# The TFX 1.16 launcher internals the console relies on: the methods it wraps,
+# by name with their parameters, and the attributes of a Launcher it reads.
+LAUNCHER_METHODS = {'launch': ('self',), '_run_executor': ('self', 'execution_info')}
+LAUNCHER_ATTRIBUTES = ('_pipeline_node', '_system_node_handler', '_mlmd_connection')
 
 
 def _prop(artifact, name: str, default=None):
-  """A custom property of an MLMD Artifact proto (or a TFX Artifact's), or
-  `default`."""
-  props = getattr(artifact, 'mlmd_artifact', artifact).custom_properties
-  if name not in props:
-    return default
-  value = props[name]
-  return getattr(value, value.WhichOneof('value'))
+  """A custom property of a TFX Artifact (any type), or `default`."""
+  value = artifact.get_custom_property(name)
+  return default if value is None else value
 
 
 def _first(output_dict: Dict, key: str):
@@ -140,25 +145,26 @@ class Console:
       self._progress_shown = False
 
 
+def _outputs(mlmd_connection, execution_id: int) -> Dict:
+  """An execution's output artifacts as published, custom properties included
+  ({} if ML Metadata cannot say: a figure is a courtesy)."""
+  from tfx.orchestration.portable.mlmd import execution_lib  # pylint: disable=g-import-not-at-top
+  try:
+    with mlmd_connection as m:
+      return execution_lib.get_output_artifacts(m, execution_id)
+  except Exception:  # pylint: disable=broad-except
+    return {}
+
+
 def _wrap_launcher(console: Console, launch, run_executor):
   """Launcher.launch and ._run_executor reporting to `console`: the start line
-  when the executor starts (a node the Cond skips gets only its end line), the
-  end line when launch returns or raises."""
+  when the executor starts (a node the Cond skips gets only its end line,
+  SKIPPED), the end line when launch returns or raises."""
   from models import progress  # pylint: disable=g-import-not-at-top
 
-  # Node id -> its executor's output artifacts (MLMD protos with the custom
-  # properties the executor set; the launcher's ExecutionInfo has copies
-  # without them).
-  outputs = {}
-
   def wrapped_run_executor(self, execution_info):
-    node = self._pipeline_node.node_info.id  # pylint: disable=protected-access
-    console.start(node)
-    result = run_executor(self, execution_info)
-    if result is not None:
-      outputs[node] = {k: list(v.artifacts)
-                       for k, v in result.output_artifacts.items()}
-    return result
+    console.start(self._pipeline_node.node_info.id)  # pylint: disable=protected-access
+    return run_executor(self, execution_info)
 
   def wrapped_launch(self):
     node = self._pipeline_node.node_info.id  # pylint: disable=protected-access
@@ -177,11 +183,24 @@ def _wrap_launcher(console: Console, launch, run_executor):
     if info is None or info.execution_id is None:
       console.end(node, 'SKIPPED', seconds, 'its condition is false on this night')
     else:
-      console.end(node, 'COMPLETE', seconds,
-                  key_figure(node, outputs.pop(node, None) or info.output_dict))
+      console.end(node, 'COMPLETE', seconds, key_figure(
+          node, _outputs(self._mlmd_connection, info.execution_id)))  # pylint: disable=protected-access
     return info
 
   return wrapped_launch, wrapped_run_executor
+
+
+@contextlib.contextmanager
+def patch_launcher(console: Console):
+  """TFX's Launcher reporting to `console` inside the context (the only place
+  the console touches TFX internals: LAUNCHER_METHODS, LAUNCHER_ATTRIBUTES)."""
+  from tfx.orchestration.portable import launcher  # pylint: disable=g-import-not-at-top
+  launch, run_executor = _wrap_launcher(
+      console, launcher.Launcher.launch,
+      launcher.Launcher._run_executor)  # pylint: disable=protected-access
+  with mock.patch.object(launcher.Launcher, 'launch', launch), \
+      mock.patch.object(launcher.Launcher, '_run_executor', run_executor):
+    yield
 
 
 def log_path_for(root: str) -> str:
@@ -256,14 +275,9 @@ def session(root: str, verbose: bool = False, out: Optional[TextIO] = None,
       stack.enter_context(warnings.catch_warnings())
       warnings.simplefilter('default')
     # Imported once the log catches what importing TensorFlow prints.
-    from tfx.orchestration.portable import launcher  # pylint: disable=g-import-not-at-top
     from models import progress  # pylint: disable=g-import-not-at-top
     console = Console(out or sys.stdout, log_path)
-    launch, run_executor = _wrap_launcher(console, launcher.Launcher.launch,
-                                          launcher.Launcher._run_executor)  # pylint: disable=protected-access
-    stack.enter_context(mock.patch.object(launcher.Launcher, 'launch', launch))
-    stack.enter_context(mock.patch.object(launcher.Launcher, '_run_executor',
-                                          run_executor))
+    stack.enter_context(patch_launcher(console))
     progress.set_sink(console.progress)
     stack.callback(progress.set_sink, None)
     stack.callback(logging.set_verbosity, verbosity)

@@ -7,7 +7,9 @@ from typing import Dict, List, Optional
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
+from tfx.orchestration import metadata
 from tfx.orchestration.beam import beam_dag_runner
+from tfx.orchestration.portable.mlmd import execution_lib
 
 import config as config_lib
 from config import dataset as dataset_lib
@@ -123,30 +125,24 @@ def node_executions(metadata_path: str, pipeline_name: str) -> List[Dict]:
 
 def node_outputs(metadata_path: str, pipeline_name: str, node_id: str,
                  execution_id: Optional[int] = None) -> Dict:
-  """Output artifacts (MLMD protos) by key of the node's latest execution (or of
-  the given execution)."""
-  store = _store(metadata_path)
-  ctx = store.get_context_by_type_and_name('node', f'{pipeline_name}.{node_id}')
-  if ctx is None:
-    return {}
-  executions = store.get_executions_by_context(ctx.id)
-  if execution_id is not None:
-    executions = [e for e in executions if e.id == execution_id]
-  if not executions:
-    return {}
-  latest = max(executions, key=lambda e: e.id)
-  outputs: Dict[str, list] = {}
-  events = [e for e in store.get_events_by_execution_ids([latest.id])
-            if e.type in (metadata_store_pb2.Event.OUTPUT,
-                          metadata_store_pb2.Event.DECLARED_OUTPUT)]
-  by_id = {a.id: a for a in store.get_artifacts_by_id([e.artifact_id for e in events])}
-  for event in events:
-    key = event.path.steps[0].key if event.path.steps else ''
-    outputs.setdefault(key, []).append(by_id[event.artifact_id])
-  return outputs
+  """Output artifacts (TFX Artifacts) by key of the node's latest execution (or
+  of the given execution), as TFX's execution_lib reads them."""
+  with metadata.Metadata(metadata.sqlite_metadata_connection_config(metadata_path)) as m:
+    ctx = m.store.get_context_by_type_and_name('node', f'{pipeline_name}.{node_id}')
+    if ctx is None:
+      return {}
+    executions = m.store.get_executions_by_context(ctx.id)
+    if execution_id is not None:
+      executions = [e for e in executions if e.id == execution_id]
+    if not executions:
+      return {}
+    latest = max(executions, key=lambda e: e.id)
+    return {key: list(found) for key, found in
+            execution_lib.get_output_artifacts(m, latest.id).items()}
 
 
-def custom_property(artifact, name: str):
-  """A custom property's value, whatever its type."""
-  value = artifact.custom_properties[name]
-  return getattr(value, value.WhichOneof('value'))
+def custom_property(artifact, name: str, default=None):
+  """A custom property's value, whatever its type (TFX's
+  Artifact.get_custom_property), or `default` when the artifact has none."""
+  value = artifact.get_custom_property(name)
+  return default if value is None else value

@@ -52,8 +52,8 @@ def gate_metrics(evaluation_uri: str, metric: str = evaluation.GATE_METRIC) -> D
 
 def promotion_summary(blessing) -> Dict:
   """The Promotion's decision, its areas, every rule's decision and figures."""
-  props = blessing.custom_properties
-  out = {name: local.custom_property(blessing, name) for name in props}
+  out = {name: local.custom_property(blessing, name)
+         for name in blessing.mlmd_artifact.custom_properties}
   out['blessed'] = bool(out.get('blessed'))
   return out
 
@@ -115,10 +115,8 @@ def summarize(cfg, run_label: str = '') -> Dict:
   evaluation = outputs('Evaluator')
   if evaluation:
     blessing = evaluation['blessing'][0]
-    props = blessing.custom_properties
     summary['blessed'] = bool(local.custom_property(blessing, 'blessed'))
-    summary['baseline_model'] = (local.custom_property(blessing, 'baseline_model')
-                                 if 'baseline_model' in props else None)
+    summary['baseline_model'] = local.custom_property(blessing, 'baseline_model')
     summary['gate'] = gate_metrics(evaluation['evaluation'][0].uri)
   promoted = outputs('Promotion')
   if promoted:
@@ -128,7 +126,7 @@ def summarize(cfg, run_label: str = '') -> Dict:
     p = pushed['pushed_model'][0]
     summary['pushed'] = bool(local.custom_property(p, 'pushed'))
     summary['push_reason'] = local.custom_property(p, 'reason')
-    if 'pushed_destination' in p.custom_properties:
+    if p.has_custom_property('pushed_destination'):
       summary['pushed_to'] = local.custom_property(p, 'pushed_destination')
   d = cfg.dataset
   summary['dataset'] = {'name': d.name, 'format': d.source.format,
@@ -140,7 +138,7 @@ def summarize(cfg, run_label: str = '') -> Dict:
     if examples.get('delay_model'):
       delay = examples['delay_model'][0]
       summary['delay'] = {k: local.custom_property(delay, k)
-                          for k in delay.custom_properties}
+                          for k in delay.mlmd_artifact.custom_properties}
   student = outputs('student')
   if student.get('model'):
     model_dir = path_utils.serving_model_path(student['model'][0].uri)
@@ -157,7 +155,7 @@ def summarize(cfg, run_label: str = '') -> Dict:
     keys = (served_baseline.BASELINE_VERSION, served_baseline.BACKFILL,
             served_baseline.ALREADY_SERVED, served_baseline.NEWEST_VERSION, 'reason')
     summary['served'] = {k: local.custom_property(result, k) for k in keys
-                         if k in result.custom_properties}
+                         if result.has_custom_property(k)}
   return summary
 
 

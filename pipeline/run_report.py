@@ -1,5 +1,5 @@
 """The run report: a static HTML page of PNG plots for one local run, from ML
-Metadata (docs/architecture.md §8, DESIGN §17).
+Metadata (docs/architecture.md §8; docs/usage.md, "The run report").
 
   <output_root>/<pipeline>/reports/<run id>/index.html
                                             <plot>.png, <plot>.json (its data)
@@ -78,9 +78,7 @@ class _Run:
 
   def prop(self, node: str, key: str, name: str, default=None):
     a = self.artifact(node, key)
-    if a is None or name not in a.custom_properties:
-      return default
-    return local.custom_property(a, name)
+    return default if a is None else local.custom_property(a, name, default)
 
 
 def _estimate(e) -> Dict:

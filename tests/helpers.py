@@ -266,3 +266,27 @@ def true_relative_change(cfg, candidate_uri: str, baseline_uri: str,
       return nll.excess_risk(rate, convert.predict(f.read(), rows))
   base = excess(baseline_uri)
   return (excess(candidate_uri) - base) / (floor + base)
+
+
+def run_quantizer(cfg, student_uri, examples, out_root, mode='int8', **params):
+  """Runs the Quantizer's executor (components/quantizer/executor.py) with the
+  config's quantizer settings on a student Model artifact's uri and an Examples
+  artifact; returns (the quantized Model artifact, the report dict).
+  `params` override exec properties by key (e.g. max_nll_increase)."""
+  from tfx.types import standard_artifacts as std  # pylint: disable=g-import-not-at-top,reimported
+  from components.quantizer import executor as q  # pylint: disable=g-import-not-at-top
+  student = std.Model()
+  student.uri = str(student_uri)
+  out, rep = std.Model(), artifacts.QuantizationReport()
+  out.uri, rep.uri = f'{out_root}/model', f'{out_root}/report'
+  props = {q.MODE_KEY: mode,
+           q.CALIBRATION_EXAMPLES_KEY: cfg.quantizer.calibration_examples,
+           q.CALIBRATION_SAMPLING_KEY: cfg.quantizer.calibration_sampling,
+           q.MAX_NLL_INCREASE_KEY: cfg.quantizer.max_nll_increase,
+           q.LATENCY_SAMPLES_KEY: 20,
+           q.EVAL_LABEL_KEY: cfg.eval_label_spec().to_json(),
+           q.SEED_KEY: cfg.model.seed, **params}
+  q.Executor().Do({q.MODEL_KEY: [student], q.EXAMPLES_KEY: [examples]},
+                  {q.QUANTIZED_KEY: [out], q.REPORT_KEY: [rep]}, props)
+  with open(os.path.join(rep.uri, q.REPORT_FILE)) as f:
+    return out, json.load(f)

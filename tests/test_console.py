@@ -11,6 +11,7 @@ import io
 import os
 import subprocess
 import sys
+import types
 
 import pytest
 
@@ -90,3 +91,86 @@ def test_training_progress_shows_on_a_terminal_only():
                                 'student COMPLETE 6.0s: 300 steps, final loss 0.2000\n')
   # The progress line is cleared before the end line.
   assert shown.endswith('\r\x1b[Kstudent COMPLETE 6.0s: 300 steps, final loss 0.2000\n')
+
+
+def test_the_launcher_internals_the_console_patches_are_tfx_1_16s():
+  # Fails loudly when TFX changes what pipeline/console.py wraps or reads: the
+  # console would otherwise print nothing, or the wrong node's lines.
+  import inspect  # pylint: disable=g-import-not-at-top
+  from tfx.orchestration.portable import data_types  # pylint: disable=g-import-not-at-top
+  from tfx.orchestration.portable import launcher  # pylint: disable=g-import-not-at-top
+  for name, params in console.LAUNCHER_METHODS.items():
+    method = getattr(launcher.Launcher, name, None)
+    assert method is not None, f'tfx Launcher.{name} is gone'
+    assert tuple(inspect.signature(method).parameters) == params, (
+        name, inspect.signature(method))
+  init = inspect.getsource(launcher.Launcher.__init__)
+  for attribute in console.LAUNCHER_ATTRIBUTES:
+    assert f'self.{attribute} =' in init, f'tfx Launcher.{attribute} is gone'
+  # launch returns an ExecutionInfo whose execution_id is None when the node
+  # is skipped (its inputs resolve to Skip: a false Cond).
+  launch = inspect.getsource(launcher.Launcher.launch)
+  assert 'return execution_info' in launch and '_run_executor(execution_info)' in launch
+  assert data_types.ExecutionInfo().execution_id is None
+  assert 'execution_info=self._build_execution_info(),' in inspect.getsource(
+      launcher.Launcher._prepare_execution)  # pylint: disable=protected-access
+
+
+class _FakeLauncher:
+  """What the wrapped methods read of a Launcher: its node, system node handler
+  and ML Metadata connection."""
+
+  def __init__(self, node, connection):
+    self._pipeline_node = types.SimpleNamespace(node_info=types.SimpleNamespace(id=node))
+    self._system_node_handler = None
+    self._mlmd_connection = connection
+
+
+def test_each_node_prints_its_lines_complete_skipped_and_failed(tmp_path):
+  from tfx.orchestration import metadata  # pylint: disable=g-import-not-at-top
+  from tfx.orchestration.portable import data_types  # pylint: disable=g-import-not-at-top
+  from tfx.types import standard_artifacts  # pylint: disable=g-import-not-at-top
+  from tests import test_mlmd_readers  # pylint: disable=g-import-not-at-top
+  connection = metadata.Metadata(metadata.sqlite_metadata_connection_config(
+      str(tmp_path / 'metadata.sqlite')))
+  quantized = standard_artifacts.Model()
+  quantized.uri = str(tmp_path / 'q')
+  quantized.set_string_custom_property('quantization_mode', 'int8')
+  quantized.set_int_custom_property('quantized_bytes', 48456)
+  quantized.set_float_custom_property('size_ratio', 0.2819)
+  quantized.set_float_custom_property('nll_relative_change', -0.00005)
+  with connection as m:
+    execution_id = test_mlmd_readers._publish(  # pylint: disable=protected-access
+        m, 'Quantizer', {'quantized_model': [quantized]})
+
+  out = console.Console(io.StringIO())
+
+  def ran(self):  # a node whose executor ran and published
+    run_executor(self, None)
+    return data_types.ExecutionInfo(execution_id=execution_id)
+
+  def skipped(self):  # a node whose Cond is false: no executor, no execution
+    del self
+    return data_types.ExecutionInfo()
+
+  def failed(self):
+    run_executor(self, None)
+    raise RuntimeError('quantization costs too much\nsecond line')
+
+  for node, launch in (('Quantizer', ran), ('Evaluator', skipped), ('Pusher', failed)):
+    # pylint: disable=protected-access
+    wrapped, run_executor = console._wrap_launcher(out, launch, lambda self, info: None)
+    try:
+      wrapped(_FakeLauncher(node, connection))
+    except RuntimeError:
+      assert node == 'Pusher'
+  lines = [l.split(' ', 2) for l in out.out.getvalue().splitlines()]
+  assert [l[:2] for l in lines] == [
+      ['Quantizer', 'started'], ['Quantizer', 'COMPLETE'],
+      ['Evaluator', 'SKIPPED'], ['Pusher', 'started'], ['Pusher', 'FAILED']]
+  # The key figure, read back from ML Metadata.
+  assert lines[1][2].endswith('s: int8 48,456 bytes (0.282x float), NLL -0.005%'), lines[1]
+  # The skipped node: one line, that says why.
+  assert lines[2][2].endswith('s: its condition is false on this night'), lines[2]
+  assert lines[4][2].endswith('s: RuntimeError: quantization costs too much'), lines[4]
+  assert out.failure == 'Pusher: RuntimeError: quantization costs too much'

@@ -29,8 +29,7 @@ pytestmark = pytest.mark.e2e
 
 
 def prop(artifact, name):
-  return local.custom_property(artifact, name) if name in artifact.custom_properties \
-      else None
+  return local.custom_property(artifact, name)
 
 
 def served_model(e2e, night):

@@ -89,7 +89,7 @@ def test_bulk_inferrer_adds_teacher_columns_and_keeps_the_rest(e2e):
   before = e2e.artifact('ConversionLogExampleGen', 'examples')
   after = e2e.artifact('BulkInferrer', 'output_examples')
   assert sorted(artifact_utils.decode_split_names(
-      after.properties['split_names'].string_value)) == ['eval', 'train']
+      after.split_names)) == ['eval', 'train']
   width = columns.HINT_WIDTH
   for split in ('train', 'eval'):
     old, new = by_click(split_rows(before, split)), by_click(split_rows(after, split))
@@ -137,7 +137,7 @@ def test_teacher_gate_stops_a_teacher_below_its_bar(e2e, tmp_path):
   model.uri = e2e.artifact('teacher', 'model').uri
   examples = standard_artifacts.Examples()
   src = e2e.artifact('ConversionLogExampleGen', 'examples')
-  examples.uri, examples.split_names = src.uri, src.properties['split_names'].string_value
+  examples.uri, examples.split_names = src.uri, src.split_names
   with pytest.raises(gate.TeacherGateError, match=r'closes .*% .* bar is 99%'):
     gate_executor.Executor().Do(
         {gate_executor.MODEL_KEY: [model], gate_executor.EXAMPLES_KEY: [examples]},

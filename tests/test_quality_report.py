@@ -153,8 +153,68 @@ def test_readme_table_is_generated_from_the_json(result, tmp_path):
     readme.render('no markers', tables)
 
 
-def test_committed_readme_matches_the_committed_json():
+def test_committed_docs_match_their_sources():
+  """README.md's headline, docs/benchmarks.md and docs/configuration.md."""
+  assert set(readme.DOCS) == {readme.README, readme.BENCHMARKS, readme.CONFIGURATION}
   assert readme.main(['--check']) == 0
+
+
+def test_check_names_the_file_and_block_that_drifted(result, tmp_path, capsys):
+  path = tmp_path / 'quality.json'
+  path.write_text(json.dumps(result))
+  tables = {'quality': (str(path), quality_report.markdown)}
+  doc = tmp_path / 'benchmarks.md'
+  doc.write_text('intro\n' + readme.block('quality', 'stale') + '\n')
+  docs = {str(doc): tables}
+  assert readme.main(['--check'], docs=docs) == 1
+  err = capsys.readouterr().err
+  assert str(doc) in err and 'quality:begin' in err
+  assert 'stale' in doc.read_text()  # --check writes nothing
+  assert readme.main([], docs=docs) == 0
+  assert readme.main(['--check'], docs=docs) == 0
+  # A changed result is drift too.
+  changed = json.loads(json.dumps(result))
+  changed['vs_production']['offset']['overall']['excess_risk']['mean'] += 0.01
+  path.write_text(json.dumps(changed))
+  assert readme.main(['--check'], docs=docs) == 1
+  # So is a block missing from the document.
+  doc.write_text('no block\n')
+  assert readme.main(['--check'], docs=docs) == 1
+  assert 'quality:begin' in capsys.readouterr().err
+
+
+def test_a_missing_json_leaves_a_note_naming_its_make_target(tmp_path):
+  tables = {'promotion': (str(tmp_path / 'promotion.json'), None)}
+  text = readme.render('a\n' + readme.block('promotion', 'old') + '\n', tables)
+  assert readme.block('promotion', 'Not yet run: make bench-promotion.') in text
+  assert readme.render('<!-- promotion:begin -->\n<!-- promotion:end -->', tables) == \
+      readme.block('promotion', 'Not yet run: make bench-promotion.')
+
+
+def test_the_headline_says_which_world_each_figure_is_from(result):
+  overrides = {'world.observability_heterogeneity': 1.0, 'world.panel_share': 0.03}
+  text = readme.headline({'quality': result}, overrides)
+  d = result['vs_production']['kd_full']['overall']['excess_risk']
+  assert f'{100 * d["mean"]:+.1f}%' in text
+  assert 'per-browser world' in text and 'the default world is the observability' in text
+  assert 'not yet run: make bench-promotion' in text
+  on_default = readme.headline({'quality': result}, {})
+  assert 'on the default world, the per-browser world' in on_default
+
+
+def test_the_configuration_reference_has_every_key_and_default_yaml(tmp_path):
+  from config import reference  # pylint: disable=g-import-not-at-top
+  from config import schema  # pylint: disable=g-import-not-at-top
+  text = reference.markdown({'window.eval_days': 2})
+  assert '| `window.eval_days` | `1` | `2` | >= 1 | E: the last E days are the eval split |' \
+      in text
+  # Every leaf key of the tree, its comment included.
+  assert '`model.student.train_steps`' in text and '`vertex.schedule.cron`' in text
+  assert 'TFX caching. Off by default' in text
+  for f in schema.dataclasses.fields(schema.PromotionConfig):
+    assert f'`promotion.{f.name}`' in text
+  with pytest.raises(ValueError, match='window.no_such_key'):
+    reference.markdown({'window.no_such_key': 1})
 
 
 def test_teacher_fit_separates_label_noise_from_the_teachers_own_fit(tmp_path):

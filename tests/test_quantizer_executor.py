@@ -20,8 +20,17 @@ from world import synthetic
 
 pytestmark = pytest.mark.e2e
 
-# Stated tolerance of INT8 vs the float student on real examples (pConvs).
+# INT8 vs the float student on the e2e night's eval examples (pConvs). These
+# bounds are not measured on this student: it exists only in an e2e run. The
+# bounds derived from a measurement (and the README figures they back) are in
+# tests/test_quantizer_tolerance.py, on a tiny student of the same architecture
+# through the same executor; these stay loose enough for a 300-step,
+# warm-started student on another world.
 MEAN_REL_TOL, MAX_REL_TOL = 0.05, 0.30
+# The size ratio depends on the architecture and vocabularies only (the same as
+# test_quantizer_tolerance's student and the serving benchmark's: 0.2819,
+# 48,456 of 171,872 bytes); margin +0.01.
+SIZE_RATIO_TOL = 0.2819 + 0.01
 
 
 @pytest.fixture(scope='module')
@@ -50,7 +59,7 @@ def test_tflite_is_where_tfma_looks_with_int8_core_and_builtin_ops(quantized):
   # The edges stay float: log of raw inputs, exp and sum into pConvs.
   assert any(op.name == 'LOG' and op.input_dtypes[0] == np.float32 for op in ops)
   assert any(op.name == 'EXP' and op.input_dtypes[0] == np.float32 for op in ops)
-  assert report['size_ratio'] < 0.5 and report['mode'] == 'int8'
+  assert report['size_ratio'] < SIZE_RATIO_TOL and report['mode'] == 'int8'
   # The float student is kept beside it, and loads.
   loaded = tf.saved_model.load(executor.float_student_path(model.uri))
   assert export.RAW_SIGNATURE in loaded.signatures
@@ -97,7 +106,7 @@ def test_guard_stops_at_the_bound_naming_both_numbers(e2e, quantized, tmp_path):
     examples = standard_artifacts.Examples()
     src = e2e.artifact('BulkInferrer', 'output_examples')
     examples.uri = src.uri
-    examples.split_names = src.properties['split_names'].string_value
+    examples.split_names = src.split_names
     out, rep = standard_artifacts.Model(), standard_artifacts.Model()
     out.uri, rep.uri = str(tmp_path / name / 'model'), str(tmp_path / name / 'report')
     executor.Executor().Do(

@@ -158,3 +158,25 @@ def test_quantile_ratio_ci():
   assert lo < est < hi and lo < 2 < hi and hi - lo < 0.3
   with pytest.raises(ValueError, match='q must be'):
     stats.quantile_ci([1.0], 1.0)
+
+
+def test_quantile_ci_is_the_binomial_order_statistic_interval():
+  # The order statistics [X_(l), X_(u)] from Binomial(n, q)'s 2.5% and 97.5%
+  # points (what bench/stats.py computed by hand before scipy's quantile_test),
+  # clipped to the sample where n is too small for the tail.
+  rng = np.random.default_rng(2)
+  for n, q in ((5, 0.5), (50, 0.99), (2_000, 0.999), (10_000, 0.999)):
+    x = rng.lognormal(size=n)
+    s = np.sort(x)
+    lo = int(scipy_stats.binom.ppf(0.025, n, q))
+    hi = int(scipy_stats.binom.ppf(0.975, n, q)) + 1
+    want = (np.quantile(x, q), s[min(max(lo - 1, 0), n - 1)], s[min(max(hi - 1, 0), n - 1)])
+    assert stats.quantile_ci(x, q) == want, (n, q)
+
+
+def test_quantile_ratio_ci_is_seeded():
+  rng = np.random.default_rng(3)
+  a, b = rng.lognormal(size=2_000), rng.lognormal(size=2_000)
+  first = stats.quantile_ratio_ci(a, b, 0.99, resamples=200, seed=7)
+  assert stats.quantile_ratio_ci(a, b, 0.99, resamples=200, seed=7) == first
+  assert stats.quantile_ratio_ci(a, b, 0.99, resamples=200, seed=8) != first

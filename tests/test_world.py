@@ -144,7 +144,7 @@ def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path):
   assert shared and all(a[p] != b[p] for p in shared)
 
 
-# The difficulty claim (README): on the default world the best Poisson GLM on
+# The difficulty claim (docs/usage.md, "The synthetic world"): on the default world the best Poisson GLM on
 # serving features stays at least MIN_GLM_GAP above the Bayes floor, and adding
 # the teacher-only features closes at least MIN_PRIVILEGED_SHARE of that gap.
 MIN_GLM_GAP = 0.05

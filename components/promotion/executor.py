@@ -81,10 +81,9 @@ def _tflite(model_uri: str) -> bytes:
 
 
 def _prop(artifact, name: str, default=None):
-  if name not in artifact.mlmd_artifact.custom_properties:
-    return default
-  value = artifact.mlmd_artifact.custom_properties[name]
-  return getattr(value, value.WhichOneof('value'))
+  """A custom property of a TFX Artifact (any type), or `default`."""
+  value = artifact.get_custom_property(name)
+  return default if value is None else value
 
 
 def _figure(figs: Dict, slice_name: str, metric: str, role: str

@@ -37,10 +37,9 @@ PUSH_RESULT_FILE = 'push.json'
 
 
 def _prop(artifact, name: str, default=None):
-  if name not in artifact.mlmd_artifact.custom_properties:
-    return default
-  value = artifact.mlmd_artifact.custom_properties[name]
-  return getattr(value, value.WhichOneof('value'))
+  """A custom property of a TFX Artifact (any type), or `default`."""
+  value = artifact.get_custom_property(name)
+  return default if value is None else value
 
 
 def _promotion_fallback(blessing) -> Dict:
