@@ -97,7 +97,8 @@ def dataset(patterns: Sequence[str], tft_layer, cfg: config_lib.Config,
   ds = data.model_dataset(patterns, tft_layer, d.serving_features(),
                           cfg.model.student.batch_size, d,
                           extra_targets=target_columns(weights, d),
-                          shuffle_buffer=cfg.model.shuffle_buffer, **kwargs)
+                          shuffle_buffer=cfg.model.shuffle_buffer,
+                          read_parallelism=cfg.model.read_parallelism, **kwargs)
   return ds.map(functools.partial(
       with_distill_targets, weights=weights,
       lag_seconds=cfg.window.teacher_lag_seconds(), dataset_spec=d,

@@ -85,7 +85,8 @@ def training_dataset(patterns: Sequence[str], tft_layer, cfg: config_lib.Config,
                           repeat=repeat, extra_targets=extra_targets(cfg),
                           keep=data.lag_filter(cfg.window.teacher_lag_hours),
                           seed=cfg.model.seed,
-                          shuffle_buffer=cfg.model.shuffle_buffer)
+                          shuffle_buffer=cfg.model.shuffle_buffer,
+                          read_parallelism=cfg.model.read_parallelism)
   return with_panel_calibration(ds, cfg, panel_tables)
 
 
