@@ -258,11 +258,22 @@ class NetConfig:
   # L2 penalty on embedding tables and dense kernels, per unit of mean loss.
   l2: float = _field(1e-4, min=0.0)
   learning_rate: float = _field(0.001, min=0.0, min_exclusive=True)
-  # cosine: decays to 10% over train_steps (steadier final calibration than a
-  # constant rate); constant: no decay.
+  # cosine: decays to 10% over the training steps (steadier final calibration
+  # than a constant rate); constant: no decay.
   lr_schedule: str = _field('cosine', choices=('cosine', 'constant'))
   batch_size: int = _field(512, min=1)
-  train_steps: int = _field(2000, min=1)
+  # Training length from the data: `epochs` passes over the trainer's training
+  # examples, steps = ceil(epochs x examples / batch_size), at most `max_steps`
+  # (models/training.py steps_from_data). 14 epochs of the default world's ~74k
+  # training clicks at 512 is ~2,000 steps, what a constant 2,000 trained
+  # before; a larger window is trained on in proportion until the budget:
+  # 20,000 steps (10.2M examples seen) binds from ~730k training examples,
+  # i.e. 1 epoch at ~10M. Examples seen = steps x batch_size (the summaries').
+  epochs: float = _field(14.0, min=0.0, min_exclusive=True)
+  max_steps: int = _field(20_000, min=1)
+  # An explicit step count overrides epochs and max_steps (tests, sweeps, a
+  # fixed cost); unset (null), the steps come from the data as above.
+  train_steps: Optional[int] = _field(None, min=1)
 
   def check(self, key: str) -> None:
     if not self.hidden_units or any(u <= 0 for u in self.hidden_units):
@@ -279,7 +290,7 @@ class ModelConfig:
   seed: int = 0  # training randomness (initialisation, shuffling)
   embedding_dim: int = _field(8, min=1)
   teacher: NetConfig = _field(default_factory=lambda: NetConfig(
-      hidden_units=[128, 64, 32], hint_layer=1, l2=3e-4, train_steps=2000))
+      hidden_units=[128, 64, 32], hint_layer=1, l2=3e-4))
   student: NetConfig = _field(default_factory=NetConfig)
   # Serialized examples held for shuffling (both trainers' training reads;
   # ~1.2 KB each, ~1.6 KB with the teacher's columns, so 64k is ~80-100 MB

@@ -99,6 +99,18 @@ def raw_dataset(patterns: Sequence[str], names: Sequence[str], batch_size: int,
   return ds.rebatch(batch_size, drop_remainder=drop_remainder)
 
 
+def count_records(patterns: Sequence[str], read_parallelism: int = 4) -> int:
+  """The number of records in `patterns`' files: one streaming pass that
+  decompresses but does not parse (the student's count; the teacher counts
+  its lag-filtered examples in the pass it makes anyway)."""
+  files = training_files(patterns)
+  parallel = max(1, min(read_parallelism, int(files.cardinality())))
+  ds = files.interleave(lambda f: tf.data.TFRecordDataset(f, compression_type='GZIP'),
+                        cycle_length=parallel, num_parallel_calls=parallel)
+  sizes = ds.batch(65536).map(lambda b: tf.size(b, out_type=tf.int64))
+  return int(sizes.reduce(tf.constant(0, tf.int64), lambda a, b: a + b))
+
+
 def to_targets(batch: Batch, window_names: Sequence[str]) -> Batch:
   """The float32 targets the losses read (window columns stacked as [B, W])."""
   w = window_names
