@@ -90,3 +90,18 @@ def test_training_progress_shows_on_a_terminal_only():
                                 'student COMPLETE 6.0s: 300 steps, final loss 0.2000\n')
   # The progress line is cleared before the end line.
   assert shown.endswith('\r\x1b[Kstudent COMPLETE 6.0s: 300 steps, final loss 0.2000\n')
+
+
+def test_a_trainers_line_says_how_many_examples_it_saw():
+  """The figure comes from the fit's progress callback (steps x batch size)."""
+  from models import progress  # pylint: disable=g-import-not-at-top
+  callback = progress.KerasProgress(total_steps=3, batch_size=512)
+  callback.on_train_begin()
+  for step in range(3):
+    callback.on_train_batch_end(step, {'loss': 0.25})
+  try:
+    assert console.key_figure('teacher', {}) == (
+        '3 steps (1,536 examples seen), final loss 0.2500')
+  finally:
+    progress.reset()
+  assert console.key_figure('student', {}) == ''
