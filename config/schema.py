@@ -258,11 +258,22 @@ class NetConfig:
   # L2 penalty on embedding tables and dense kernels, per unit of mean loss.
   l2: float = _field(1e-4, min=0.0)
   learning_rate: float = _field(0.001, min=0.0, min_exclusive=True)
-  # cosine: decays to 10% over train_steps (steadier final calibration than a
-  # constant rate); constant: no decay.
+  # cosine: decays to 10% over the training steps (steadier final calibration
+  # than a constant rate); constant: no decay.
   lr_schedule: str = _field('cosine', choices=('cosine', 'constant'))
   batch_size: int = _field(512, min=1)
-  train_steps: int = _field(2000, min=1)
+  # Training length from the data: `epochs` passes over the trainer's training
+  # examples, steps = ceil(epochs x examples / batch_size), at most `max_steps`
+  # (models/training.py steps_from_data). 14 epochs of the default world's ~74k
+  # training clicks at 512 is ~2,000 steps, what a constant 2,000 trained
+  # before; a larger window is trained on in proportion until the budget:
+  # 20,000 steps (10.2M examples seen) binds from ~730k training examples,
+  # i.e. 1 epoch at ~10M. Examples seen = steps x batch_size (the summaries').
+  epochs: float = _field(14.0, min=0.0, min_exclusive=True)
+  max_steps: int = _field(20_000, min=1)
+  # An explicit step count overrides epochs and max_steps (tests, sweeps, a
+  # fixed cost); unset (null), the steps come from the data as above.
+  train_steps: Optional[int] = _field(None, min=1)
 
   def check(self, key: str) -> None:
     if not self.hidden_units or any(u <= 0 for u in self.hidden_units):
@@ -279,14 +290,23 @@ class ModelConfig:
   seed: int = 0  # training randomness (initialisation, shuffling)
   embedding_dim: int = _field(8, min=1)
   teacher: NetConfig = _field(default_factory=lambda: NetConfig(
-      hidden_units=[128, 64, 32], hint_layer=1, l2=3e-4, train_steps=2000))
+      hidden_units=[128, 64, 32], hint_layer=1, l2=3e-4))
   student: NetConfig = _field(default_factory=NetConfig)
-  # Serialized examples held for shuffling (both trainers). ExampleGen writes a
-  # split in day-sorted runs, so a buffer spanning a few days leaves every batch
-  # from the same days and the final model calibrated to wherever the stream
-  # stopped (measured: mean prediction 0.5x-1.45x the observed counts on its own
-  # training data). Cover the window: ~0.5 KB per example.
-  shuffle_buffer: int = _field(1_000_000, min=1)
+  # Serialized examples held for shuffling (both trainers' training reads;
+  # ~1.2 KB each, ~1.6 KB with the teacher's columns, so 64k is ~80-100 MB
+  # whatever the window holds). Bounded is sound
+  # because the ExampleGen writes each split as shards by a hash of click_id,
+  # each in hash order (components/example_gen/executor.py WriteShards): any
+  # stretch of the interleaved stream is already a random sample of the whole
+  # window, and the buffer only has to mix neighbours and vary the order by
+  # epoch and seed. 64k is ~1 epoch of the default world's ~74k training
+  # clicks and, at ads scale, ~128 batches of 512 from every day of the window
+  # (before, with day-sorted files, a buffer had to hold the whole window:
+  # a few days' buffer calibrated the model to wherever the stream stopped).
+  shuffle_buffer: int = _field(65_536, min=1)
+  # Training files read at once, interleaved record by record in a fixed order;
+  # with the buffer and the batch it sets the training input's memory.
+  read_parallelism: int = _field(4, min=1)
   # Nightly: start the student from the last blessed float student (the one the
   # Quantizer kept beside the INT8 model) instead of from scratch.
   student_warm_start: bool = False

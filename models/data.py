@@ -9,7 +9,6 @@ float32 targets (counts, exposures, observed fraction, and whatever else asked).
 
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
-import numpy as np
 import tensorflow as tf
 
 from config.dataset import DatasetSpec
@@ -43,55 +42,73 @@ def target_columns(window_names: Sequence[str]) -> Tuple[str, ...]:
           columns.OBSERVED_FRACTION, columns.CLICK_TS, columns.SNAPSHOT_TS))
 
 
+def training_files(patterns: Sequence[str]) -> tf.data.Dataset:
+  """The files of `patterns` in name order (records.list_files sorts them)."""
+  return tf.data.Dataset.from_tensor_slices(records.list_files(patterns))
+
+
 def raw_dataset(patterns: Sequence[str], names: Sequence[str], batch_size: int,
                 dataset: DatasetSpec, shuffle: bool = True, repeat: bool = True,
                 keep: Optional[Callable[[Batch], tf.Tensor]] = None,
                 drop_remainder: bool = True, seed: Optional[int] = None,
-                schema_path: str = '',
-                shuffle_buffer: int = 1_000_000) -> tf.data.Dataset:
+                schema_path: str = '', shuffle_buffer: int = 65_536,
+                read_parallelism: int = 4) -> tf.data.Dataset:
   """Batches of parsed columns `names`, optionally filtered per example by `keep`.
 
-  With `shuffle`, files are read in a shuffled order and examples pass through a
-  `shuffle_buffer`-example buffer (config model.shuffle_buffer: see why there).
+  A stream, never the whole split in memory: the files in name order (permuted
+  by the seed every epoch with `shuffle`), read `read_parallelism` at a time and
+  interleaved record by record in a fixed order (deterministic=True), the
+  serialized records through a seeded `shuffle_buffer`-record buffer
+  (config model.shuffle_buffer: see why there), then parsed a batch at a time.
+  Peak memory is the buffer, the readers and the batches in flight, whatever
+  the split holds. The same files and seed give the same batches: the
+  ExampleGen writes the same examples into the same files in the same order
+  (each file a hash-of-click_id shard of the whole window, in hash order:
+  components/example_gen/executor.py), which is also what makes a bounded
+  buffer a sound shuffle.
   """
-  # Training sorts by click_id (sorted_by_click_id); read it just for that.
-  id_for_sort = repeat and columns.CLICK_ID not in names
-  spec = column_spec(list(names) + ([columns.CLICK_ID] if id_for_sort else []),
-                     dataset, schema_path)
-  files = records.list_files(patterns)
+  spec = column_spec(names, dataset, schema_path)
+  files = training_files(patterns)
+  n_files = int(files.cardinality())
   if shuffle:
-    files = list(np.random.default_rng(seed).permutation(files))
-  ds = tf.data.TFRecordDataset(files, compression_type='GZIP',
-                               num_parallel_reads=tf.data.AUTOTUNE)
+    # A new permutation every epoch, the same ones for the same seed.
+    files = files.shuffle(n_files, seed=seed, reshuffle_each_iteration=True)
+  if repeat:
+    files = files.repeat()
+  parallel = max(1, min(read_parallelism, n_files))
+  ds = files.interleave(
+      lambda f: tf.data.TFRecordDataset(f, compression_type='GZIP'),
+      cycle_length=parallel, block_length=1, num_parallel_calls=parallel,
+      deterministic=True)
+  if shuffle:
+    ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
 
   def parse(records_batch):
     return tf.io.parse_example(records_batch, spec)
-  if repeat:
-    # Training: decompress, parse and filter the split once and keep the parsed
-    # examples in host memory (the shuffle buffer already holds the whole
-    # window, serialized), then shuffle and batch them every epoch. Re-reading
-    # gzip and re-parsing every epoch made the input pipeline, not the model,
-    # the cost of a training step.
-    ds = ds.batch(4096).map(parse, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
-    if keep is not None:
-      ds = ds.filter(keep)
-    ds = sorted_by_click_id(ds)
-    if id_for_sort:
-      ds = ds.map(lambda e: {k: v for k, v in e.items() if k != columns.CLICK_ID})
-    ds = ds.cache()
-    if shuffle:
-      ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    return ds.repeat().batch(batch_size, drop_remainder=drop_remainder)
-  if shuffle:
-    ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
   if keep is None:
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-    ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
-  else:
-    # Parse in large batches (fast), filter per example, re-batch statically.
-    ds = ds.batch(1024).map(parse, num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.unbatch().filter(keep).batch(batch_size, drop_remainder=drop_remainder)
-  return ds
+    return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  # Parse and filter in large batches (`keep` vectorised over the batch), then
+  # re-batch statically: per-example filtering made the read the cost of a step.
+  def parse_and_keep(records_batch):
+    parsed = parse(records_batch)
+    mask = tf.vectorized_map(keep, parsed)
+    return {k: tf.boolean_mask(v, mask) for k, v in parsed.items()}
+  ds = ds.batch(1024).map(parse_and_keep, num_parallel_calls=tf.data.AUTOTUNE,
+                          deterministic=True)
+  return ds.rebatch(batch_size, drop_remainder=drop_remainder)
+
+
+def count_records(patterns: Sequence[str], read_parallelism: int = 4) -> int:
+  """The number of records in `patterns`' files: one streaming pass that
+  decompresses but does not parse (the student's count; the teacher counts
+  its lag-filtered examples in the pass it makes anyway)."""
+  files = training_files(patterns)
+  parallel = max(1, min(read_parallelism, int(files.cardinality())))
+  ds = files.interleave(lambda f: tf.data.TFRecordDataset(f, compression_type='GZIP'),
+                        cycle_length=parallel, num_parallel_calls=parallel)
+  sizes = ds.batch(65536).map(lambda b: tf.size(b, out_type=tf.int64))
+  return int(sizes.reduce(tf.constant(0, tf.int64), lambda a, b: a + b))
 
 
 def to_targets(batch: Batch, window_names: Sequence[str]) -> Batch:
@@ -108,21 +125,6 @@ def to_targets(batch: Batch, window_names: Sequence[str]) -> Batch:
   for name in (columns.CLICK_TS, columns.SNAPSHOT_TS):
     out[name] = batch[name]
   return out
-
-
-def sorted_by_click_id(ds: tf.data.Dataset) -> tf.data.Dataset:
-  """The examples of `ds` (unbatched) in click_id order.
-
-  Why: the ExampleGen's Beam write puts the same examples into shards in a
-  different order on every run, and a seeded shuffle of a different order is a
-  different training run. Sorting first makes the same examples and seed train
-  the same model, whatever the files. The split is held in memory for training
-  anyway (the cache below); this batches it whole once to sort it.
-  """
-  def sort(batch):
-    order = tf.argsort(tf.reshape(batch[columns.CLICK_ID], [-1]), stable=True)
-    return {k: tf.gather(v, order) for k, v in batch.items()}
-  return ds.batch(np.iinfo(np.int64).max).map(sort).unbatch()
 
 
 def model_dataset(patterns: Sequence[str], tft_layer,

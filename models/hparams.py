@@ -49,7 +49,9 @@ def _set(cfg: config_lib.Config, key: str, value) -> None:
   obj: Any = cfg
   for part in parents:
     obj = getattr(obj, part)
-  kind = type(getattr(obj, last))
+  current = getattr(obj, last)
+  # An unset optional (train_steps: derived from the data) takes an int.
+  kind = int if current is None else type(current)
   setattr(obj, last, kind(value))
 
 

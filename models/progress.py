@@ -23,7 +23,8 @@ def set_sink(sink: Optional[Sink]) -> None:
 
 
 def last() -> Dict[str, float]:
-  """The last fit's final step count and training loss ({} before any fit)."""
+  """The last fit's final step count, training loss and examples seen (steps x
+  batch size; 0 when not given) ({} before any fit)."""
   return dict(_last)
 
 
@@ -34,9 +35,10 @@ def reset() -> None:
 class KerasProgress(tf.keras.callbacks.Callback):
   """Reports each training batch's step and loss."""
 
-  def __init__(self, total_steps: int):
+  def __init__(self, total_steps: int, batch_size: int = 0):
     super().__init__()
     self._total = int(total_steps)
+    self._batch = int(batch_size)
     self._start = None
 
   def on_train_begin(self, logs=None):
@@ -45,6 +47,6 @@ class KerasProgress(tf.keras.callbacks.Callback):
 
   def on_train_batch_end(self, batch, logs=None):
     loss = float((logs or {}).get('loss', float('nan')))
-    _last.update(steps=batch + 1, loss=loss)
+    _last.update(steps=batch + 1, loss=loss, examples=(batch + 1) * self._batch)
     if _sink is not None:
       _sink(batch + 1, self._total, loss, time.monotonic() - self._start)

@@ -97,7 +97,8 @@ def dataset(patterns: Sequence[str], tft_layer, cfg: config_lib.Config,
   ds = data.model_dataset(patterns, tft_layer, d.serving_features(),
                           cfg.model.student.batch_size, d,
                           extra_targets=target_columns(weights, d),
-                          shuffle_buffer=cfg.model.shuffle_buffer, **kwargs)
+                          shuffle_buffer=cfg.model.shuffle_buffer,
+                          read_parallelism=cfg.model.read_parallelism, **kwargs)
   return ds.map(functools.partial(
       with_distill_targets, weights=weights,
       lag_seconds=cfg.window.teacher_lag_seconds(), dataset_spec=d,
@@ -119,8 +120,10 @@ def compile_model(cfg: config_lib.Config, weights: distill.DistillWeights,
   """The trainable model (call inside the strategy's scope)."""
   model = training.LossModel(
       network, functools.partial(distill.student_loss, w=weights), distill.TERMS)
+  # No length given (tests): the config's train_steps, else its budget.
   model.compile(optimizer=training.optimizer(
-      cfg.model.student, train_steps or cfg.model.student.train_steps),
+      cfg.model.student, train_steps or cfg.model.student.train_steps
+      or cfg.model.student.max_steps),
                 jit_compile=cfg.training.jit_compile,
                 steps_per_execution=cfg.training.steps_per_execution)
   return model
@@ -192,7 +195,8 @@ def train_network(cfg: config_lib.Config, weights: distill.DistillWeights,
                             cfg.training.steps_per_execution) if prune else network)
     model = compile_model(cfg, weights, trained, fn_args.train_steps)
   history = training.fit(model, train, evaluation, fn_args,
-                         callbacks=pruning.callbacks() if prune else ())
+                         callbacks=pruning.callbacks() if prune else (),
+                         batch_size=cfg.model.student.batch_size)
   network = pruning.strip(trained) if prune else network
   if cfg.training.precision != 'float32':
     network = float32_copy(cfg, weights, network, hint_width)
@@ -244,6 +248,7 @@ class Trained(NamedTuple):
   schema_path: str
   tables: object  # panel calibration tables, or None
   strategy: tf.distribute.Strategy
+  length: Dict  # training.resolve_steps' record: steps, examples seen
 
 
 def train(cfg: config_lib.Config, fn_args) -> Trained:
@@ -256,13 +261,30 @@ def train(cfg: config_lib.Config, fn_args) -> Trained:
                      seed=cfg.model.seed, schema_path=schema_path)
   evaluation = dataset(fn_args.eval_files, tft_layer, cfg, weights, tables,
                        shuffle=False, schema_path=schema_path)
+  length = training.resolve_steps(
+      fn_args, cfg.model.student,
+      lambda: training_examples(fn_args.train_files, cfg, weights))
+  logging.info('student: training length %s', length)
   strategy = distribution.get_strategy(cfg.training.strategy, cfg.training.tpu)
   tf.keras.mixed_precision.set_global_policy(cfg.training.precision)
   hint_width = schemas.hint_width(schema_path)
   network, history, warm_start = train_network(
       cfg, weights, hint_width, strategy, train_ds, evaluation, fn_args)
   return Trained(network, history, warm_start, weights, tft_layer, schema_path,
-                 tables, strategy)
+                 tables, strategy, length)
+
+
+def training_examples(patterns: Sequence[str], cfg: config_lib.Config,
+                      weights: distill.DistillWeights) -> int:
+  """How many examples the student trains on: the train split's records (a
+  pass that does not parse), or its panel clicks for `panel_only`."""
+  if not weights.panel_only:
+    return data.count_records(patterns, cfg.model.read_parallelism)
+  panel = cfg.dataset.panel
+  ds = data.raw_dataset(patterns, [panel], 65536, cfg.dataset, shuffle=False,
+                        repeat=False, drop_remainder=False,
+                        keep=lambda e: tf.equal(e[panel][0], 1))
+  return int(sum(int(tf.shape(b[panel])[0]) for b in ds))
 
 
 def predicted_rates(network: tf.keras.Model, tft_layer, patterns: Sequence[str],
@@ -304,6 +326,8 @@ def run_fn(fn_args) -> None:
   cfg, used = resolve_hyperparameters(cfg, fn_args)
   logging.info('student: hyperparameters %s', used)
   trained = train(cfg, fn_args)
+  # Derived from the data when neither the config nor a sweep set it.
+  used['values']['train_steps'] = fn_args.train_steps
   network, history, warm_start = trained.network, trained.history, trained.warm_start
   weights, tables, strategy = trained.weights, trained.tables, trained.strategy
   summary: Dict = {
@@ -313,8 +337,11 @@ def run_fn(fn_args) -> None:
       'strategy': type(strategy).__name__,
       'replicas': strategy.num_replicas_in_sync,
       'train_steps': fn_args.train_steps,
-      # What Keras ran (train_steps as the Trainer passed it, or a sweep's).
+      # What Keras ran (train_steps as the Trainer passed it, a sweep's, or
+      # derived from the data: `training_length`).
       'steps_trained': int(history.params.get('steps') or 0),
+      'examples_seen': int(history.params.get('steps') or 0) * cfg.model.student.batch_size,
+      'training_length': trained.length,
       'warm_start': warm_start.get('path', ''),
       'warm_start_layers': warm_start,
       'batch_size': cfg.model.student.batch_size,

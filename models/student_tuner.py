@@ -83,8 +83,11 @@ class StudentTuner(base_tuner.BaseTuner):
     values = dict(trial.hyperparameters.values)
     cfg = hparams.apply(self._cfg, values)
     fn_args = copy.copy(self._fn_args)
+    # A searched (or set) train_steps; unset, the trial derives them from the
+    # data as the student does (student_trainer.train).
     fn_args.train_steps = cfg.model.student.train_steps
-    fn_args.eval_steps = max(1, fn_args.train_steps // 20)
+    fn_args.eval_steps = (max(1, fn_args.train_steps // 20)
+                          if fn_args.train_steps else None)
     # Each trial builds its own graph; the last trial's need not stay in memory.
     tf.keras.backend.clear_session()
     metrics = self._trial_fn(cfg, fn_args)

@@ -3,8 +3,10 @@
 The teacher trains on the train split restricted to clicks at least
 `teacher_lag_hours` older than T (its training and inference run behind, as in the
 paper), with the exact thinned likelihood, reading serving and teacher-only
-features. Its summary (cutoff, examples trained on, sizes) is written beside the
-model in assets.extra/training_summary.json and logged.
+features. Its summary (cutoff, examples trained on, steps and examples seen,
+sizes) is written beside the model in assets.extra/training_summary.json and
+logged. Its steps come from the examples it trains on (model.teacher.epochs,
+max_steps) unless model.teacher.train_steps sets them.
 """
 
 from typing import Dict, Sequence
@@ -85,7 +87,8 @@ def training_dataset(patterns: Sequence[str], tft_layer, cfg: config_lib.Config,
                           repeat=repeat, extra_targets=extra_targets(cfg),
                           keep=data.lag_filter(cfg.window.teacher_lag_hours),
                           seed=cfg.model.seed,
-                          shuffle_buffer=cfg.model.shuffle_buffer)
+                          shuffle_buffer=cfg.model.shuffle_buffer,
+                          read_parallelism=cfg.model.read_parallelism)
   return with_panel_calibration(ds, cfg, panel_tables)
 
 
@@ -140,6 +143,9 @@ def run_fn(fn_args) -> None:
   tables = (panel_calibration.fit_from_files(
       fn_args.train_files, 'model.teacher_panel_calibration', cfg.dataset)
             if cfg.model.teacher_panel_calibration else None)
+  # Its length from the examples it trains on (counted by lag_summary's pass).
+  length = training.resolve_steps(fn_args, t, lambda: summary['examples_trained_on'])
+  logging.info('teacher: training length %s', length)
   train = training_dataset(fn_args.train_files, tft_layer, cfg, panel_tables=tables)
   evaluation = with_panel_calibration(data.model_dataset(
       fn_args.eval_files, tft_layer, cfg.dataset.teacher_features(), t.batch_size,
@@ -147,10 +153,12 @@ def run_fn(fn_args) -> None:
   network = towers.build_teacher(cfg)
   model = training.LossModel(network, losses.teacher_loss)
   model.compile(optimizer=training.optimizer(t, fn_args.train_steps))
-  history = training.fit(model, train, evaluation, fn_args)
+  history = training.fit(model, train, evaluation, fn_args, batch_size=t.batch_size)
   summary.update({
       'train_steps': fn_args.train_steps,
       'batch_size': t.batch_size,
+      'examples_seen': int(history.params.get('steps') or 0) * t.batch_size,
+      'training_length': length,
       'final_train_loss': float(history.history['loss'][-1]),
       'eval_loss': float(history.history['val_loss'][-1]),
       'parameters': towers.parameter_counts(network),

@@ -6,6 +6,7 @@ the step is written out. It runs under Model.fit, so distribution strategies,
 steps_per_execution and jit_compile apply as usual.
 """
 
+import math
 from typing import Callable, Dict, Sequence
 
 import tensorflow as tf
@@ -82,6 +83,39 @@ def set_seed(seed: int) -> None:
   tf.config.experimental.enable_op_determinism()
 
 
+def steps_from_data(net_cfg: NetConfig, examples: int) -> int:
+  """Training steps for `examples` training examples: ceil(epochs x examples /
+  batch_size), at least 1, at most max_steps (config NetConfig)."""
+  steps = math.ceil(net_cfg.epochs * max(0, int(examples)) / net_cfg.batch_size)
+  return int(min(net_cfg.max_steps, max(1, steps)))
+
+
+def resolve_steps(fn_args, net_cfg: NetConfig,
+                  count: Callable[[], int]) -> Dict:
+  """Sets fn_args.train_steps (and eval_steps, 1/20 of it) when the Trainer was
+  given none (the config's train_steps unset: pipeline.py) from the number of
+  training examples, `count()` (called only then); returns the summary's record
+  of the training length (examples seen = steps x batch size)."""
+  explicit = bool(getattr(fn_args, 'train_steps', None))
+  record = {}
+  if explicit:
+    record['steps_from'] = 'train_steps'
+  else:
+    examples = int(count())
+    wanted = math.ceil(net_cfg.epochs * examples / net_cfg.batch_size)
+    fn_args.train_steps = steps_from_data(net_cfg, examples)
+    # What set the length: epochs over the data, or the budget.
+    record['steps_from'] = 'max_steps' if wanted > net_cfg.max_steps else 'epochs'
+    record['training_examples'] = examples
+    record['epochs_seen'] = round(
+        fn_args.train_steps * net_cfg.batch_size / max(1, examples), 3)
+  if not getattr(fn_args, 'eval_steps', None):
+    fn_args.eval_steps = max(1, fn_args.train_steps // 20)
+  record.update(train_steps=fn_args.train_steps,
+                examples_seen=fn_args.train_steps * net_cfg.batch_size)
+  return record
+
+
 def optimizer(net_cfg: NetConfig, train_steps: int) -> tf.keras.optimizers.Optimizer:
   """Adam with the configured learning rate and schedule."""
   rate = net_cfg.learning_rate
@@ -92,13 +126,15 @@ def optimizer(net_cfg: NetConfig, train_steps: int) -> tf.keras.optimizers.Optim
 
 
 def fit(model: tf.keras.Model, train: tf.data.Dataset, evaluation: tf.data.Dataset,
-        fn_args, callbacks: Sequence[tf.keras.callbacks.Callback] = ()
-        ) -> tf.keras.callbacks.History:
+        fn_args, callbacks: Sequence[tf.keras.callbacks.Callback] = (),
+        batch_size: int = 0) -> tf.keras.callbacks.History:
   """One epoch of the Trainer's train_steps, validated on its eval_steps
   (`callbacks`: e.g. pruning's mask steps). Every step is reported to
-  models.progress (the console's progress line and key figure)."""
+  models.progress (the console's progress line and key figure, which says how
+  many examples it saw at `batch_size` a step)."""
   return model.fit(train, steps_per_epoch=fn_args.train_steps, epochs=1,
                    validation_data=evaluation,
                    validation_steps=max(1, fn_args.eval_steps or 1), verbose=2,
                    callbacks=[*callbacks,
-                              progress.KerasProgress(fn_args.train_steps)])
+                              progress.KerasProgress(fn_args.train_steps,
+                                                     batch_size)])

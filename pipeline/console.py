@@ -53,8 +53,9 @@ def key_figure(node: str, output_dict: Dict) -> str:
   if node in _TRAINERS:
     from models import progress  # pylint: disable=g-import-not-at-top
     last = progress.last()
-    return (f'{last["steps"]} steps, final loss {last["loss"]:.4f}'
-            if last else '')
+    seen = last.get('examples') if last else 0
+    return (f'{last["steps"]} steps' + (f' ({seen:,} examples seen)' if seen else '')
+            + f', final loss {last["loss"]:.4f}' if last else '')
   figures = {
       'ConversionLogExampleGen': lambda o: (
           lambda a: a and f'{_prop(a, "train_examples", 0):,} train / '

@@ -55,6 +55,21 @@ def teacher_columns_spec(window_names) -> tfx.proto.OutputExampleSpec:
           predict_output=tfx.proto.PredictOutput(output_columns=cols))])
 
 
+def train_args(net: config_lib.NetConfig) -> tfx.proto.TrainArgs:
+  """The config's train_steps if set; else none, and the run_fn derives them
+  from the number of training examples (models/training.py resolve_steps)."""
+  if net.train_steps:
+    return tfx.proto.TrainArgs(num_steps=net.train_steps)
+  return tfx.proto.TrainArgs()
+
+
+def eval_args(net: config_lib.NetConfig) -> tfx.proto.EvalArgs:
+  """1/20 of an explicit train_steps; else the run_fn's 1/20 of the derived."""
+  if net.train_steps:
+    return tfx.proto.EvalArgs(num_steps=max(1, net.train_steps // 20))
+  return tfx.proto.EvalArgs()
+
+
 def create_pipeline(
     cfg: config_lib.Config,
     *,
@@ -167,8 +182,7 @@ def create_pipeline(
     teacher = trainer(
         TEACHER, run_fn=TEACHER_RUN_FN, examples=examples,
         transform_graph=transform.outputs['transform_graph'], schema=schema,
-        train_args=tfx.proto.TrainArgs(num_steps=t.train_steps),
-        eval_args=tfx.proto.EvalArgs(num_steps=max(1, t.train_steps // 20)))
+        train_args=train_args(t), eval_args=eval_args(t))
     teacher_gate = TeacherGate(
         model=teacher.outputs['model'], examples=examples,
         bar=cfg.teacher_gate.to_json(),
@@ -196,7 +210,7 @@ def create_pipeline(
           tuner_fn=TUNER_FN, examples=bulk_inferrer.outputs['output_examples'],
           transform_graph=transform.outputs['transform_graph'], schema=schema,
           base_model=warm_base,
-          train_args=tfx.proto.TrainArgs(num_steps=s.train_steps),
+          train_args=train_args(s),
           eval_args=tfx.proto.EvalArgs(splits=[example_gen_executor.TUNE],
                                        num_steps=1))
       custom_config = config_lib.trainer_custom_config(cfg)
@@ -227,8 +241,7 @@ def create_pipeline(
         examples=bulk_inferrer.outputs['output_examples'],
         transform_graph=transform.outputs['transform_graph'], schema=schema,
         base_model=warm_base, hyperparameters=hyperparameters,
-        train_args=tfx.proto.TrainArgs(num_steps=s.train_steps),
-        eval_args=tfx.proto.EvalArgs(num_steps=max(1, s.train_steps // 20)))
+        train_args=train_args(s), eval_args=eval_args(s))
 
     q = cfg.quantizer
     quantizer = Quantizer(

@@ -174,3 +174,18 @@ def test_each_node_prints_its_lines_complete_skipped_and_failed(tmp_path):
   assert lines[2][2].endswith('s: its condition is false on this night'), lines[2]
   assert lines[4][2].endswith('s: RuntimeError: quantization costs too much'), lines[4]
   assert out.failure == 'Pusher: RuntimeError: quantization costs too much'
+
+
+def test_a_trainers_line_says_how_many_examples_it_saw():
+  """The figure comes from the fit's progress callback (steps x batch size)."""
+  from models import progress  # pylint: disable=g-import-not-at-top
+  callback = progress.KerasProgress(total_steps=3, batch_size=512)
+  callback.on_train_begin()
+  for step in range(3):
+    callback.on_train_batch_end(step, {'loss': 0.25})
+  try:
+    assert console.key_figure('teacher', {}) == (
+        '3 steps (1,536 examples seen), final loss 0.2500')
+  finally:
+    progress.reset()
+  assert console.key_figure('student', {}) == ''

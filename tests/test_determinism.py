@@ -80,34 +80,3 @@ def test_training_input_order_depends_on_its_seed_alone(tmp_path):
   assert np.array_equal(order(1), order(2))
   # Not vacuous: without seeding first, the earlier seed decides the order.
   assert not np.array_equal(order(1, False), order(2, False))
-
-
-def test_training_input_ignores_how_the_example_gen_sharded_the_split(tmp_path):
-  """The same examples in other files and another order (a second ExampleGen run
-  of the same window) give the same training batches for the same seed."""
-  from models import data  # pylint: disable=g-import-not-at-top
-  from schemas import codec  # pylint: disable=g-import-not-at-top
-  from schemas import columns  # pylint: disable=g-import-not-at-top
-  rng = np.random.default_rng(3)
-  n = 500
-  ids = rng.permutation(10_000)[:n].astype(np.int64)
-  rows = {columns.CLICK_ID: ids, columns.CLICK_TS: ids * 7}
-
-  def write(name, order, shards):
-    paths = []
-    for k, part in enumerate(np.array_split(order, shards)):
-      paths.append(str(tmp_path / f'{name}-{k}.gz'))
-      with tf.io.TFRecordWriter(paths[-1], options='GZIP') as w:
-        for record in codec.encode({c: v[part] for c, v in rows.items()}):
-          w.write(record)
-    return paths
-
-  def batches(paths):
-    ds = data.raw_dataset(paths, [columns.CLICK_TS], 50, synthetic.spec(), seed=0)
-    return np.concatenate([b[columns.CLICK_TS][:, 0]
-                           for b in ds.take(20).as_numpy_iterator()])
-  first = batches(write('a', np.arange(n), 3))
-  second = batches(write('b', rng.permutation(n), 4))
-  np.testing.assert_array_equal(first, second)
-  assert sorted(first[:n].tolist()) == sorted((ids * 7).tolist())  # an epoch
-  assert not np.array_equal(first[:n], np.sort(first[:n]))  # still shuffled

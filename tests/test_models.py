@@ -9,6 +9,7 @@ import tensorflow_transform.beam as tft_beam
 from tensorflow_transform.tf_metadata import dataset_metadata
 from tensorflow_transform.tf_metadata import schema_utils
 
+from components.example_gen import executor as example_gen_executor
 import config as config_lib
 from models import data
 from models import distill
@@ -18,6 +19,7 @@ from models import nll
 from models import student_trainer
 from models import teacher_trainer
 from models import towers
+from schemas import codec
 from schemas import columns
 from world import synthetic
 
@@ -130,35 +132,43 @@ def test_rescaling_embeddings_leaves_the_float_function_unchanged(cfg):
       assert abs(float(np.abs(layer.get_weights()[0]).max()) - 2.0) < 1e-5
 
 
-def _day_sorted_files(tmp_path, days=4, per_day=500):
-  """Two gzip TFRecord files, each in day-sorted runs (how ExampleGen writes)."""
+def _day_sorted_examples(days=4, per_day=500):
+  """Clicks in day-sorted runs (how the join delivers them to the writer)."""
+  ids = np.arange(days * per_day, dtype=np.int64)  # ids grow with time
+  return {columns.CLICK_ID: ids,
+          columns.CLICK_TS: (ids // per_day) * 86400 + ids % per_day}
+
+
+def _files(tmp_path, cols, hashed):
+  """Two gzip TFRecord files: the ExampleGen's (by a hash of click_id, in hash
+  order) or day-sorted halves (how its Beam write used to shard)."""
+  ids = cols[columns.CLICK_ID]
+  if hashed:
+    key = example_gen_executor.order_keys(ids)
+    parts = [np.flatnonzero(key % 2 == f) for f in range(2)]
+    parts = [p[np.argsort(key[p])] for p in parts]
+  else:
+    parts = np.array_split(np.arange(len(ids)), 2)
   paths = []
-  for f in range(2):
-    path = str(tmp_path / f'part-{f}.gz')
-    with tf.io.TFRecordWriter(path, tf.io.TFRecordOptions(compression_type='GZIP')) as w:
-      for day in range(days):
-        for i in range(per_day):
-          ex = tf.train.Example()
-          ex.features.feature[columns.CLICK_TS].int64_list.value.append(day * 86400 + i)
-          # Ids grow with time, as the logs' do.
-          ex.features.feature[columns.CLICK_ID].int64_list.value.append(
-              (day * per_day + i) * 2 + f)
-          w.write(ex.SerializeToString())
-    paths.append(path)
+  for f, part in enumerate(parts):
+    paths.append(str(tmp_path / f'part-{f}.gz'))
+    with tf.io.TFRecordWriter(paths[-1], options='GZIP') as w:
+      for record in codec.encode({k: v[part] for k, v in cols.items()}):
+        w.write(record)
   return paths
 
 
-@pytest.mark.parametrize('buffer,min_days', [(1_000_000, 4), (16, 1)])
-def test_training_batches_mix_days_only_with_a_window_sized_buffer(tmp_path, buffer,
-                                                                   min_days):
-  files = _day_sorted_files(tmp_path)
+@pytest.mark.parametrize('hashed,buffer,days_in_batch', [
+    (True, 16, 4),  # the ExampleGen's shards: a small buffer mixes every day
+    (False, 10_000, 4),  # day-sorted files needed a window-sized buffer,
+    (False, 16, 1)])  # else single-day batches (the bug the shards remove)
+def test_training_batches_mix_days_with_a_bounded_buffer_on_the_example_gen_shards(
+    tmp_path, hashed, buffer, days_in_batch):
+  files = _files(tmp_path, _day_sorted_examples(), hashed)
   ds = data.raw_dataset(files, [columns.CLICK_TS], 256, synthetic.spec(), seed=3,
-                        shuffle_buffer=buffer)
+                        shuffle_buffer=buffer, read_parallelism=1)
   days = {int(t) // 86400 for t in next(iter(ds))[columns.CLICK_TS].numpy().ravel()}
-  if min_days == 4:
-    assert days == {0, 1, 2, 3}  # the window-sized default mixes every day
-  else:
-    assert len(days) == 1  # a small buffer yields single-day batches: the bug
+  assert len(days) == days_in_batch
 
 
 def test_model_config_shuffle_buffer_reaches_both_trainers(cfg, monkeypatch):
@@ -168,13 +178,14 @@ def test_model_config_shuffle_buffer_reaches_both_trainers(cfg, monkeypatch):
     pass
 
   def record(*unused_args, **kwargs):
-    seen.append(kwargs['shuffle_buffer'])
+    seen.append((kwargs['shuffle_buffer'], kwargs['read_parallelism']))
     raise Built
 
   monkeypatch.setattr(data, 'model_dataset', record)
-  cfg = config_lib.load_config(None, ['model.shuffle_buffer=1234'])
+  cfg = config_lib.load_config(None, ['model.shuffle_buffer=1234',
+                                      'model.read_parallelism=3'])
   with pytest.raises(Built):
     teacher_trainer.training_dataset(['x'], None, cfg)
   with pytest.raises(Built):
     student_trainer.dataset(['x'], None, cfg, distill.DistillWeights.from_config(cfg.distill))
-  assert seen == [1234, 1234]
+  assert seen == [(1234, 3), (1234, 3)]

@@ -17,7 +17,8 @@ vectorised); the delay distribution every exposure uses is fitted here on the
 window's reported conversions (`observation.delay_fit`), or is the spec's prior
 with delay.source prior. This module only moves rows. Output: an Examples
 artifact with splits `train` and `eval`, and `tune` (a hashed share of the train
-window's clicks) when tune_fraction > 0 (gzip TFRecords of tf.Example), T and the
+window's clicks) when tune_fraction > 0 (gzip TFRecords of tf.Example, sharded by
+a hash of click_id and in hash order: WriteShards), T and the
 input counts as custom properties; and a DelayModel artifact with the fit
 (`delay_fit.json`).
 """
@@ -74,6 +75,15 @@ TUNE_FRACTION_KEY = 'tune_fraction'
 TRAIN, EVAL, TUNE = 'train', 'eval', 'tune'
 SPLITS = (TRAIN, EVAL)
 ALL_SPLITS = (TRAIN, EVAL, TUNE)
+
+
+# Each split is written as ceil(records / RECORDS_PER_SHARD) gzip shards, by a
+# hash of click_id (salted apart from the tune split's hash), each in hash order
+# (WriteShards). 20k records is ~10 MB of examples to sort per shard, and ~4
+# shards for the default world's training window, which training reads in
+# parallel (model.read_parallelism).
+RECORDS_PER_SHARD = 20_000
+SHARD_SALT = 0x5EED5
 
 
 def split_names(tune_fraction: float):
@@ -311,10 +321,72 @@ class _JoinBatch(beam.DoFn):
     # Tune clicks come from the train window only: the eval split stays whole.
     is_tune = ~is_eval & window_lib.tune_mask(joined[columns.CLICK_ID],
                                               self._tune_fraction)
-    for record, ev, tune in zip(codec.encode(joined), is_eval, is_tune):
+    order = order_keys(joined[columns.CLICK_ID])
+    for record, ev, tune, key in zip(codec.encode(joined), is_eval, is_tune, order):
       split = EVAL if ev else TUNE if tune else TRAIN
       self._counters[split].inc()
-      yield beam.pvalue.TaggedOutput(split, record)
+      yield beam.pvalue.TaggedOutput(split, (int(key), record))
+
+
+def order_keys(click_ids) -> np.ndarray:
+  """Each click's shard and place in it: a salted hash of click_id, 63 bits (an
+  int64, as Beam's coders carry ints)."""
+  return (window_lib.click_hash(click_ids, SHARD_SALT) >> np.uint64(1)).astype(np.int64)
+
+
+def num_shards(count: int, per_shard: int = RECORDS_PER_SHARD) -> int:
+  """Shards of a split of `count` records: at most `per_shard` each, at least one."""
+  return max(1, -(-int(count) // per_shard))
+
+
+def shard_path(split_dir: str, shard: int, shards: int) -> str:
+  """A shard's file, named as Beam's sharded TFRecord write names them."""
+  return os.path.join(split_dir, f'{write_split.DEFAULT_FILE_NAME}-{shard:05d}-of-'
+                      f'{shards:05d}.gz')
+
+
+class _WriteShard(beam.DoFn):
+  """(shard, [(hash, record)]) -> the shard's gzip TFRecord file, records in
+  hash order (ties by record bytes), written under a temporary name and renamed."""
+
+  def __init__(self, split_dir: str):
+    self._dir = split_dir
+
+  def process(self, element, shards: int):
+    shard, keyed = element
+    path = shard_path(self._dir, shard, shards)
+    tmp = os.path.join(os.path.dirname(self._dir),
+                       f'.{os.path.basename(self._dir)}-{shard:05d}.tmp')
+    tf.io.gfile.makedirs(self._dir)
+    with tf.io.TFRecordWriter(tmp, options='GZIP') as writer:
+      for _, record in sorted(keyed):
+        writer.write(record)
+    tf.io.gfile.rename(tmp, path, overwrite=True)
+    yield path
+
+
+@beam.ptransform_fn
+def WriteShards(keyed_records, split_dir: str,  # pylint: disable=invalid-name
+                per_shard: int = RECORDS_PER_SHARD):
+  """Writes (hash of click_id, record) pairs as gzip TFRecord shards of a split.
+
+  Why not Beam's sharded write (WriteSplit): its shards hold whatever order the
+  runner delivered, which for this join is runs sorted by day, so a bounded
+  training shuffle saw one day at a time; and another run of the same window
+  wrote the same examples in another order, a different training run. Here a
+  record's shard is its click hash modulo the number of shards and each shard
+  is written in hash order: every shard is a random sample of the whole window
+  in an order unrelated to time, and the same examples give the same files,
+  byte for byte, on any runner.
+  """
+  shards = (keyed_records | 'Count' >> beam.combiners.Count.Globally()
+            | 'Shards' >> beam.Map(num_shards, per_shard))
+  return (keyed_records
+          | 'ByShard' >> beam.Map(lambda kv, k: (kv[0] % k, kv),
+                                  beam.pvalue.AsSingleton(shards))
+          | 'GroupShards' >> beam.GroupByKey()
+          | 'WriteShard' >> beam.ParDo(_WriteShard(split_dir),
+                                       beam.pvalue.AsSingleton(shards)))
 
 
 def _input_error(error: Exception):
@@ -424,9 +496,8 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                        snapshot.to_ts(window.eval_start), tune_fraction),
             beam.pvalue.AsSingleton(fit)).with_outputs(*ALL_SPLITS))
     for split in written:
-      _ = splits[split] | f'Write[{split}]' >> write_split.WriteSplit(
-          artifact_utils.get_split_uri([examples], split),
-          example_gen_pb2.FILE_FORMAT_UNSPECIFIED)
+      _ = splits[split] | f'Write[{split}]' >> WriteShards(
+          artifact_utils.get_split_uri([examples], split))
     try:
       result = pipeline.run()
       result.wait_until_finish()

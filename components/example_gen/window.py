@@ -67,6 +67,18 @@ def resolve_window(data_root: str, spec: DatasetSpec, snapshot_time: str, policy
   return Window.ending_at(t, days, eval_days)
 
 
+def click_hash(click_ids, salt: int = 0) -> np.ndarray:
+  """SplitMix64's finaliser of click_id (+ `salt`) as uint64: ids are sequential
+  (and grow with time); their hashes are not."""
+  z = np.asarray(click_ids, np.int64).astype(np.uint64)
+  with np.errstate(over='ignore'):
+    z = z + np.uint64(0x9E3779B97F4A7C15) + np.uint64(salt)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z = z ^ (z >> np.uint64(31))
+  return z
+
+
 def tune_mask(click_ids, fraction: float) -> np.ndarray:
   """True for the clicks of the tune split: a hash of click_id below `fraction`.
 
@@ -75,10 +87,5 @@ def tune_mask(click_ids, fraction: float) -> np.ndarray:
   on every night whose window holds it, so a nightly teacher never trains on
   what an earlier sweep tuned on. SplitMix64's finaliser: ids are sequential.
   """
-  z = np.asarray(click_ids, np.int64).astype(np.uint64)
-  with np.errstate(over='ignore'):
-    z = z + np.uint64(0x9E3779B97F4A7C15)
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    z = z ^ (z >> np.uint64(31))
+  z = click_hash(click_ids)
   return (z >> np.uint64(11)).astype(np.float64) / float(1 << 53) < fraction
