@@ -226,12 +226,17 @@ def test_the_default_rule_promotes_the_truly_better_and_refuses_the_truly_worse(
     if change > 0:
       assert not promoted, (night, change, prop(promotion, 'reason'))
     if change < -1.5 * resolvable:
-      assert promoted, (night, change, resolvable, prop(promotion, 'reason'))
+      # The loss comparison sees it; the rule promotes unless a guard (a tCPA
+      # bucket's spend, the bias) broke, which the reason names.
+      assert prop(promotion, 'loss_diff_upper') < 0, (night, change)
+      assert promoted or 'guards broken' in prop(promotion, 'reason'), (
+          night, change, resolvable, prop(promotion, 'reason'))
   # The fixture has both kinds: the distilled night beats the weak bootstrap
   # beyond the noise, the production night against it is worse.
   assert changes['kd'] < -1.5 * prop(e2e.artifact('Promotion', 'blessing', 'kd'),
                                      'loss_resolvable'), changes
   assert changes['worse'] > 0, changes
+  assert prop(e2e.artifact('Promotion', 'blessing', 'kd'), 'blessed') == 1
 
 
 def test_the_promotion_records_three_areas_with_their_figures(e2e):

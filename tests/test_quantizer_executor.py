@@ -20,13 +20,14 @@ from world import synthetic
 
 pytestmark = pytest.mark.e2e
 
-# INT8 vs the float student on the e2e night's eval examples (pConvs). These
-# bounds are not measured on this student: it exists only in an e2e run. The
-# bounds derived from a measurement (and the README figures they back) are in
-# tests/test_quantizer_tolerance.py, on a tiny student of the same architecture
-# through the same executor; these stay loose enough for a 300-step,
-# warm-started student on another world.
-MEAN_REL_TOL, MAX_REL_TOL = 0.05, 0.30
+# INT8 vs the float student on the e2e night's eval examples (pConvs). Measured
+# on this fixture's KD student (300 steps warm-started from the 10-step
+# bootstrap, ~6k eval examples): mean 0.70%, max 31.4% (one example in the
+# low-rate tail, where a quantization step is a large share of the rate);
+# bounds at about 3x the mean and 1.6x the max. The bounds that back the
+# README's figures are in tests/test_quantizer_tolerance.py, on a tiny student
+# of the same architecture through the same executor.
+MEAN_REL_TOL, MAX_REL_TOL = 0.02, 0.50
 # The size ratio depends on the architecture and vocabularies only (the same as
 # test_quantizer_tolerance's student and the serving benchmark's: 0.2819,
 # 48,456 of 171,872 bytes); margin +0.01.

@@ -6,6 +6,7 @@ Reuses the shared nights (conftest.e2e): nothing here runs the pipeline.
 
 import json
 import os
+import re
 import time
 
 import numpy as np
@@ -143,7 +144,12 @@ def test_each_plots_data_matches_ml_metadata(e2e, built):
               for n in ('bootstrap', 'kd')]
   assert [t['version'] for t in tests] == versions
   for t in tests:
-    assert t['clicks_found_tonight'] == t['clicks'] > 0
+    # Tonight's window holds the clicks it still covers: all of the kd
+    # version's eval days, the last three of the bootstrap's four (the nights
+    # are E = 4 days apart and the window is 14 days).
+    assert 0 < t['clicks_found_tonight'] <= t['clicks']
+  assert tests[1]['clicks_found_tonight'] == tests[1]['clicks']
+  assert tests[0]['clicks_found_tonight'] < tests[0]['clicks']
     # Exposures only grow: tonight scores every click scored at push, or more.
     assert t['matured']['examples'] >= t['pushed_time']['examples'] > 0
     for key in ('pushed_time', 'matured', 'truth'):
@@ -165,7 +171,8 @@ def test_each_night_prints_two_lines_per_component_naming_every_one(e2e):
     assert mine[1].startswith(f'{node} COMPLETE '), mine
   kd = e2e.consoles['kd']
   assert 'Quantizer COMPLETE' in kd and 'bytes' in kd
-  assert 'student COMPLETE' in kd and 'steps, final loss' in kd
+  assert re.search(r'student COMPLETE [0-9.]+s: 300 steps \(76,800 examples seen\), '
+                   r'final loss [0-9.]+', kd), kd
   assert 'Pusher COMPLETE' in kd and 'pushed 2' in kd
   # The night already served: what runs after ServedBaseline is skipped, in
   # one line each.
