@@ -69,6 +69,16 @@ def small_world(tmp_path_factory):
       'world.num_clicks=3000', 'world.days=6', 'world.seed=3'])
 
 
+
+@pytest.fixture
+def restore_op_determinism():
+  """set_seed's op determinism is process-wide: the other tests run without it."""
+  from tensorflow.python.framework import config as tf_config  # pylint: disable=g-import-not-at-top
+  was = tf_config.is_op_determinism_enabled()
+  yield
+  if not was:
+    tf_config.disable_op_determinism()
+
 @pytest.fixture(scope='session')
 def e2e(tmp_path_factory):
   """Nights of the whole DAG with BeamDagRunner on one tiny world, caching off,

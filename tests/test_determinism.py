@@ -19,15 +19,6 @@ W = distill.DistillWeights(alpha=0.5, temperature=2.0, aux_weight=0.5,
                            hint_weight=0.1, tcpa_beta=0.5)
 
 
-@pytest.fixture
-def restore_op_determinism():
-  """set_seed's op determinism is process-wide: the other tests run without it."""
-  was = tf_config.is_op_determinism_enabled()
-  yield
-  if not was:
-    tf_config.disable_op_determinism()
-
-
 def train(seed):
   """A few Adam steps of a small student (with dropout) on shuffled batches."""
   training.set_seed(seed)

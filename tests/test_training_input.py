@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 # pylint: disable-next=g-direct-tensorflow-import
-from tensorflow.python.framework import config as tf_config
 
 from components.example_gen import executor
 from models import data
@@ -138,15 +137,6 @@ def shard_files(directory, cols: dict, order: np.ndarray, per_shard: int):
     _ = (p | beam.Create(list(zip(keys.tolist(), records)), reshuffle=True)
          | executor.WriteShards(str(directory), per_shard))
   return sorted(os.path.join(str(directory), f) for f in os.listdir(str(directory)))
-
-
-@pytest.fixture
-def restore_op_determinism():
-  """set_seed's op determinism is process-wide: the other tests run without it."""
-  was = tf_config.is_op_determinism_enabled()
-  yield
-  if not was:
-    tf_config.disable_op_determinism()
 
 
 def train(files, seed: int) -> list:
